@@ -1,0 +1,42 @@
+"""The resource types the sandbox API serves, as discovery describes them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Resource:
+    plural: str
+    kind: str
+    group: str  # "" for the core group
+    version: str
+    namespaced: bool
+    short_names: tuple[str, ...] = ()
+    verbs: tuple[str, ...] = ("create", "delete", "get", "list", "patch", "update", "watch")
+    subresources: tuple[str, ...] = field(default=())
+    singular: str = ""
+
+    @property
+    def group_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def api_version(self) -> str:
+        return self.group_version
+
+
+RESOURCES: dict[str, Resource] = {
+    r.plural: r
+    for r in (
+        Resource("namespaces", "Namespace", "", "v1", False, ("ns",), singular="namespace"),
+        Resource("pods", "Pod", "", "v1", True, ("po",), subresources=("log", "status"), singular="pod"),
+        Resource("events", "Event", "", "v1", True, ("ev",), singular="event"),
+        Resource("services", "Service", "", "v1", True, ("svc",), singular="service"),
+        Resource("endpoints", "Endpoints", "", "v1", True, ("ep",), singular="endpoints"),
+        Resource("deployments", "Deployment", "apps", "v1", True, ("deploy",), subresources=("scale", "status"), singular="deployment"),
+        Resource("replicasets", "ReplicaSet", "apps", "v1", True, ("rs",), subresources=("scale", "status"), singular="replicaset"),
+    )
+}
+
+KIND_TO_PLURAL = {r.kind: r.plural for r in RESOURCES.values()}

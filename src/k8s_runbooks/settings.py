@@ -1,0 +1,80 @@
+"""The one settings object. Every field is read from `K8S_RUNBOOKS_<FIELD>` (upper case)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="K8S_RUNBOOKS_", extra="ignore")
+
+    # --- Kubernetes -------------------------------------------------------------------------
+    kubeconfig: Path | None = Field(
+        default=None,
+        description="Kubeconfig file to use; falls back to $KUBECONFIG, then ~/.kube/config, then in-cluster config.",
+    )
+    kube_context: str | None = Field(default=None, description="Kubeconfig context; default is the current context.")
+    kube_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Timeout of every Kubernetes API request (connect + read), seconds."
+    )
+
+    # --- Prometheus / Alertmanager -----------------------------------------------------------
+    prometheus_url: str = Field(default="http://127.0.0.1:19090", description="Base URL of the Prometheus HTTP API.")
+    alertmanager_url: str = Field(default="http://127.0.0.1:19093", description="Base URL of Alertmanager.")
+    pushgateway_url: str = Field(default="http://127.0.0.1:19091", description="Base URL of the Pushgateway (drill metrics).")
+    http_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Timeout of every HTTP call to Prometheus, Alertmanager, Sentry and webhooks, seconds."
+    )
+
+    # --- Sentry ------------------------------------------------------------------------------
+    sentry_dsn: SecretStr | None = Field(default=None, description="DSN used to report runbook failures through sentry-sdk.")
+    sentry_api_url: str = Field(default="https://sentry.io/api/0", description="Sentry Web API base URL (issue look-ups).")
+    sentry_token: SecretStr | None = Field(
+        default=None, description="Sentry auth token for issue look-ups (or a Prefect Secret block named by sentry_token_block)."
+    )
+    sentry_token_block: str | None = Field(default=None, description="Name of a Prefect Secret block holding the Sentry token.")
+    sentry_org: str | None = Field(default=None, description="Sentry organisation slug.")
+    sentry_project: str | None = Field(default=None, description="Sentry project slug (defaults to the service name).")
+
+    # --- Notifications -----------------------------------------------------------------------
+    notify_webhook_url: SecretStr | None = Field(
+        default=None, description="Slack-compatible incoming webhook for status updates and escalations (unset: artifacts only)."
+    )
+
+    # --- Guardrails --------------------------------------------------------------------------
+    protected_namespaces: list[str] = Field(
+        default_factory=lambda: ["kube-system", "kube-public", "kube-node-lease"],
+        description="Namespaces where no destructive action is ever taken.",
+    )
+    max_pods_per_action: int = Field(default=5, ge=1, description="Blast radius: pods one action may touch.")
+    max_pods_per_run: int = Field(default=10, ge=1, description="Blast radius: pods one flow run may touch in total.")
+    cooldown_seconds: float = Field(
+        default=300.0, ge=0, description="Minimum time between two destructive actions on the same target."
+    )
+    state_dir: Path = Field(
+        default=Path(".k8s-runbooks"),
+        description="Where the audit log and cooldown records are kept (JSON lines).",
+    )
+    reports_dir: Path = Field(default=Path("reports"), description="Where post-mortems are written as files.")
+
+    # --- Sandbox cluster ---------------------------------------------------------------------
+    sandbox_state_dir: Path = Field(default=Path(".sandbox"), description="State directory of the sandbox cluster.")
+    sandbox_api_port: int = Field(default=16443, description="Port of the sandbox Kubernetes API on 127.0.0.1.")
+    sandbox_prometheus_port: int = Field(default=19090, description="Port of the sandbox Prometheus.")
+    sandbox_alertmanager_port: int = Field(default=19093, description="Port of the sandbox Alertmanager.")
+    sandbox_pushgateway_port: int = Field(default=19091, description="Port of the sandbox Pushgateway.")
+    sandbox_prefect_port: int = Field(default=4200, description="Port of the sandbox Prefect server (API and UI).")
+    sandbox_receiver_port: int = Field(default=18080, description="Port of the alert receiver started by the sandbox.")
+    sandbox_alert_webhook_url: str | None = Field(
+        default=None,
+        description="Where the sandbox Alertmanager sends notifications; default is the sandbox alert receiver.",
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
