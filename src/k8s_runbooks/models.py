@@ -1,0 +1,208 @@
+"""Data that tasks return and flows publish. Prefect-free pydantic v2 models shared by every layer."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ------------------------------------------------------------------------------------ targets
+class WorkloadRef(Model):
+    namespace: str
+    kind: Literal["Deployment"] = "Deployment"
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.kind.lower()}/{self.name}"
+
+
+# ------------------------------------------------------------------------------------ evidence
+class ContainerDiagnosis(Model):
+    name: str
+    ready: bool
+    restart_count: int
+    state: Literal["running", "waiting", "terminated", "unknown"]
+    waiting_reason: str | None = None  # CrashLoopBackOff, ImagePullBackOff, CreateContainerConfigError, ...
+    waiting_message: str | None = None
+    last_terminated_reason: str | None = None  # OOMKilled, Error, Completed
+    last_exit_code: int | None = None
+    last_finished_at: datetime | None = None
+    memory_limit: str | None = None
+    cpu_limit: str | None = None
+
+
+class PodDiagnosis(Model):
+    namespace: str
+    name: str
+    phase: str
+    ready: bool
+    node: str | None = None
+    pod_ip: str | None = None
+    created_at: datetime | None = None
+    owner_chain: list[str] = Field(default_factory=list, description="e.g. ['ReplicaSet/checkout-5d9f', 'Deployment/checkout']")
+    containers: list[ContainerDiagnosis] = Field(default_factory=list)
+    conditions: dict[str, str] = Field(default_factory=dict, description="condition type -> status")
+    restart_count: int = 0
+    restart_rate_per_min: float | None = None
+    unhealthy: bool = False
+    reasons: list[str] = Field(default_factory=list, description="why this pod counts as unhealthy")
+
+
+class KubeEvent(Model):
+    namespace: str
+    involved_kind: str
+    involved_name: str
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+    count: int = 1
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+
+
+class LogExcerpt(Model):
+    namespace: str
+    pod: str
+    container: str
+    previous: bool
+    lines: list[str]
+    truncated: bool = False
+    redactions: int = Field(0, description="secrets replaced before the excerpt was stored")
+    error: str | None = Field(None, description="why no log could be read (e.g. no previous container)")
+
+
+class QueryResult(Model):
+    """An instant PromQL query and its samples (labels -> value)."""
+
+    query: str
+    at: datetime = Field(default_factory=utcnow)
+    samples: list[tuple[dict[str, str], float]] = Field(default_factory=list)
+
+
+class RangeSeries(Model):
+    query: str
+    start: datetime
+    end: datetime
+    step_seconds: float
+    series: list[tuple[dict[str, str], list[tuple[float, float]]]] = Field(default_factory=list)
+
+
+class ThresholdCheck(Model):
+    name: str
+    query: str
+    value: float | None
+    threshold: float
+    comparison: Literal[">", ">=", "<", "<=", "=="]
+    breached: bool
+    no_data: bool = False
+
+
+class SentryIssue(Model):
+    id: str
+    short_id: str | None = None
+    title: str
+    culprit: str | None = None
+    level: str | None = None
+    count: int | None = None
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    permalink: str | None = None
+
+
+# ------------------------------------------------------------------------------------ findings
+class Severity(str, Enum):
+    info = "info"
+    warning = "warning"
+    critical = "critical"
+
+
+class Finding(Model):
+    """One structured conclusion from evidence; the post-mortem is assembled from these."""
+
+    step: str = Field(description="runbook step id that produced it, e.g. 'identify'")
+    title: str
+    severity: Severity = Severity.warning
+    detail: str = ""
+    evidence: dict[str, Any] = Field(default_factory=dict)
+    root_cause: str | None = Field(None, description="a root-cause statement this finding supports")
+    action_items: list[str] = Field(default_factory=list)
+    at: datetime = Field(default_factory=utcnow)
+
+
+# ------------------------------------------------------------------------------------ actions
+class ActionKind(str, Enum):
+    delete_pods = "delete_pods"
+    rollout_restart = "rollout_restart"
+    scale = "scale"
+    rollout_undo = "rollout_undo"
+    patch_resources = "patch_resources"
+
+
+class Action(Model):
+    kind: ActionKind
+    target: WorkloadRef
+    pods: list[str] = Field(default_factory=list, description="pod names for delete_pods")
+    replicas: int | None = Field(None, description="target replicas for scale")
+    patch: dict[str, Any] | None = Field(None, description="strategic-merge patch for patch_resources")
+    reason: str = ""
+    evidence_score: float = Field(0.0, description="ranking: how strongly the evidence supports this action")
+
+    def describe(self) -> str:
+        if self.kind is ActionKind.delete_pods:
+            return f"delete (restart) pods {', '.join(self.pods)} in {self.target.namespace}"
+        if self.kind is ActionKind.scale:
+            return f"scale {self.target} to {self.replicas} replicas"
+        if self.kind is ActionKind.rollout_undo:
+            return f"roll back {self.target} to the previous ReplicaSet"
+        if self.kind is ActionKind.patch_resources:
+            return f"patch {self.target} resources"
+        return f"rollout restart {self.target}"
+
+
+class Decision(str, Enum):
+    allowed = "allowed"
+    refused = "refused"
+    dry_run = "dry-run"
+
+
+class AuditRecord(Model):
+    """Every guard decision, allowed or refused, is one of these (append-only JSON lines)."""
+
+    at: datetime = Field(default_factory=utcnow)
+    actor: str = Field(description="who asked: approver or 'auto' / flow-run id")
+    flow_run_id: str | None = None
+    action: Action
+    decision: Decision
+    reason: str
+    outcome: str | None = Field(None, description="what happened when executed, or the error")
+
+
+class ActionResult(Model):
+    action: Action
+    decision: Decision
+    executed: bool
+    detail: str = ""
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+
+
+# ------------------------------------------------------------------------------------ runs
+ApprovalMode = Literal["required", "auto", "dry-run"]
+
+
+class TimelineEntry(Model):
+    at: datetime
+    event: str
+    detail: str = ""
+    kind: Literal["detected", "step", "approval", "action", "recovered", "escalation", "communication", "note"] = "step"
