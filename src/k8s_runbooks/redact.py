@@ -1,0 +1,162 @@
+"""Secret redaction for anything collected (logs, events, messages) before it is stored or published.
+
+`redact(text) -> (text, count)` replaces each secret with `[REDACTED:<kind>]` and counts the replacements.
+Specific provider formats run first, the generic `key=value` rule last, so a value already replaced is
+never counted twice. Every quantifier is bounded: a hostile 1 MB line costs linear time, never a hang.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+_MARK = "[REDACTED:{}]"
+
+
+def _mark(kind: str) -> str:
+    return _MARK.format(kind)
+
+
+# Each rule: (kind, compiled pattern, replacement builder). The builder gets the match and returns the new text.
+Replacer = Callable[[re.Match[str]], str]
+
+
+def _whole(kind: str) -> Replacer:
+    return lambda m: _mark(kind)
+
+
+def _keep_prefix(kind: str, group: str = "prefix", suffix: str | None = None) -> Replacer:
+    def build(m: re.Match[str]) -> str:
+        tail = m.group(suffix) if suffix else ""
+        return f"{m.group(group)}{_mark(kind)}{tail or ''}"
+
+    return build
+
+
+_SECRET_KEY_WORDS = (
+    r"password|passwd|secret|token|api[_ -]?key|apikey|access[_-]?key|secret[_-]?key|"
+    r"private[_-]?key|account[_-]?key|auth[_-]?key|client[_-]?secret|session[_-]?id|"
+    r"signing[_-]?key|encryption[_-]?key"
+)
+
+_RULES: list[tuple[str, re.Pattern[str], Replacer]] = [
+    # PEM private key blocks, also with literal "\n" escapes (inside JSON) and truncated at the end of a log.
+    (
+        "private_key",
+        re.compile(
+            r"-----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY( BLOCK)?-----"
+            r"(?:[\s\S]{0,20000}?-----END[A-Z0-9 ]{0,40}PRIVATE KEY( BLOCK)?-----|[A-Za-z0-9+/=\s\\]{0,20000})"
+        ),
+        _whole("private_key"),
+    ),
+    # GCP service-account JSON: "private_key": "..." and "private_key_id": "..."
+    (
+        "private_key",
+        re.compile(r'(?P<prefix>"private_key(?:_id)?"\s*:\s*")(?!\[REDACTED)(?:[^"\\]|\\.){1,20000}(?P<q>")'),
+        _keep_prefix("private_key", suffix="q"),
+    ),
+    (
+        "slack_webhook",
+        re.compile(r"(?P<prefix>https://hooks\.slack(?:-gov)?\.com/(?:services|workflows|triggers)/)[A-Za-z0-9/_-]{8,300}"),
+        _keep_prefix("slack_webhook"),
+    ),
+    # Sentry DSN: the public key is the URL's user part (32 hex), optionally with a legacy secret.
+    (
+        "sentry_dsn",
+        re.compile(r"(?P<prefix>\b[a-z][a-z0-9+.-]{0,20}://)[0-9a-f]{32}(?::[0-9a-f]{32})?(?P<at>@)"),
+        _keep_prefix("sentry_dsn", suffix="at"),
+    ),
+    # scheme://user:password@host -> keep the user, mask the password.
+    (
+        "url_password",
+        re.compile(r"(?P<prefix>\b[a-zA-Z][a-zA-Z0-9+.-]{0,20}://[^\s:/@\[\]]{0,256}:)(?!\[REDACTED)[^\s/\"']{1,512}(?P<at>@)"),
+        _keep_prefix("url_password", suffix="at"),
+    ),
+    # Authorization / Proxy-Authorization headers (plain, JSON, or Python-dict style); keep the scheme.
+    (
+        "authorization",
+        re.compile(
+            r"(?i)(?P<prefix>\b(?:proxy-)?authorization[\"']?\s{0,5}[:=]\s{0,5}[\"']?"
+            r"(?:(?:bearer|basic|token|digest|apikey|negotiate|aws4-hmac-sha256)\s{1,5})?)"
+            r"(?!\[REDACTED)[^\r\n\"']{1,4000}"
+        ),
+        _keep_prefix("authorization"),
+    ),
+    (
+        "bearer",
+        re.compile(r"(?i)(?P<prefix>\bbearer\s{1,5})(?!\[REDACTED)[A-Za-z0-9\-._~+/]{12,4000}=*"),
+        _keep_prefix("bearer"),
+    ),
+    ("aws_access_key_id", re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|A3T[A-Z0-9])[A-Z0-9]{16}\b"), _whole("aws_access_key_id")),
+    (
+        "aws_secret_key",
+        re.compile(
+            r"(?i)(?P<prefix>\baws[_-]?(?:secret[_-]?(?:access[_-]?)?key|secret)[\"']?\s{0,5}[:=]\s{0,5}[\"']?)"
+            r"[A-Za-z0-9/+=]{40}(?![A-Za-z0-9/+=])"
+        ),
+        _keep_prefix("aws_secret_key"),
+    ),
+    ("gcp_api_key", re.compile(r"\bAIza[0-9A-Za-z\-_]{35}(?![0-9A-Za-z\-_])"), _whole("gcp_api_key")),
+    ("gcp_oauth_token", re.compile(r"\bya29\.[0-9A-Za-z\-_]{20,2000}"), _whole("gcp_oauth_token")),
+    ("github_token", re.compile(r"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36,255}\b"), _whole("github_token")),
+    ("github_token", re.compile(r"\bgithub_pat_[A-Za-z0-9_]{22,255}\b"), _whole("github_token")),
+    ("gitlab_token", re.compile(r"\bglpat-[A-Za-z0-9_\-]{20,100}\b"), _whole("gitlab_token")),
+    ("slack_token", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,250}"), _whole("slack_token")),
+    ("stripe_key", re.compile(r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,250}\b"), _whole("stripe_key")),
+    ("stripe_key", re.compile(r"\bwhsec_[A-Za-z0-9]{16,250}\b"), _whole("stripe_key")),
+    ("sendgrid_key", re.compile(r"\bSG\.[A-Za-z0-9_\-]{16,32}\.[A-Za-z0-9_\-]{16,64}\b"), _whole("sendgrid_key")),
+    ("twilio_key", re.compile(r"\b(?:SK|AC)[0-9a-f]{32}\b"), _whole("twilio_key")),
+    ("npm_token", re.compile(r"\bnpm_[A-Za-z0-9]{36}\b"), _whole("npm_token")),
+    ("pypi_token", re.compile(r"\bpypi-AgE[A-Za-z0-9_\-]{50,1000}"), _whole("pypi_token")),
+    ("openai_key", re.compile(r"\bsk-(?:proj-|ant-[a-z0-9]{2,10}-)?[A-Za-z0-9_\-]{20,250}"), _whole("api_key")),
+    ("mailgun_key", re.compile(r"\bkey-[0-9a-f]{32}\b"), _whole("mailgun_key")),
+    ("digitalocean_token", re.compile(r"\bdo[por]_v1_[a-f0-9]{64}\b"), _whole("digitalocean_token")),
+    ("shopify_token", re.compile(r"\bshp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}\b"), _whole("shopify_token")),
+    ("jwt", re.compile(r"\beyJ[A-Za-z0-9_-]{8,4000}\.[A-Za-z0-9_-]{8,4000}\.[A-Za-z0-9_-]{8,4000}"), _whole("jwt")),
+    # Command-line flags: --password hunter2, --token=abc
+    (
+        "secret",
+        re.compile(r"(?i)(?P<prefix>(?<![\w-])--?(?:password|passwd|token|secret|api-key|apikey|access-key)(?:=|\s{1,5}))(?!\[REDACTED)(?!-)[^\s\"']{1,1000}"),
+        _keep_prefix("secret"),
+    ),
+]
+
+# Generic `<secret-ish key> = value`, `key: value`, `"key": "value"`, `key='value'`. The key must END with a
+# secret word (so `max_tokens=5` and `password_length=12` stay as they are).
+_GENERIC = re.compile(
+    r"(?i)(?P<prefix>(?<![A-Za-z0-9])[\w.-]{0,40}?(?:" + _SECRET_KEY_WORDS + r")[\"']?\s{0,5}(?:=|:(?!//))\s{0,5})"
+    r"(?:\"(?P<dq>(?!\[REDACTED)(?:[^\"\\\r\n]|\\.){1,4000})\"|'(?P<sq>(?!\[REDACTED)[^'\r\n]{1,4000})'"
+    r"|(?P<bare>(?!\[REDACTED)[^\s\"',;&})\]]{1,4000}))"
+)
+
+
+def _generic(m: re.Match[str]) -> str:
+    prefix = m.group("prefix")
+    if m.group("dq") is not None:
+        return f'{prefix}"{_mark("secret")}"'
+    if m.group("sq") is not None:
+        return f"{prefix}'{_mark('secret')}'"
+    return f"{prefix}{_mark('secret')}"
+
+
+def redact(text: Any) -> tuple[str, int]:
+    """Return `(redacted text, number of secrets replaced)`. Never raises; non-text input is stringified."""
+    if text is None:
+        return "", 0
+    if isinstance(text, bytes | bytearray):
+        text = bytes(text).decode("utf-8", errors="replace")
+    elif not isinstance(text, str):
+        text = str(text)
+    total = 0
+    for _kind, pattern, build in _RULES:
+        text, n = pattern.subn(build, text)
+        total += n
+    text, n = _GENERIC.subn(_generic, text)
+    return text, total + n
+
+
+def redact_lines(lines: list[str]) -> tuple[list[str], int]:
+    """Redact a list of lines; multi-line secrets (PEM blocks) are handled by joining first."""
+    joined, count = redact("\n".join(lines))
+    return joined.split("\n") if lines else [], count
