@@ -1,0 +1,51 @@
+"""`k8s-runbooks`: the one entry point. Sub-apps register themselves in `_register()`.
+
+Errors we raise on purpose (RunbookError and its subclasses, incl. sandbox errors) end as one clear line on
+stderr and exit code 1 — never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from k8s_runbooks.errors import RunbookError
+
+err_console = Console(stderr=True)
+
+
+class App(typer.Typer):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except RunbookError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            err_console.print("interrupted")
+            sys.exit(130)
+
+
+app = App(
+    name="k8s-runbooks",
+    help="Runbook automation for Kubernetes incidents, built on Prefect.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+
+
+def _register() -> None:
+    from k8s_runbooks.cli_sandbox import demo, sandbox_app
+
+    app.add_typer(sandbox_app, name="sandbox")
+    app.command("demo", help="Sandbox up, crash shop/checkout, watch CrashLoopBackOff and the PodCrashLooping alert.")(demo)
+
+
+_register()
+
+if __name__ == "__main__":
+    app()

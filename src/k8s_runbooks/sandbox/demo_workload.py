@@ -1,0 +1,184 @@
+"""The demo workload (namespace `shop`: `checkout` and `payments`) and fault injection, via the official client.
+
+Faults are env vars on the Deployment, set with a strategic-merge patch of the container env — exactly what
+`kubectl set env deploy/checkout FAULT_LATENCY_MS=800` does — so every fault is a rollout, as in real life.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from k8s_runbooks.errors import InvalidInput, RunbookError, TransientError, from_http_status
+
+NAMESPACE = "shop"
+IMAGE = "sandbox/shop:1"
+PORT = 8080
+DEPLOYMENTS: dict[str, int] = {"checkout": 3, "payments": 2}
+REQUEST_TIMEOUT_S = 10.0
+STRATEGIC = "application/strategic-merge-patch+json"
+
+# fault kind -> (env var, default value)
+FAULTS: dict[str, tuple[str, str]] = {
+    "crash": ("FAULT_CRASH_AFTER_S", "2"),
+    "latency": ("FAULT_LATENCY_MS", "800"),
+    "oom": ("FAULT_LEAK_MB_PER_S", "64"),
+    "errors": ("FAULT_ERROR_RATE", "0.5"),
+    "cpu": ("FAULT_CPU_BURN", "1.0"),
+}
+FAULT_VARS = [var for var, _ in FAULTS.values()] + ["FAULT_MESSAGE"]
+FAULT_KINDS = [*FAULTS, "clear"]
+
+
+def api_client(kubeconfig: Path) -> client.ApiClient:
+    return config.new_client_from_config(config_file=str(kubeconfig))
+
+
+def _call(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, _request_timeout=REQUEST_TIMEOUT_S, **kwargs)
+    except ApiException as exc:
+        raise from_http_status(exc.status or 0, what, str(exc.body or exc.reason or "")) from exc
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise TransientError(f"{what}: Kubernetes API unreachable ({exc.__class__.__name__})",
+                             hint="is the sandbox up? run `k8s-runbooks sandbox up`") from exc
+
+
+def deployment_body(name: str, replicas: int) -> dict[str, Any]:
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(PORT)},
+                },
+                "spec": {
+                    "containers": [{
+                        "name": name,
+                        "image": IMAGE,
+                        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+                        "readinessProbe": {"httpGet": {"path": "/healthz", "port": PORT}, "periodSeconds": 1},
+                        # Limits small enough that the OOM and CPU faults bite quickly.
+                        "resources": {"requests": {"cpu": "50m", "memory": "32Mi"},
+                                      "limits": {"cpu": "500m", "memory": "128Mi"}},
+                    }],
+                },
+            },
+        },
+    }
+
+
+def service_body(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": NAMESPACE,
+                     "labels": {"app": name, "sandbox.k8s-runbooks.io/traffic": "true"}},
+        "spec": {"selector": {"app": name},
+                 "ports": [{"name": "http", "port": PORT, "targetPort": PORT, "protocol": "TCP"}]},
+    }
+
+
+def ensure_demo_workload(kubeconfig: Path) -> list[str]:
+    """Create what is missing (existing objects are left as they are); return what was created."""
+    api = api_client(kubeconfig)
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    created: list[str] = []
+    namespace = {"apiVersion": "v1", "kind": "Namespace",
+                 "metadata": {"name": NAMESPACE, "labels": {"k8s-runbooks.io/drills": "allowed"}}}
+    if _create(f"create namespace {NAMESPACE}", core.create_namespace, namespace):
+        created.append(f"namespace/{NAMESPACE}")
+    for name, replicas in DEPLOYMENTS.items():
+        if _create(f"create service {NAMESPACE}/{name}", core.create_namespaced_service, NAMESPACE, service_body(name)):
+            created.append(f"service/{name}")
+        if _create(f"create deployment {NAMESPACE}/{name}", apps.create_namespaced_deployment, NAMESPACE,
+                   deployment_body(name, replicas)):
+            created.append(f"deployment/{name}")
+    return created
+
+
+def _create(what: str, fn: Any, *args: Any) -> bool:
+    try:
+        _call(what, fn, *args)
+    except RunbookError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, ApiException) and cause.status == 409:
+            return False  # already exists: idempotent
+        raise
+    return True
+
+
+def wait_ready(kubeconfig: Path, namespace: str = NAMESPACE, names: list[str] | None = None,
+               timeout_s: float = 90.0) -> None:
+    """Wait until each deployment has all its replicas updated and ready (like `kubectl rollout status`)."""
+    apps = client.AppsV1Api(api_client(kubeconfig))
+    names = names or list(DEPLOYMENTS)
+    deadline = time.monotonic() + timeout_s
+    pending = list(names)
+    while pending and time.monotonic() < deadline:
+        pending = [n for n in pending if not _rolled_out(_call(f"read deployment {namespace}/{n}",
+                                                                 apps.read_namespaced_deployment, n, namespace))]
+        if pending:
+            time.sleep(0.5)
+    if pending:
+        raise TransientError(f"deployments {', '.join(pending)} in {namespace} not ready after {timeout_s:.0f}s",
+                             hint=f"look at `kubectl get pods -n {namespace}` and `kubectl get events -n {namespace}`")
+
+
+def _rolled_out(dep: Any) -> bool:
+    want = dep.spec.replicas if dep.spec.replicas is not None else 1
+    status = dep.status
+    if status is None or (status.observed_generation or 0) < (dep.metadata.generation or 0):
+        return False
+    return ((status.updated_replicas or 0) >= want and (status.ready_replicas or 0) >= want
+            and (status.replicas or 0) == want)
+
+
+def fault_env(kind: str, value: str | None, message: str | None = None) -> tuple[dict[str, str], list[str]]:
+    """(vars to set, vars to remove) for a fault kind."""
+    if kind == "clear":
+        return {}, list(FAULT_VARS)
+    if kind not in FAULTS:
+        raise InvalidInput(f"unknown fault {kind!r}", hint=f"use one of {', '.join(FAULT_KINDS)}")
+    var, default = FAULTS[kind]
+    value = default if value is None else value
+    try:
+        number = float(value)
+    except ValueError as exc:
+        raise InvalidInput(f"fault {kind} needs a number, got {value!r}") from exc
+    if number < 0 or (kind in ("errors", "cpu") and number > 1):
+        raise InvalidInput(f"fault {kind} value {value} out of range", hint="errors and cpu take 0..1, others >= 0")
+    env = {var: value}
+    if message:
+        env["FAULT_MESSAGE"] = message
+    return env, []
+
+
+def set_fault(kubeconfig: Path, namespace: str, deployment: str, kind: str, value: str | None = None,
+              message: str | None = None) -> dict[str, Any]:
+    """Patch the Deployment's container env like `kubectl set env`; returns what changed."""
+    set_vars, remove_vars = fault_env(kind, value, message)
+    apps = client.AppsV1Api(api_client(kubeconfig))
+    dep = _call(f"read deployment {namespace}/{deployment}", apps.read_namespaced_deployment, deployment, namespace)
+    containers = []
+    for container in dep.spec.template.spec.containers:
+        present = {e.name for e in (container.env or [])}
+        env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in set_vars.items()]
+        env += [{"name": k, "$patch": "delete"} for k in remove_vars if k in present]
+        if env:
+            containers.append({"name": container.name, "env": env})
+    if containers:
+        patch = {"spec": {"template": {"spec": {"containers": containers}}}}
+        _call(f"patch deployment {namespace}/{deployment}", apps.patch_namespaced_deployment,
+              deployment, namespace, patch, _content_type=STRATEGIC)
+    return {"namespace": namespace, "deployment": deployment, "set": set_vars,
+            "removed": [k for c in containers for e in c["env"] if e.get("$patch") for k in [e["name"]]]}

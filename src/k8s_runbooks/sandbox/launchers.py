@@ -1,0 +1,382 @@
+"""Start, stop and health-check the sandbox's processes.
+
+Every component runs detached (its own session and process group) so it outlives the CLI call that started
+it; it is known by `D/pids/<name>.pid` and logs to `D/logs/<name>.log`. A PID is only ever signalled after
+checking that the process is one we started for this state dir (pid files can go stale and PIDs get reused).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from string import Template
+
+import httpx
+import psutil
+import yaml
+
+from k8s_runbooks.sandbox.binaries import SandboxError
+
+OWNER_ENV = "K8S_RUNBOOKS_SANDBOX_OWNER"
+CONFIG_DIR = Path(__file__).parent / "config"
+HTTP_TIMEOUT_S = 2.0
+STOP_GRACE_S = 10.0
+
+_children: dict[int, subprocess.Popen[bytes]] = {}  # reaped on stop/poll so dead children are not zombies
+
+
+@dataclass
+class Component:
+    name: str
+    port: int
+    port_setting: str  # env var that changes the port, quoted in errors
+    url: str  # what users and clients use
+    health_url: str
+    command: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    marker: str = ""  # must appear in the process cmdline (besides the owner check)
+    timeout_s: float = 60.0
+    extra_ready: Callable[[], bool] | None = None  # further readiness condition after health
+    extra_ready_what: str = ""
+
+
+# --- paths ---------------------------------------------------------------------------------------
+
+def pid_path(state_dir: Path, name: str) -> Path:
+    return Path(state_dir) / "pids" / f"{name}.pid"
+
+
+def log_path(state_dir: Path, name: str) -> Path:
+    return Path(state_dir) / "logs" / f"{name}.log"
+
+
+def read_pid(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip().split()
+        return int(text[0]) if text else None
+    except (OSError, ValueError):
+        return None
+
+
+# --- process identity ------------------------------------------------------------------------------
+
+def owned_process(pid: int, state_dir: Path, marker: str = "", since: float | None = None) -> psutil.Process | None:
+    """The live process `pid` if it is one we started for `state_dir`; None otherwise (dead, zombie, someone else's)."""
+    child = _children.get(pid)
+    if child is not None and child.poll() is not None:
+        _children.pop(pid, None)
+        return None
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        if since is not None and proc.create_time() > since + 1.0:
+            return None  # started after the pid file was written: the PID was reused
+        cmdline = " ".join(proc.cmdline())
+        if marker and marker not in cmdline:
+            return None
+        state = str(Path(state_dir).resolve())
+        if state in cmdline:
+            return proc
+        try:
+            if proc.environ().get(OWNER_ENV) == state:
+                return proc
+        except (psutil.AccessDenied, psutil.ZombieProcess):
+            pass
+        return None
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+
+
+def running_pid(state_dir: Path, component: Component) -> int | None:
+    path = pid_path(state_dir, component.name)
+    pid = read_pid(path)
+    if pid is None:
+        return None
+    since = path.stat().st_mtime if path.exists() else None
+    return pid if owned_process(pid, state_dir, component.marker, since) else None
+
+
+# --- ports -----------------------------------------------------------------------------------------
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def check_ports_free(components: list[Component]) -> None:
+    seen: dict[int, str] = {}
+    for comp in components:
+        if comp.port in seen:
+            raise SandboxError(
+                f"{comp.name} and {seen[comp.port]} are both configured for port {comp.port}; "
+                f"set {comp.port_setting} to another port"
+            )
+        seen[comp.port] = comp.name
+        if not port_is_free(comp.port):
+            raise SandboxError(
+                f"port {comp.port} on 127.0.0.1 (for {comp.name}) is already in use; "
+                f"stop what uses it or set {comp.port_setting} to another port"
+            )
+
+
+# --- start / health / stop ---------------------------------------------------------------------------
+
+def start(state_dir: Path, comp: Component) -> int:
+    """Start `comp` detached, write its pid file, return the PID (does not wait for health)."""
+    state_dir = Path(state_dir).resolve()
+    log = log_path(state_dir, comp.name)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    pid_path(state_dir, comp.name).parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **comp.env, OWNER_ENV: str(state_dir)}
+    with open(log, "ab") as out:
+        out.write(f"\n--- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting: {' '.join(comp.command)}\n".encode())
+        out.flush()
+        try:
+            proc = subprocess.Popen(
+                comp.command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                env=env, cwd=state_dir, start_new_session=True,
+            )
+        except OSError as exc:
+            raise SandboxError(f"could not start {comp.name} ({comp.command[0]}): {exc}") from exc
+    _children[proc.pid] = proc
+    pid_path(state_dir, comp.name).write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def is_healthy(comp: Component) -> bool:
+    try:
+        resp = httpx.get(comp.health_url, timeout=HTTP_TIMEOUT_S)
+    except httpx.HTTPError:
+        return False
+    return resp.status_code == 200
+
+
+def wait_healthy(state_dir: Path, comp: Component, pid: int) -> None:
+    deadline = time.monotonic() + comp.timeout_s
+    healthy = False
+    while time.monotonic() < deadline:
+        if owned_process(pid, state_dir, comp.marker) is None:
+            raise SandboxError(f"{comp.name} exited during start-up; {log_excerpt(state_dir, comp.name)}")
+        if not healthy:
+            healthy = is_healthy(comp)
+        if healthy and (comp.extra_ready is None or comp.extra_ready()):
+            return
+        time.sleep(0.2)
+    what = comp.extra_ready_what if healthy else f"{comp.health_url} answering 200"
+    raise SandboxError(f"{comp.name} not ready after {comp.timeout_s:.0f}s (waiting for {what}); {log_excerpt(state_dir, comp.name)}")
+
+
+def log_excerpt(state_dir: Path, name: str, lines: int = 5) -> str:
+    path = log_path(state_dir, name)
+    try:
+        tail = [line for line in path.read_text(errors="replace").splitlines() if line.strip()][-lines:]
+    except OSError:
+        return f"no log at {path}"
+    return f"last lines of {path}: " + " | ".join(line.strip()[:300] for line in tail)
+
+
+def stop_pid(pid: int, grace_s: float = STOP_GRACE_S) -> bool:
+    """SIGTERM the process group led by `pid` (or just `pid`), wait, then SIGKILL. Caller checked ownership."""
+    try:
+        proc = psutil.Process(pid)
+        group = os.getpgid(pid)
+    except (psutil.NoSuchProcess, ProcessLookupError):
+        _reap(pid)
+        return False
+    members = [proc]
+    if group == pid:  # we started it with start_new_session, so it leads its own group
+        for other in psutil.process_iter():
+            try:
+                if other.pid != pid and os.getpgid(other.pid) == group:
+                    members.append(other)
+            except (ProcessLookupError, psutil.NoSuchProcess, PermissionError):
+                continue
+    _signal(members, signal.SIGTERM, group if group == pid else None)
+    child = _children.get(pid)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if child is not None:
+            child.poll()
+        alive = [m for m in members if _alive(m)]
+        if not alive:
+            break
+        time.sleep(0.1)
+    else:
+        _signal([m for m in members if _alive(m)], signal.SIGKILL, group if group == pid else None)
+        psutil.wait_procs([m for m in members if _alive(m)], timeout=5)
+    _reap(pid)
+    return True
+
+
+def _signal(procs: list[psutil.Process], sig: signal.Signals, group: int | None) -> None:
+    if group is not None:
+        try:
+            os.killpg(group, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+    for proc in procs:  # members that left the group (or no group) still get the signal
+        try:
+            proc.send_signal(sig)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _reap(pid: int) -> None:
+    child = _children.pop(pid, None)
+    if child is not None:
+        try:
+            child.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+# --- components ------------------------------------------------------------------------------------
+
+@dataclass
+class SandboxPorts:
+    api: int
+    prometheus: int
+    alertmanager: int
+    pushgateway: int
+    prefect: int
+    receiver: int
+
+
+def cluster_component(state_dir: Path, ports: SandboxPorts, pod_subnet: str) -> Component:
+    state = str(Path(state_dir).resolve())
+    return Component(
+        name="cluster", port=ports.api, port_setting="K8S_RUNBOOKS_SANDBOX_API_PORT",
+        url=f"http://127.0.0.1:{ports.api}", health_url=f"http://127.0.0.1:{ports.api}/healthz",
+        command=[sys.executable, "-m", "k8s_runbooks.sandbox.cluster", "--state-dir", state,
+                 "--port", str(ports.api), "--pod-subnet", pod_subnet],
+        marker="k8s_runbooks.sandbox.cluster", timeout_s=30,
+    )
+
+
+def alertmanager_component(state_dir: Path, ports: SandboxPorts, binary: Path, webhook_url: str) -> Component:
+    state = Path(state_dir).resolve()
+    config = state / "config" / "alertmanager.yml"
+    render(CONFIG_DIR / "alertmanager.yml", config, webhook_url=webhook_url,
+           group_wait="0s", group_interval="1s", repeat_interval="1h")
+    (state / "alertmanager").mkdir(parents=True, exist_ok=True)
+    url = f"http://127.0.0.1:{ports.alertmanager}"
+    return Component(
+        name="alertmanager", port=ports.alertmanager, port_setting="K8S_RUNBOOKS_SANDBOX_ALERTMANAGER_PORT",
+        url=url, health_url=f"{url}/-/ready",
+        command=[str(binary), f"--config.file={config}", f"--storage.path={state / 'alertmanager'}",
+                 f"--web.listen-address=127.0.0.1:{ports.alertmanager}", "--cluster.listen-address=",
+                 f"--web.external-url={url}"],
+        marker=str(binary.name), timeout_s=30,
+    )
+
+
+def alertmanager_known(prometheus_url: str, alertmanager_port: int) -> bool:
+    """Prometheus lists Alertmanager as active: alerts fired from now on are delivered at once."""
+    try:
+        resp = httpx.get(f"{prometheus_url}/api/v1/alertmanagers", timeout=HTTP_TIMEOUT_S)
+        active = resp.json()["data"]["activeAlertmanagers"]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return False
+    return any(f":{alertmanager_port}/" in am.get("url", "") for am in active)
+
+
+def prometheus_component(state_dir: Path, ports: SandboxPorts, binary: Path) -> Component:
+    state = Path(state_dir).resolve()
+    config_dir = state / "config"
+    rules = config_dir / "rules.yml"
+    render(CONFIG_DIR / "rules.yml", rules, **sandbox_rule_params())
+    config = config_dir / "prometheus.yml"
+    render(CONFIG_DIR / "prometheus.yml", config,
+           scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s", sd_refresh_interval="2s",
+           rules_file=str(rules), api_address=f"127.0.0.1:{ports.api}",
+           alertmanager_address=f"127.0.0.1:{ports.alertmanager}",
+           pushgateway_address=f"127.0.0.1:{ports.pushgateway}")
+    empty = state / "prometheus-web"  # Debian's console templates/UI assets are not extracted: API only
+    for sub in ("consoles", "console_libraries", "assets"):
+        (empty / sub).mkdir(parents=True, exist_ok=True)
+    url = f"http://127.0.0.1:{ports.prometheus}"
+    return Component(
+        name="prometheus", port=ports.prometheus, port_setting="K8S_RUNBOOKS_SANDBOX_PROMETHEUS_PORT",
+        url=url, health_url=f"{url}/-/ready",
+        command=[str(binary), f"--config.file={config}", f"--storage.tsdb.path={state / 'prometheus'}",
+                 f"--web.listen-address=127.0.0.1:{ports.prometheus}", "--rules.alert.resend-delay=1s",
+                 "--web.enable-lifecycle", f"--web.console.templates={empty / 'consoles'}",
+                 f"--web.console.libraries={empty / 'console_libraries'}",
+                 f"--web.local-assets={empty / 'assets'}", "--storage.tsdb.retention.time=2d"],
+        marker=str(binary.name), timeout_s=60,
+        extra_ready=lambda: alertmanager_known(url, ports.alertmanager),
+        extra_ready_what=f"/api/v1/alertmanagers to list 127.0.0.1:{ports.alertmanager}",
+    )
+
+
+def pushgateway_component(state_dir: Path, ports: SandboxPorts, binary: Path) -> Component:
+    state = Path(state_dir).resolve()
+    (state / "pushgateway").mkdir(parents=True, exist_ok=True)
+    url = f"http://127.0.0.1:{ports.pushgateway}"
+    return Component(
+        name="pushgateway", port=ports.pushgateway, port_setting="K8S_RUNBOOKS_SANDBOX_PUSHGATEWAY_PORT",
+        url=url, health_url=f"{url}/-/ready",
+        command=[str(binary), f"--web.listen-address=127.0.0.1:{ports.pushgateway}",
+                 f"--persistence.file={state / 'pushgateway' / 'metrics.data'}"],
+        marker=str(binary.name), timeout_s=30,
+    )
+
+
+def prefect_component(state_dir: Path, ports: SandboxPorts) -> Component:
+    state = Path(state_dir).resolve()
+    home = state / "prefect"
+    home.mkdir(parents=True, exist_ok=True)
+    prefect = Path(sys.executable).parent / "prefect"
+    url = f"http://127.0.0.1:{ports.prefect}"
+    return Component(
+        name="prefect", port=ports.prefect, port_setting="K8S_RUNBOOKS_SANDBOX_PREFECT_PORT",
+        url=f"{url}/api", health_url=f"{url}/api/health",
+        command=[str(prefect) if prefect.exists() else "prefect", "server", "start",
+                 "--host", "127.0.0.1", "--port", str(ports.prefect)],
+        env={
+            "PREFECT_HOME": str(home),
+            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "DO_NOT_TRACK": "1",
+            "PREFECT_UI_ENABLED": "true",
+            "PREFECT_UI_API_URL": f"{url}/api",
+        },
+        marker="prefect", timeout_s=120,
+    )
+
+
+def sandbox_rule_params() -> dict[str, str]:
+    """Short windows for the sandbox (1 s scrapes); a real cluster renders the same file with longer ones."""
+    return {
+        "latency_window": "30s", "latency_for": "5s", "crash_window": "1m", "crash_for": "0s",
+        "runbook_base_url": "runbooks",
+    }
+
+
+def render(template: Path, target: Path, **params: str) -> None:
+    text = Template(template.read_text()).substitute(**params)
+    yaml.safe_load(text)  # a template bug must fail here, not as a crash-looping Prometheus
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(target.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, target)

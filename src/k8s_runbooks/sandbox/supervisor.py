@@ -1,0 +1,268 @@
+"""`k8s-runbooks sandbox up | down | status | env | fault`: the sandbox's processes as one unit.
+
+`up` is idempotent: a healthy component is left alone, one whose pid file is stale is started again.
+The ports and options of the last `up` are kept in `D/sandbox.json`, so `status`, `env` and `down` in a
+later call (or another shell) describe the sandbox that actually runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from k8s_runbooks.sandbox import demo_workload, launchers
+from k8s_runbooks.sandbox.binaries import SandboxError, ensure_binaries
+from k8s_runbooks.sandbox.launchers import Component, SandboxPorts
+from k8s_runbooks.settings import Settings
+
+POD_SUBNET_ENV = "K8S_RUNBOOKS_SANDBOX_POD_SUBNET"  # not (yet) a Settings field
+STATE_FILE = "sandbox.json"
+ORDER = ["cluster", "alertmanager", "pushgateway", "prometheus", "prefect"]
+
+
+@dataclass
+class SandboxConfig:
+    state_dir: Path
+    ports: SandboxPorts
+    pod_subnet: str = "127.1"
+    webhook_url: str = ""
+    with_prefect: bool = True
+
+    @classmethod
+    def from_settings(cls, settings: Settings, state_dir: Path | None = None, with_prefect: bool = True,
+                      pod_subnet: str | None = None) -> "SandboxConfig":
+        ports = SandboxPorts(
+            api=settings.sandbox_api_port, prometheus=settings.sandbox_prometheus_port,
+            alertmanager=settings.sandbox_alertmanager_port, pushgateway=settings.sandbox_pushgateway_port,
+            prefect=settings.sandbox_prefect_port, receiver=settings.sandbox_receiver_port,
+        )
+        webhook = settings.sandbox_alert_webhook_url or f"http://127.0.0.1:{ports.receiver}/v1/alerts/alertmanager"
+        return cls(
+            state_dir=Path(state_dir or settings.sandbox_state_dir).resolve(), ports=ports,
+            pod_subnet=pod_subnet or os.environ.get(POD_SUBNET_ENV, "127.1"), webhook_url=webhook,
+            with_prefect=with_prefect,
+        )
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.state_dir / "kubeconfig"
+
+    def save(self) -> None:
+        data = asdict(self)
+        data["state_dir"] = str(self.state_dir)
+        (self.state_dir / STATE_FILE).write_text(json.dumps(data, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, state_dir: Path) -> "SandboxConfig | None":
+        path = Path(state_dir).resolve() / STATE_FILE
+        try:
+            data = json.loads(path.read_text())
+            data["state_dir"] = Path(data["state_dir"])
+            data["ports"] = SandboxPorts(**data["ports"])
+            return cls(**data)
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SandboxError(f"{path} is unreadable ({exc}); remove it and run `k8s-runbooks sandbox up` again") from exc
+
+
+def resolve_config(settings: Settings, state_dir: Path | None) -> SandboxConfig:
+    """The config of the sandbox that runs in `state_dir` (from its last `up`), else the settings."""
+    directory = Path(state_dir or settings.sandbox_state_dir)
+    return SandboxConfig.load(directory) or SandboxConfig.from_settings(settings, directory)
+
+
+@dataclass
+class ComponentState:
+    name: str
+    url: str
+    pid: int | None
+    state: str  # started | running | up | down | unhealthy | stopped
+    seconds: float | None = None
+    detail: str = ""
+
+
+@dataclass
+class UpResult:
+    components: list[ComponentState] = field(default_factory=list)
+    created: list[str] = field(default_factory=list)
+    demo_ready_s: float | None = None
+
+
+def components(cfg: SandboxConfig, binaries: dict[str, Path] | None = None) -> list[Component]:
+    """Component descriptions; with `binaries=None` only what status/down need (no binary look-up, no config)."""
+    state, ports = cfg.state_dir, cfg.ports
+    if binaries is None:
+        binaries = {name: Path(name) for name in ("prometheus", "alertmanager", "pushgateway")}
+        render = False
+    else:
+        render = True
+    comps = [launchers.cluster_component(state, ports, cfg.pod_subnet)]
+    if render:
+        comps += [
+            launchers.alertmanager_component(state, ports, binaries["alertmanager"], cfg.webhook_url),
+            launchers.pushgateway_component(state, ports, binaries["pushgateway"]),
+            launchers.prometheus_component(state, ports, binaries["prometheus"]),
+        ]
+    else:
+        comps += [_bare("alertmanager", ports.alertmanager, "/-/ready", "alertmanager"),
+                  _bare("pushgateway", ports.pushgateway, "/-/ready", "pushgateway"),
+                  _bare("prometheus", ports.prometheus, "/-/ready", "prometheus")]
+    if cfg.with_prefect:
+        comps.append(launchers.prefect_component(state, ports) if render
+                     else _bare("prefect", ports.prefect, "/api/health", "prefect", url_suffix="/api"))
+    return comps
+
+
+def _bare(name: str, port: int, health: str, marker: str, url_suffix: str = "") -> Component:
+    url = f"http://127.0.0.1:{port}"
+    return Component(name=name, port=port, port_setting=f"K8S_RUNBOOKS_SANDBOX_{name.upper()}_PORT",
+                     url=url + url_suffix, health_url=url + health, command=[], marker=marker)
+
+
+def up(cfg: SandboxConfig, demo: bool = True, demo_timeout_s: float = 120.0) -> UpResult:
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    binaries = ensure_binaries(cfg.state_dir, ("prometheus", "promtool", "alertmanager", "amtool", "pushgateway"))
+    comps = components(cfg, binaries)
+    result = UpResult()
+    to_start: list[Component] = []
+    for comp in comps:
+        pid = launchers.running_pid(cfg.state_dir, comp)
+        if pid is not None:
+            result.components.append(ComponentState(comp.name, comp.url, pid, "running"))
+        else:
+            launchers.pid_path(cfg.state_dir, comp.name).unlink(missing_ok=True)  # stale or absent
+            to_start.append(comp)
+    launchers.check_ports_free(to_start)
+    started: dict[str, tuple[int, float]] = {}
+    for comp in to_start:
+        started[comp.name] = (launchers.start(cfg.state_dir, comp), time.monotonic())
+    cfg.save()
+    for comp in comps:
+        state = next(s for s in result.components if s.name == comp.name) if comp.name not in started else None
+        if state is not None:
+            # Already running: still wait for it (it may be a previous `up` still starting).
+            launchers.wait_healthy(cfg.state_dir, comp, state.pid or 0)
+            continue
+        pid, t0 = started[comp.name]
+        launchers.wait_healthy(cfg.state_dir, comp, pid)
+        result.components.append(ComponentState(comp.name, comp.url, pid, "started", time.monotonic() - t0))
+        if comp.name == "cluster":
+            write_kubeconfig(cfg, comp.url)
+    if not cfg.kubeconfig.exists():
+        write_kubeconfig(cfg, f"http://127.0.0.1:{cfg.ports.api}")
+    result.components.sort(key=lambda s: ORDER.index(s.name))
+    if demo:
+        t0 = time.monotonic()
+        result.created = demo_workload.ensure_demo_workload(cfg.kubeconfig)
+        demo_workload.wait_ready(cfg.kubeconfig, timeout_s=demo_timeout_s)
+        result.demo_ready_s = time.monotonic() - t0
+    return result
+
+
+def write_kubeconfig(cfg: SandboxConfig, server_url: str) -> None:
+    from k8s_runbooks.sandbox.kubeconfig import write_kubeconfig as write  # the cluster's own module
+
+    write(cfg.kubeconfig, server_url)
+
+
+def status(cfg: SandboxConfig) -> list[ComponentState]:
+    rows = []
+    for comp in components(cfg):
+        pid = launchers.running_pid(cfg.state_dir, comp)
+        if pid is None:
+            rows.append(ComponentState(comp.name, comp.url, None, "down"))
+        elif launchers.is_healthy(comp):
+            rows.append(ComponentState(comp.name, comp.url, pid, "up"))
+        else:
+            rows.append(ComponentState(comp.name, comp.url, pid, "unhealthy", detail=f"{comp.health_url} not 200"))
+    return rows
+
+
+def down(cfg: SandboxConfig) -> list[ComponentState]:
+    """Stop every process `up` started in this state dir (by pid file, after checking it is ours), and pods."""
+    stopped: list[ComponentState] = []
+    names = {c.name: c for c in components(cfg)}
+    # Also pid files of components not in this config (e.g. prefect after `up --no-prefect` ... then `up`).
+    for path in sorted((cfg.state_dir / "pids").glob("*.pid")):
+        if path.stem not in names:
+            names[path.stem] = _bare(path.stem, 0, "", "")
+    for name in reversed(ORDER + [n for n in names if n not in ORDER]):
+        comp = names.get(name)
+        if comp is None:
+            continue
+        path = launchers.pid_path(cfg.state_dir, name)
+        pid = launchers.running_pid(cfg.state_dir, comp)
+        if pid is not None:
+            launchers.stop_pid(pid)
+            stopped.append(ComponentState(name, comp.url, pid, "stopped"))
+        path.unlink(missing_ok=True)
+    stopped += stop_leftover_pods(cfg.state_dir)
+    return stopped
+
+
+def stop_leftover_pods(state_dir: Path) -> list[ComponentState]:
+    """Pod processes the cluster process did not stop (e.g. it was killed): listed in `D/pids/pods/*.pid`."""
+    rows = []
+    for path in sorted((Path(state_dir) / "pids" / "pods").glob("*.pid")):
+        pid = launchers.read_pid(path)
+        if pid is not None:
+            since = path.stat().st_mtime
+            proc = (launchers.owned_process(pid, state_dir, since=since)
+                    or launchers.owned_process(pid, Path("/nonexistent"), marker="k8s_runbooks.sandbox", since=since))
+            if proc is not None:
+                launchers.stop_pid(pid, grace_s=5)
+                rows.append(ComponentState(f"pod {path.stem}", "", pid, "stopped"))
+        path.unlink(missing_ok=True)
+    return rows
+
+
+def env_lines(cfg: SandboxConfig) -> list[str]:
+    p = cfg.ports
+    values = {
+        "KUBECONFIG": str(cfg.kubeconfig),
+        "PREFECT_API_URL": f"http://127.0.0.1:{p.prefect}/api",
+        "K8S_RUNBOOKS_PROMETHEUS_URL": f"http://127.0.0.1:{p.prometheus}",
+        "K8S_RUNBOOKS_ALERTMANAGER_URL": f"http://127.0.0.1:{p.alertmanager}",
+        "K8S_RUNBOOKS_PUSHGATEWAY_URL": f"http://127.0.0.1:{p.pushgateway}",
+    }
+    if not cfg.with_prefect:
+        values.pop("PREFECT_API_URL")
+    return [f"export {k}={v}" for k, v in values.items()]
+
+
+def fault(cfg: SandboxConfig, kind: str, namespace: str, deployment: str, value: str | None = None,
+          message: str | None = None) -> dict[str, Any]:
+    if not cfg.kubeconfig.exists():
+        raise SandboxError(f"no kubeconfig at {cfg.kubeconfig}; run `k8s-runbooks sandbox up` first")
+    return demo_workload.set_fault(cfg.kubeconfig, namespace, deployment, kind, value, message)
+
+
+def firing_alerts(alertmanager_url: str, alertname: str, labels: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Active alerts named `alertname` whose labels include `labels` (Alertmanager API v2)."""
+    import httpx
+
+    params = [("filter", f'alertname="{alertname}"'), ("active", "true"), ("silenced", "false")]
+    params += [("filter", f'{k}="{v}"') for k, v in (labels or {}).items()]
+    try:
+        resp = httpx.get(f"{alertmanager_url}/api/v2/alerts", params=params, timeout=launchers.HTTP_TIMEOUT_S)
+        resp.raise_for_status()
+        return list(resp.json())
+    except (httpx.HTTPError, ValueError):
+        return []
+
+
+def wait_for_alert(alertmanager_url: str, alertname: str, labels: dict[str, str] | None = None,
+                   timeout_s: float = 120.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        alerts = firing_alerts(alertmanager_url, alertname, labels)
+        if alerts:
+            return alerts
+        time.sleep(1.0)
+    raise SandboxError(f"alert {alertname} {labels or ''} did not fire in Alertmanager within {timeout_s:.0f}s",
+                       hint="check Prometheus rules at /api/v1/rules and its targets at /api/v1/targets")
