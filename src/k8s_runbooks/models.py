@@ -206,3 +206,53 @@ class TimelineEntry(Model):
     event: str
     detail: str = ""
     kind: Literal["detected", "step", "approval", "action", "recovered", "escalation", "communication", "note"] = "step"
+
+
+# ------------------------------------------------------------------------------------ workloads (task library)
+class ReplicaSetInfo(Model):
+    name: str
+    revision: int | None = Field(None, description="deployment.kubernetes.io/revision annotation")
+    created_at: datetime | None = None
+    replicas: int = 0
+    ready_replicas: int = 0
+    images: list[str] = Field(default_factory=list)
+
+
+class ContainerTemplate(Model):
+    name: str
+    image: str
+    env_names: list[str] = Field(default_factory=list, description="names only: values may be secrets")
+    memory_limit: str | None = None
+    cpu_limit: str | None = None
+
+
+class WorkloadStatus(Model):
+    namespace: str
+    name: str
+    kind: Literal["Deployment"] = "Deployment"
+    replicas: int = Field(0, description="desired (spec.replicas)")
+    ready_replicas: int = 0
+    available_replicas: int = 0
+    updated_replicas: int = 0
+    unavailable_replicas: int = 0
+    generation: int | None = None
+    observed_generation: int | None = None
+    revision: int | None = None
+    current_replicaset: ReplicaSetInfo | None = None
+    previous_replicaset: ReplicaSetInfo | None = None
+    containers: list[ContainerTemplate] = Field(default_factory=list)
+    selector: dict[str, str] = Field(default_factory=dict)
+    restarted_at: str | None = Field(None, description="kubectl.kubernetes.io/restartedAt of the template")
+    conditions: dict[str, str] = Field(default_factory=dict, description="condition type -> status")
+
+
+class HealthReport(Model):
+    namespace: str
+    name: str
+    healthy: bool
+    ready_replicas: int = 0
+    desired_replicas: int = 0
+    restarts_stable: bool = False
+    total_restarts: int = 0
+    waited_seconds: float = 0.0
+    detail: str = ""
