@@ -31,6 +31,9 @@ BINARIES: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 APT_TIMEOUT_S = 600
+# Debian's Alertmanager reads its notification templates from this fixed path (a Debian patch; no flag).
+ALERTMANAGER_TEMPLATES = Path("/usr/share/prometheus/alertmanager")
+TEMPLATE_CACHE = ".alertmanager-templates"  # inside the tools dir, so the path can be refilled offline
 
 
 def tools_dir(state_dir: Path) -> Path:
@@ -63,7 +66,26 @@ def ensure_binaries(state_dir: Path, names: tuple[str, ...] = tuple(BINARIES)) -
             if path is None:
                 raise SandboxError(f"{name} not found in the extracted Debian packages {', '.join(packages)} (looked in {directory})")
             found[name] = path
+    if "alertmanager" in names:
+        _ensure_alertmanager_templates(directory)
     return {name: path for name, path in found.items() if path is not None}
+
+
+def _ensure_alertmanager_templates(directory: Path) -> None:
+    if (ALERTMANAGER_TEMPLATES / "default.tmpl").is_file():
+        return
+    cache = directory / TEMPLATE_CACHE
+    if not (cache / "default.tmpl").is_file():
+        _install_packages(["prometheus-alertmanager"], directory)
+    try:
+        ALERTMANAGER_TEMPLATES.mkdir(parents=True, exist_ok=True)
+        for tmpl in cache.glob("*.tmpl"):
+            shutil.copy2(tmpl, ALERTMANAGER_TEMPLATES / tmpl.name)
+    except OSError as exc:
+        raise SandboxError(
+            f"Alertmanager needs its templates in {ALERTMANAGER_TEMPLATES} and they could not be copied there ({exc})",
+            hint="run `k8s-runbooks sandbox tools` once as root, or `apt-get install prometheus-alertmanager`",
+        ) from exc
 
 
 def _install_packages(packages: list[str], directory: Path) -> None:
@@ -87,6 +109,11 @@ def _install_packages(packages: list[str], directory: Path) -> None:
                 for alias, (_, names) in BINARIES.items():
                     if binary.name in names and alias != binary.name and not (directory / alias).exists():
                         (directory / alias).symlink_to(binary.name)
+            templates = root / "usr" / "share" / "prometheus" / "alertmanager"
+            if templates.is_dir():
+                (directory / TEMPLATE_CACHE).mkdir(exist_ok=True)
+                for tmpl in templates.glob("*.tmpl"):
+                    shutil.copy2(tmpl, directory / TEMPLATE_CACHE / tmpl.name)
 
 
 def _download(packages: list[str], into: Path) -> list[Path]:
