@@ -49,11 +49,18 @@ def _call(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
                              hint="is the sandbox up? run `k8s-runbooks sandbox up`") from exc
 
 
-def deployment_body(name: str, replicas: int) -> dict[str, Any]:
+def namespace_body(namespace: str = NAMESPACE) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": namespace, "labels": {"k8s-runbooks.io/drills": "allowed"}}}
+
+
+def deployment_body(name: str, replicas: int, namespace: str = NAMESPACE,
+                    env: dict[str, str] | None = None) -> dict[str, Any]:
     labels = {"app": name}
+    container_env = [{"name": k, "value": v} for k, v in (env or {}).items()]
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels},
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": labels},
@@ -66,6 +73,7 @@ def deployment_body(name: str, replicas: int) -> dict[str, Any]:
                     "containers": [{
                         "name": name,
                         "image": IMAGE,
+                        **({"env": container_env} if container_env else {}),
                         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
                         "readinessProbe": {"httpGet": {"path": "/healthz", "port": PORT}, "periodSeconds": 1},
                         # Limits small enough that the OOM and CPU faults bite quickly.
@@ -78,10 +86,10 @@ def deployment_body(name: str, replicas: int) -> dict[str, Any]:
     }
 
 
-def service_body(name: str) -> dict[str, Any]:
+def service_body(name: str, namespace: str = NAMESPACE) -> dict[str, Any]:
     return {
         "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": name, "namespace": NAMESPACE,
+        "metadata": {"name": name, "namespace": namespace,
                      "labels": {"app": name, "sandbox.k8s-runbooks.io/traffic": "true"}},
         "spec": {"selector": {"app": name},
                  "ports": [{"name": "http", "port": PORT, "targetPort": PORT, "protocol": "TCP"}]},
@@ -90,18 +98,23 @@ def service_body(name: str) -> dict[str, Any]:
 
 def ensure_demo_workload(kubeconfig: Path) -> list[str]:
     """Create what is missing (existing objects are left as they are); return what was created."""
+    return ensure_workload(kubeconfig, NAMESPACE, DEPLOYMENTS)
+
+
+def ensure_workload(kubeconfig: Path, namespace: str, deployments: dict[str, int],
+                    env: dict[str, str] | None = None) -> list[str]:
+    """Namespace + one shop Deployment and Service per name (idempotent); also used by tests and drills."""
     api = api_client(kubeconfig)
     core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
     created: list[str] = []
-    namespace = {"apiVersion": "v1", "kind": "Namespace",
-                 "metadata": {"name": NAMESPACE, "labels": {"k8s-runbooks.io/drills": "allowed"}}}
-    if _create(f"create namespace {NAMESPACE}", core.create_namespace, namespace):
-        created.append(f"namespace/{NAMESPACE}")
-    for name, replicas in DEPLOYMENTS.items():
-        if _create(f"create service {NAMESPACE}/{name}", core.create_namespaced_service, NAMESPACE, service_body(name)):
+    if _create(f"create namespace {namespace}", core.create_namespace, namespace_body(namespace)):
+        created.append(f"namespace/{namespace}")
+    for name, replicas in deployments.items():
+        if _create(f"create service {namespace}/{name}", core.create_namespaced_service, namespace,
+                   service_body(name, namespace)):
             created.append(f"service/{name}")
-        if _create(f"create deployment {NAMESPACE}/{name}", apps.create_namespaced_deployment, NAMESPACE,
-                   deployment_body(name, replicas)):
+        if _create(f"create deployment {namespace}/{name}", apps.create_namespaced_deployment, namespace,
+                   deployment_body(name, replicas, namespace, env)):
             created.append(f"deployment/{name}")
     return created
 
