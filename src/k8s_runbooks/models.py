@@ -157,6 +157,10 @@ class Action(Model):
     patch: dict[str, Any] | None = Field(None, description="strategic-merge patch for patch_resources")
     reason: str = ""
     evidence_score: float = Field(0.0, description="ranking: how strongly the evidence supports this action")
+    allow_all_replicas: bool = Field(
+        False, description="explicitly allow touching every replica at once (delete all pods, scale to 0)"
+    )
+    grace_period_seconds: int | None = Field(None, ge=0, description="delete_pods grace period (default 30 s)")
 
     def describe(self) -> str:
         if self.kind is ActionKind.delete_pods:

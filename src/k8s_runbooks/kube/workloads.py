@@ -1,0 +1,207 @@
+"""Mutating primitives on Deployments and pods, plus read-only waits.
+
+The underscore functions change the cluster. They are called ONLY by `k8s_runbooks.guard.Guard.execute`,
+which checks protected namespaces, blast radius, cooldown and dry-run first and writes the audit record.
+Never import them from a flow or task.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from kubernetes import client as k8s
+
+from k8s_runbooks.errors import InvalidInput, NotFound
+from k8s_runbooks.kube.client import Kube, Op, get_kube
+from k8s_runbooks.kube.pods import (
+    RESTARTED_AT,
+    current_and_previous,
+    deployment_pods,
+    deployment_replicasets,
+    diagnose,
+    read_deployment,
+)
+from k8s_runbooks.models import HealthReport
+from k8s_runbooks.settings import Settings
+
+POD_TEMPLATE_HASH = "pod-template-hash"
+Progress = Callable[[str], None]
+
+DEFAULT_GRACE_SECONDS = 30
+
+
+# ------------------------------------------------------------------------------ mutations (guard only)
+def _delete_pods(kube: Kube, namespace: str, names: list[str], grace_period_seconds: int) -> str:
+    deleted, gone = [], []
+    for name in names:
+        try:
+            kube.call(
+                Op("delete", "pods", namespace, name),
+                kube.core.delete_namespaced_pod,
+                name,
+                namespace,
+                grace_period_seconds=grace_period_seconds,
+            )
+            deleted.append(name)
+        except NotFound:
+            gone.append(name)  # already replaced: the goal (a fresh pod) is reached
+    detail = f"deleted {len(deleted)} pod(s) with grace period {grace_period_seconds}s: {', '.join(deleted) or '-'}"
+    return detail + (f"; already gone: {', '.join(gone)}" if gone else "")
+
+
+def _rollout_restart(kube: Kube, namespace: str, name: str) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
+    kube.call(Op("patch", "deployments", namespace, name), kube.apps.patch_namespaced_deployment, name, namespace, body)
+    return f"rollout restart of {namespace}/{name} requested ({RESTARTED_AT}={stamp})"
+
+
+def _scale(kube: Kube, namespace: str, name: str, replicas: int) -> str:
+    if replicas < 0:
+        raise InvalidInput(f"cannot scale {namespace}/{name} to {replicas} replicas")
+    body = {"spec": {"replicas": replicas}}
+    kube.call(
+        Op("patch", "deployments/scale", namespace, name), kube.apps.patch_namespaced_deployment_scale, name, namespace, body
+    )
+    return f"scaled {namespace}/{name} to {replicas} replicas"
+
+
+def previous_template(kube: Kube, namespace: str, name: str) -> tuple[dict[str, Any], str, int | None]:
+    """The pod template of the previous ReplicaSet without `pod-template-hash` (what kubectl re-applies)."""
+    dep = read_deployment(kube, namespace, name)
+    current, previous = current_and_previous(dep, deployment_replicasets(kube, dep))
+    if previous is None:
+        raise InvalidInput(
+            f"{namespace}/{name} has no previous ReplicaSet to roll back to",
+            hint="kubectl rollout history deployment/" + name,
+        )
+    template = kube.api_client.sanitize_for_serialization(previous.spec.template)
+    labels = (template.get("metadata") or {}).get("labels") or {}
+    labels.pop(POD_TEMPLATE_HASH, None)
+    revision = (previous.metadata.annotations or {}).get("deployment.kubernetes.io/revision")
+    return template, previous.metadata.name, int(revision) if revision and revision.isdigit() else None
+
+
+def _rollout_undo(kube: Kube, namespace: str, name: str) -> str:
+    template, rs_name, revision = previous_template(kube, namespace, name)
+    # JSON patch replacing the whole template, as `kubectl rollout undo` does; a merge would keep new env vars.
+    ops = [{"op": "replace", "path": "/spec/template", "value": template}]
+    kube.call(
+        Op("patch", "deployments", namespace, name),
+        kube.apps.patch_namespaced_deployment,
+        name,
+        namespace,
+        ops,
+        _content_type="application/json-patch+json",
+    )
+    return f"rolled back {namespace}/{name} to the template of ReplicaSet {rs_name} (revision {revision})"
+
+
+def resources_patch(patch: dict[str, Any]) -> dict[str, Any]:
+    """`{"<container>": {"limits": {...}, "requests": {...}}}` -> a strategic-merge patch of the Deployment.
+    Only resources can be changed this way."""
+    containers = []
+    for cname, res in patch.items():
+        if not isinstance(res, dict) or not set(res) <= {"limits", "requests"} or not res:
+            raise InvalidInput(
+                f"patch_resources expects {{container: {{'limits': {{...}}, 'requests': {{...}}}}}}, got {patch!r}"
+            )
+        containers.append({"name": cname, "resources": res})
+    if not containers:
+        raise InvalidInput("patch_resources needs at least one container")
+    return {"spec": {"template": {"spec": {"containers": containers}}}}
+
+
+def _patch_resources(kube: Kube, namespace: str, name: str, patch: dict[str, Any]) -> str:
+    body = resources_patch(patch)
+    kube.call(Op("patch", "deployments", namespace, name), kube.apps.patch_namespaced_deployment, name, namespace, body)
+    return f"patched resources of {namespace}/{name}: {patch}"
+
+
+# ------------------------------------------------------------------------------ read-only waits
+def _snapshot(kube: Kube, namespace: str, name: str) -> tuple[k8s.V1Deployment, int, int, list[str], int]:
+    """(deployment, ready pods, total restarts, unhealthy reasons, live pods) of the Deployment's pods."""
+    dep = read_deployment(kube, namespace, name)
+    pods = [p for p in deployment_pods(kube, dep) if p.metadata.deletion_timestamp is None]
+    diagnoses = [diagnose(p) for p in pods]
+    ready = sum(1 for d in diagnoses if d.ready)
+    restarts = sum(d.restart_count for d in diagnoses)
+    reasons = [f"{d.name}: {r}" for d in diagnoses for r in d.reasons]
+    return dep, ready, restarts, reasons, len(pods)
+
+
+def wait_until_healthy(
+    namespace: str,
+    deployment: str,
+    expected_replicas: int | None = None,
+    stable_seconds: float = 20,
+    timeout_seconds: float = 180,
+    *,
+    poll_seconds: float = 1.0,
+    on_progress: Progress | None = None,
+    settings: Settings | None = None,
+) -> HealthReport:
+    """Wait until ready == desired, the rollout is complete and restarts stay unchanged for `stable_seconds`.
+    Returns a report either way (healthy=False after the timeout) — the caller decides to give up."""
+    kube = get_kube(settings)
+    started = time.monotonic()
+    stable_since: float | None = None
+    last_restarts: int | None = None
+    detail = ""
+    desired = ready = restarts = 0
+    while True:
+        dep, ready, restarts, reasons, live = _snapshot(kube, namespace, deployment)
+        desired = expected_replicas if expected_replicas is not None else (dep.spec.replicas or 0)
+        st = dep.status or k8s.V1DeploymentStatus()
+        rolled_out = (st.observed_generation or 0) >= (dep.metadata.generation or 0) and (st.updated_replicas or 0) >= desired
+        settled = ready >= desired and live <= desired and rolled_out and not reasons
+        now = time.monotonic()
+        if settled and restarts == last_restarts and stable_since is not None:
+            if now - stable_since >= stable_seconds:
+                return HealthReport(
+                    namespace=namespace, name=deployment, healthy=True, ready_replicas=ready, desired_replicas=desired,
+                    restarts_stable=True, total_restarts=restarts, waited_seconds=round(now - started, 1),
+                    detail=f"{ready}/{desired} ready, restarts stable at {restarts} for {stable_seconds:g}s",
+                )
+        else:
+            stable_since = now if settled else None
+        last_restarts = restarts
+        detail = f"{ready}/{desired} ready" + (f"; {'; '.join(reasons[:3])}" if reasons else "")
+        if not rolled_out:
+            detail += "; rollout in progress"
+        if on_progress:
+            on_progress(detail)
+        if now - started >= timeout_seconds:
+            return HealthReport(
+                namespace=namespace, name=deployment, healthy=False, ready_replicas=ready, desired_replicas=desired,
+                restarts_stable=False, total_restarts=restarts, waited_seconds=round(now - started, 1),
+                detail=f"not healthy after {timeout_seconds:g}s: {detail}",
+            )
+        time.sleep(poll_seconds)
+
+
+def wait_for_ready_replicas(
+    namespace: str,
+    deployment: str,
+    replicas: int,
+    timeout_seconds: float = 120,
+    *,
+    poll_seconds: float = 1.0,
+    on_progress: Progress | None = None,
+    settings: Settings | None = None,
+) -> bool:
+    """True once `replicas` pods of the Deployment are Ready (and no more exist when scaling down)."""
+    kube = get_kube(settings)
+    started = time.monotonic()
+    while True:
+        _dep, ready, _restarts, _reasons, pods = _snapshot(kube, namespace, deployment)
+        if ready >= replicas and pods <= replicas:
+            return True
+        if on_progress:
+            on_progress(f"{ready}/{replicas} ready ({pods} pods)")
+        if time.monotonic() - started >= timeout_seconds:
+            return False
+        time.sleep(poll_seconds)
