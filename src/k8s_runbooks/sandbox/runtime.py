@@ -1,0 +1,65 @@
+"""Starts the sandbox runtime (controllers, kubelet, traffic) against a Store and wires its metrics
+routes into the API server."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Protocol
+
+from k8s_runbooks.sandbox import metrics
+from k8s_runbooks.sandbox.controllers import Controllers, EventRecorder
+from k8s_runbooks.sandbox.kubelet import Kubelet
+from k8s_runbooks.sandbox.store import Store
+from k8s_runbooks.sandbox.traffic import Traffic
+
+log = logging.getLogger(__name__)
+
+
+class RawRouteHost(Protocol):
+    def add_raw_route(self, path: str, fn: Any) -> None: ...
+
+
+class Runtime:
+    def __init__(self, store: Store, controllers: Controllers, kubelet: Kubelet, traffic: Traffic) -> None:
+        self.store = store
+        self.controllers = controllers
+        self.kubelet = kubelet
+        self.traffic = traffic
+        self._stopped = False
+
+    def render_kube_state_metrics(self) -> str:
+        return metrics.render_kube_state_metrics(self.store)
+
+    def render_cadvisor(self) -> str:
+        return metrics.render_cadvisor(self.kubelet)
+
+    def sd_pods(self) -> list[dict[str, Any]]:
+        return metrics.pod_sd_targets(self.store)
+
+    def stop(self) -> None:
+        """Stop all loops and terminate every pod process (SIGTERM, then SIGKILL)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.traffic.stop()
+        self.controllers.stop()
+        self.kubelet.stop()
+
+
+def start_runtime(store: Store, api: RawRouteHost | None, *, state_dir: Path, api_url: str,
+                  pod_subnet: str = "127.1", crashloop_backoff_cap: float = 40.0,
+                  resync_seconds: float = 1.0, traffic_rps: float = 20.0) -> Runtime:
+    recorder = EventRecorder(store)
+    controllers = Controllers(store, recorder, resync_seconds=resync_seconds)
+    kubelet = Kubelet(store, recorder, state_dir=Path(state_dir), api_url=api_url, pod_subnet=pod_subnet,
+                      crashloop_backoff_cap=crashloop_backoff_cap, resync_seconds=resync_seconds)
+    traffic = Traffic(store, rps=traffic_rps)
+    runtime = Runtime(store, controllers, kubelet, traffic)
+    kubelet.start()
+    controllers.start()
+    traffic.start()
+    if api is not None:
+        for path, fn in metrics.raw_routes(store, kubelet):
+            api.add_raw_route(path, fn)
+    return runtime

@@ -1,0 +1,1 @@
+"""Workloads the sandbox kubelet runs for registry images (stdlib only, fast start)."""
