@@ -1,0 +1,66 @@
+"""Root cause, action items and lessons generated from a run's structured findings.
+
+Findings carry `evidence["kind"]` (set by the flow that produced them); each kind maps to a root-cause
+statement and follow-up work. Anything a finding states itself (`root_cause`, `action_items`) is kept.
+"""
+
+from __future__ import annotations
+
+from k8s_runbooks.postmortem.model import RunRecord
+
+
+def _add(items: list[str], text: str | None) -> None:
+    if text and text not in items:
+        items.append(text)
+
+
+def analyse(record: RunRecord) -> tuple[list[str], list[str], list[str]]:
+    """-> (root cause statements, action items, lessons learned)."""
+    causes: list[str] = []
+    items: list[str] = []
+    lessons: list[str] = []
+    target = f"{record.namespace}/{record.deployment}" if record.deployment else "the workload"
+    sentry = [f for f in record.findings if f.evidence.get("kind") == "sentry_issue"]
+
+    for f in record.findings:
+        ev = f.evidence
+        kind = ev.get("kind")
+        if kind == "oom":
+            limit = ev.get("memory_limit") or "unknown"
+            _add(causes, f"OOMKilled: container {ev.get('container')} exceeded its memory limit {limit} (exit {ev.get('exit_code', 137)}), so the kubelet killed it and it restarted in a loop.")
+            _add(items, f"Raise the memory limit of {target} above {limit} (or fix the leak) after checking the working-set trend before each kill.")
+            _add(items, f"Add a memory alert for {target}: container working set above 80% of its limit for 5 minutes.")
+        elif kind == "crash_error":
+            line = ev.get("last_log_line") or ""
+            said = f"; last log line: \"{line}\"" if line else ""
+            _add(causes, f"Container {ev.get('container')} exited with code {ev.get('exit_code')}{said}.")
+            if line:
+                _add(items, f"Fix the code path that logs \"{line}\" and add a test for it.")
+            for s in sentry:
+                link = s.evidence.get("permalink") or s.evidence.get("short_id") or s.title
+                _add(items, f"Link Sentry issue {s.evidence.get('short_id') or ''} ({link}) to the fix.".replace("  ", " "))
+        elif kind == "bad_rollout":
+            _add(causes, f"The crashes began with revision {ev.get('revision')} (ReplicaSet {ev.get('replicaset')}, created {ev.get('created_at')}); the previous revision {ev.get('previous_replicaset')} was healthy.")
+            _add(items, f"Review the change in revision {ev.get('revision')} of {target} before rolling it out again.")
+            _add(items, f"Add canary analysis (restarts, error rate) to rollouts of {target} so a crashing revision is stopped automatically.")
+        elif kind in ("image_pull", "config_error"):
+            _add(causes, f.title)
+        elif kind == "escalation":
+            _add(lessons, f"Nobody approved the containment in time ({f.detail}); review the approval route and on-call paging.")
+        elif kind == "approval_rejected":
+            _add(lessons, f"The approver rejected the automated plan ({f.detail}); capture why in the runbook.")
+        _add(causes, f.root_cause)
+        for item in f.action_items:
+            _add(items, item)
+
+    if not causes and record.findings:
+        _add(causes, "Undetermined from the collected evidence; see the findings and evidence appendix.")
+    if record.outcome in ("resolved", "mitigated"):
+        _add(lessons, "The automated runbook identified the crash and restored the workload; keep the runbook and its alert route as they are.")
+    if record.outcome == "failed":
+        _add(lessons, "Automation did not restore the workload; a human had to take over — extend the runbook with the missing case.")
+    if record.drill:
+        _add(lessons, "This was a drill: compare the time to detect and to recover with the previous drill.")
+    else:
+        _add(items, "Conduct a failure drill for this scenario to test the incident response plan.")
+    return causes, items, lessons

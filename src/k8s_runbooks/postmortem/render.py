@@ -1,0 +1,96 @@
+"""Render a PostMortem as Markdown (the seed's structure) and as HTML via markdown-it-py.
+
+Evidence is untrusted text (log lines, event messages). Markdown escapes inline text and fences code
+with a fence longer than any backtick run inside it; the HTML renderer runs with `html=False`, so raw
+HTML from evidence is escaped instead of interpreted.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+
+from markdown_it import MarkdownIt
+
+from k8s_runbooks.postmortem.model import PostMortem
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~#])")
+
+
+def md_text(text: str) -> str:
+    """Inline Markdown text that renders literally (CommonMark backslash escapes), on one line."""
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+
+
+def md_code_block(text: str, info: str = "text") -> str:
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{info}\n{text.rstrip()}\n{fence}"
+
+
+def _when(pm: PostMortem, at) -> str:  # type: ignore[no-untyped-def]
+    return at.strftime("%H:%M:%S")
+
+
+def render_markdown(pm: PostMortem) -> str:
+    out: list[str] = []
+    drill = " (drill)" if pm.drill else ""
+    out.append(f"# Post-mortem: {md_text(pm.title)}{drill}\n")
+    out.append(f"- **Incident Title**: {md_text(pm.title)}")
+    out.append(f"- **Date**: {pm.date.strftime('%Y-%m-%d %H:%M:%S %Z').strip()}")
+    out.append(f"- **Duration**: {pm.duration_text}")
+    out.append(f"- **Impact**: {md_text(pm.impact)}")
+    run = f"`{pm.flow_run_id}`" + (f" ({md_text(pm.flow_run_name)})" if pm.flow_run_name else "")
+    if pm.flow_run_url:
+        run += f" — <{pm.flow_run_url}>"
+    out.append(f"- **Flow run**: {run}, final state {md_text(pm.final_state or 'unknown')}")
+    if pm.drill:
+        out.append("- **Drill**: yes — this incident was injected on purpose to exercise the runbook")
+    out.append("")
+    out.append("## Incident Summary\n")
+    out.append(md_text(pm.summary) + "\n")
+    out.append("## Timeline\n")
+    if pm.timeline:
+        out.append("| Time (UTC) | Kind | Event | Detail |")
+        out.append("|---|---|---|---|")
+        for e in pm.timeline:
+            out.append(f"| {_when(pm, e.at)} | {e.kind} | {md_text(e.event)} | {md_text(e.detail)} |")
+    else:
+        out.append("No timeline entries were recorded.")
+    out.append("")
+    for heading, items, empty in (
+        ("Root Cause Analysis", pm.root_cause, "The evidence did not establish a root cause."),
+        ("Actions Taken", pm.actions_taken, "No action changed the cluster."),
+        ("Lessons Learned", pm.lessons_learned, "None recorded."),
+    ):
+        out.append(f"## {heading}\n")
+        out.extend(f"- {md_text(item)}" for item in items) if items else out.append(empty)
+        out.append("")
+    out.append("## Action Items\n")
+    if pm.action_items:
+        out.extend(f"{i}. {md_text(item)}" for i, item in enumerate(pm.action_items, start=1))
+    else:
+        out.append("None.")
+    out.append("")
+    out.append("## Evidence\n")
+    if not pm.evidence:
+        out.append("No evidence was stored.")
+    for item in pm.evidence:
+        step = f" (step: {md_text(item.step)})" if item.step else ""
+        out.append(f"### {md_text(item.title)}{step}\n")
+        out.append(md_code_block(item.content) + "\n")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def render_html(pm: PostMortem, markdown: str | None = None) -> str:
+    md = MarkdownIt("commonmark", {"html": False}).enable("table")
+    body = md.render(markdown if markdown is not None else render_markdown(pm))
+    title = html.escape(f"Post-mortem: {pm.title}")
+    return (
+        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        f"<title>{title}</title>\n"
+        "<style>body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2rem .5rem;vertical-align:top}"
+        "pre{background:#f6f8fa;padding:.5rem;overflow-x:auto}</style>\n"
+        f"</head>\n<body>\n{body}</body>\n</html>\n"
+    )

@@ -1,0 +1,41 @@
+"""The Markdown runbook and the flow must describe the same steps, in the same order.
+
+Fails when a runbook step has no automation, when the flow declares a step the runbook lacks, or when
+a binding names a task that does not exist in tasks/.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+import tasks
+from flows.pod_crash import FLOW, RUNBOOK_PATH
+from flows.steps import declared_steps
+from k8s_runbooks.runbook_docs import load_runbook
+
+
+def _task_names() -> set[str]:
+    names: set[str] = set()
+    for mod in pkgutil.iter_modules(tasks.__path__):
+        module = importlib.import_module(f"tasks.{mod.name}")
+        names.update(n for n in dir(module) if not n.startswith("_"))
+    return names
+
+
+def test_every_runbook_step_is_automated_and_every_flow_step_documented() -> None:
+    runbook = load_runbook(RUNBOOK_PATH)
+    assert runbook.flow == FLOW
+    flow_steps = declared_steps(FLOW)
+    missing_in_flow = [s for s in runbook.step_ids if s not in flow_steps]
+    missing_in_runbook = [s for s in flow_steps if s not in runbook.step_ids]
+    assert not missing_in_flow, f"runbook steps without a flow step: {missing_in_flow}"
+    assert not missing_in_runbook, f"flow steps missing from {RUNBOOK_PATH.name}: {missing_in_runbook}"
+    assert runbook.step_ids == flow_steps, "the runbook and the flow list the steps in a different order"
+
+
+def test_bound_tasks_exist() -> None:
+    runbook = load_runbook(RUNBOOK_PATH)
+    available = _task_names() | {"send_webhook"}  # notify is a core function, not a Prefect task
+    unknown = {step.id: [t for t in step.tasks if t not in available] for step in runbook.steps}
+    assert not any(unknown.values()), f"bindings name tasks that tasks/ does not define: {unknown}"
