@@ -1,0 +1,295 @@
+"""The one path every destructive action takes.
+
+`Guard.check` decides, in this order: protected namespace → target exists → blast radius (per action,
+per flow run, never all replicas at once unless `action.allow_all_replicas`) → cooldown per target →
+approval mode `dry-run`. `Guard.execute` runs the check, executes through `kube.workloads` when allowed,
+and appends exactly one `AuditRecord` (who/what/when/why + outcome) to `state_dir/audit.jsonl`.
+
+State shared by several processes (flow runs, workers) lives in `state_dir` and is read-modify-written
+under an exclusive `fcntl` lock: `cooldowns.json` (last action time per namespace/kind/name, with its flow
+run) and `blast_radius.json` (pods touched per flow run).
+
+Cooldown is about repeated remediation of one target by *different* runs (alert storms, flapping); the
+steps of one run (contain, then roll back) are bounded by the per-run pod budget instead. Scaling up
+touches no existing pod, so it is exempt from the cooldown and counts zero pods.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from k8s_runbooks.errors import NotFound, RunbookError
+from k8s_runbooks.kube import workloads
+from k8s_runbooks.kube.client import Kube, get_kube
+from k8s_runbooks.kube.pods import current_and_previous, deployment_pods, deployment_replicasets, read_deployment
+from k8s_runbooks.models import Action, ActionKind, ActionResult, ApprovalMode, AuditRecord, Decision, utcnow
+from k8s_runbooks.settings import Settings, get_settings
+
+AUDIT_FILE = "audit.jsonl"
+COOLDOWN_FILE = "cooldowns.json"
+BUDGET_FILE = "blast_radius.json"
+LOCK_FILE = "guard.lock"
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (ValueError, OSError):
+        return {}  # a torn/corrupt state file must not block remediation forever; the audit log is the record
+    return data if isinstance(data, dict) else {}
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _target_key(action: Action) -> str:
+    return f"{action.target.namespace}/{action.target.kind}/{action.target.name}"
+
+
+@dataclass
+class _Verdict:
+    decision: Decision
+    reason: str
+    pods: int = 0  # pods this action touches (blast radius)
+    cooldown_exempt: bool = False
+
+
+class Guard:
+    def __init__(self, settings: Settings | None = None, kube: Kube | None = None) -> None:
+        self.settings = settings or get_settings()
+        self._kube = kube
+        self.state_dir = Path(self.settings.state_dir)
+
+    @property
+    def kube(self) -> Kube:
+        if self._kube is None:
+            self._kube = get_kube(self.settings)
+        return self._kube
+
+    # -------------------------------------------------------------------------------- decisions
+    def _blast(self, action: Action) -> _Verdict:
+        """Target existence and blast radius (pods touched by this action)."""
+        ns, name = action.target.namespace, action.target.name
+        try:
+            dep = read_deployment(self.kube, ns, name)
+        except NotFound:
+            return _Verdict(Decision.refused, f"target {action.target} does not exist")
+        desired = dep.spec.replicas if dep.spec.replicas is not None else 1
+        all_flag = "set allow_all_replicas on the action to allow it explicitly"
+        s = self.settings
+        if action.kind is ActionKind.delete_pods:
+            if not action.pods:
+                return _Verdict(Decision.refused, "delete_pods names no pods")
+            live = {p.metadata.name for p in deployment_pods(self.kube, dep) if p.metadata.deletion_timestamp is None}
+            foreign = sorted(set(action.pods) - live)
+            if foreign:
+                return _Verdict(Decision.refused, f"pods {', '.join(foreign)} are not live pods of {action.target}")
+            count = len(set(action.pods))
+            if count >= max(len(live), 1) and not action.allow_all_replicas:
+                return _Verdict(Decision.refused, f"would delete all {count} pods of {action.target} at once; {all_flag}")
+        elif action.kind is ActionKind.scale:
+            if action.replicas is None or action.replicas < 0:
+                return _Verdict(Decision.refused, "scale needs a target replica count >= 0")
+            if action.replicas == 0 and desired > 0 and not action.allow_all_replicas:
+                return _Verdict(Decision.refused, f"scaling {action.target} to 0 removes all {desired} pods; {all_flag}")
+            count = max(0, desired - action.replicas)
+            if action.replicas >= desired:
+                return _Verdict(Decision.allowed, "", pods=0, cooldown_exempt=True)
+        elif action.kind is ActionKind.rollout_undo:
+            _current, previous = current_and_previous(dep, deployment_replicasets(self.kube, dep))
+            if previous is None:
+                return _Verdict(Decision.refused, f"{action.target} has no previous ReplicaSet to roll back to")
+            count = desired  # a rolling update replaces every pod (one batch at a time)
+        elif action.kind is ActionKind.patch_resources:
+            if not action.patch:
+                return _Verdict(Decision.refused, "patch_resources needs a patch")
+            try:
+                workloads.resources_patch(action.patch)
+            except RunbookError as exc:
+                return _Verdict(Decision.refused, str(exc))
+            count = desired
+        else:  # rollout_restart
+            count = desired
+        if count > s.max_pods_per_action:
+            return _Verdict(
+                Decision.refused,
+                f"blast radius: {action.kind.value} touches {count} pods, more than max_pods_per_action={s.max_pods_per_action}",
+            )
+        return _Verdict(Decision.allowed, "", pods=count)
+
+    def _budget_and_cooldown(self, action: Action, verdict: _Verdict, flow_run_id: str | None) -> _Verdict:
+        """Per-run pod budget and per-target cooldown; call with the state lock held."""
+        s = self.settings
+        if flow_run_id and verdict.pods:
+            used = int(_read_json(self.state_dir / BUDGET_FILE).get(flow_run_id, 0))
+            if used + verdict.pods > s.max_pods_per_run:
+                return _Verdict(
+                    Decision.refused,
+                    f"blast radius: flow run {flow_run_id} already touched {used} pods; {verdict.pods} more would exceed "
+                    f"max_pods_per_run={s.max_pods_per_run}",
+                )
+        if not verdict.cooldown_exempt and s.cooldown_seconds > 0:
+            last = _read_json(self.state_dir / COOLDOWN_FILE).get(_target_key(action))
+            if isinstance(last, dict):
+                ago = time.time() - float(last.get("at", 0))
+                same_run = flow_run_id is not None and last.get("flow_run_id") == flow_run_id
+                if ago < s.cooldown_seconds and not same_run:
+                    return _Verdict(
+                        Decision.refused,
+                        f"cooldown: {last.get('kind', 'an action')} on {action.target} {ago:.0f}s ago "
+                        f"(flow run {last.get('flow_run_id') or '-'}); next action allowed in {s.cooldown_seconds - ago:.0f}s",
+                    )
+        return verdict
+
+    def _decide(self, action: Action, approval_mode: ApprovalMode, flow_run_id: str | None) -> _Verdict:
+        if action.target.namespace in self.settings.protected_namespaces:
+            return _Verdict(Decision.refused, f"namespace {action.target.namespace} is protected")
+        verdict = self._blast(action)
+        if verdict.decision is Decision.refused:
+            return verdict
+        with _locked(self.state_dir / LOCK_FILE):
+            verdict = self._budget_and_cooldown(action, verdict, flow_run_id)
+        if verdict.decision is Decision.refused:
+            return verdict
+        if approval_mode == "dry-run":
+            return _Verdict(Decision.dry_run, f"dry-run: would {action.describe()} ({verdict.pods} pod(s)); nothing executed", verdict.pods)
+        verdict.reason = f"allowed ({approval_mode}): {action.describe()}, {verdict.pods} pod(s) touched"
+        return verdict
+
+    def _record(self, action: Action, actor: str, flow_run_id: str | None, verdict: _Verdict, outcome: str | None = None) -> AuditRecord:
+        why = f"{verdict.reason}; why: {action.reason}" if action.reason else verdict.reason
+        return AuditRecord(actor=actor, flow_run_id=flow_run_id, action=action, decision=verdict.decision, reason=why, outcome=outcome)
+
+    def check(self, action: Action, approval_mode: ApprovalMode, actor: str, flow_run_id: str | None) -> AuditRecord:
+        """The decision for `action` now, without executing or recording it (used to show a plan)."""
+        return self._record(action, actor, flow_run_id, self._decide(action, approval_mode, flow_run_id))
+
+    # -------------------------------------------------------------------------------- execution
+    def _reserve(self, action: Action, verdict: _Verdict, flow_run_id: str | None) -> _Verdict:
+        """Re-check budget and cooldown and claim them atomically, so two runs cannot both pass."""
+        with _locked(self.state_dir / LOCK_FILE):
+            verdict = self._budget_and_cooldown(action, verdict, flow_run_id)
+            if verdict.decision is not Decision.allowed:
+                return verdict
+            if flow_run_id and verdict.pods:
+                budget = _read_json(self.state_dir / BUDGET_FILE)
+                budget[flow_run_id] = int(budget.get(flow_run_id, 0)) + verdict.pods
+                _write_json(self.state_dir / BUDGET_FILE, budget)
+            if not verdict.cooldown_exempt:
+                cooldowns = _read_json(self.state_dir / COOLDOWN_FILE)
+                cooldowns[_target_key(action)] = {"at": time.time(), "flow_run_id": flow_run_id, "kind": action.kind.value}
+                _write_json(self.state_dir / COOLDOWN_FILE, cooldowns)
+        return verdict
+
+    def _release(self, action: Action, verdict: _Verdict, flow_run_id: str | None) -> None:
+        """Undo a reservation after a failed execution, so a retry is not refused by our own claim."""
+        with _locked(self.state_dir / LOCK_FILE):
+            if flow_run_id and verdict.pods:
+                budget = _read_json(self.state_dir / BUDGET_FILE)
+                budget[flow_run_id] = max(0, int(budget.get(flow_run_id, 0)) - verdict.pods)
+                _write_json(self.state_dir / BUDGET_FILE, budget)
+            if not verdict.cooldown_exempt:
+                cooldowns = _read_json(self.state_dir / COOLDOWN_FILE)
+                if (cooldowns.get(_target_key(action)) or {}).get("flow_run_id") == flow_run_id:
+                    cooldowns.pop(_target_key(action), None)
+                    _write_json(self.state_dir / COOLDOWN_FILE, cooldowns)
+
+    def _run(self, action: Action) -> str:
+        ns, name = action.target.namespace, action.target.name
+        if action.kind is ActionKind.delete_pods:
+            grace = action.grace_period_seconds if action.grace_period_seconds is not None else workloads.DEFAULT_GRACE_SECONDS
+            return workloads._delete_pods(self.kube, ns, sorted(set(action.pods)), grace)
+        if action.kind is ActionKind.rollout_restart:
+            return workloads._rollout_restart(self.kube, ns, name)
+        if action.kind is ActionKind.scale:
+            assert action.replicas is not None  # checked by the guard
+            return workloads._scale(self.kube, ns, name, action.replicas)
+        if action.kind is ActionKind.rollout_undo:
+            return workloads._rollout_undo(self.kube, ns, name)
+        assert action.patch is not None  # checked by the guard
+        return workloads._patch_resources(self.kube, ns, name, action.patch)
+
+    def execute(self, action: Action, approval_mode: ApprovalMode, actor: str, flow_run_id: str | None) -> ActionResult:
+        """Check, then execute when allowed; exactly one audit record either way. Kubernetes errors during
+        execution are recorded and re-raised (transient ones are retried by the task policy)."""
+        started = utcnow()
+        verdict = self._decide(action, approval_mode, flow_run_id)
+        if verdict.decision is Decision.allowed:
+            verdict = self._reserve(action, verdict, flow_run_id)
+        if verdict.decision is not Decision.allowed:
+            append_audit(self.settings, self._record(action, actor, flow_run_id, verdict))
+            return ActionResult(action=action, decision=verdict.decision, executed=False, detail=verdict.reason,
+                                started_at=started, finished_at=utcnow())
+        try:
+            outcome = self._run(action)
+        except RunbookError as exc:
+            self._release(action, verdict, flow_run_id)
+            append_audit(self.settings, self._record(action, actor, flow_run_id, verdict, outcome=f"failed: {exc}"))
+            raise
+        append_audit(self.settings, self._record(action, actor, flow_run_id, verdict, outcome=outcome))
+        return ActionResult(action=action, decision=Decision.allowed, executed=True, detail=outcome,
+                            started_at=started, finished_at=utcnow())
+
+
+# ------------------------------------------------------------------------------------ audit log
+def append_audit(settings: Settings, record: AuditRecord) -> None:
+    path = Path(settings.state_dir) / AUDIT_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = record.model_dump_json() + "\n"
+    with open(path, "a", encoding="utf-8") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def read_audit(flow_run_id: str | None = None, *, settings: Settings | None = None) -> list[AuditRecord]:
+    """Audit records in the order written, optionally of one flow run. Unreadable lines are skipped."""
+    path = Path((settings or get_settings()).state_dir) / AUDIT_FILE
+    records: list[AuditRecord] = []
+    try:
+        with open(path, encoding="utf-8") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_SH)
+            try:
+                lines = fh.readlines()
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    except FileNotFoundError:
+        return []
+    for line in lines:
+        try:
+            record = AuditRecord.model_validate_json(line)
+        except ValidationError:
+            continue
+        if flow_run_id is None or record.flow_run_id == flow_run_id:
+            records.append(record)
+    return records
