@@ -9,7 +9,6 @@ default 15 d retention. Tests query at the fixed time `end` inside that range.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.helpers.http_receiver import free_port
 from tests.prom.history import openmetrics
 
 CACHE_DIR = Path(os.environ.get("K8S_RUNBOOKS_TEST_CACHE", Path.home() / ".cache" / "k8s-runbooks-tests"))
@@ -29,12 +29,6 @@ class RunningPrometheus:
     url: str
     end: int  # unix seconds: the last backfilled sample; evaluate queries here
     process: subprocess.Popen[bytes]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,8 @@ import pytest
 from k8s_runbooks.errors import InvalidInput, TransientError
 from k8s_runbooks.prom import promql
 from k8s_runbooks.prom.client import PromClient, no_data
-from tests.prom.conftest import RunningPrometheus, free_port, start_prometheus, stop
+from tests.helpers.http_receiver import free_port
+from tests.prom.conftest import RunningPrometheus, start_prometheus, stop
 
 pytestmark = pytest.mark.timeout(120)
 

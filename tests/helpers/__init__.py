@@ -1,0 +1,1 @@
+"""Test helpers: local HTTP receivers and test doubles for services that cannot run on this machine."""
