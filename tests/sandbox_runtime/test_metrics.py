@@ -22,6 +22,8 @@ def test_metrics_and_service_discovery(store, runtime):
                                                                      "requests": {"cpu": "100m"}}), namespace=NS)
     pods = wait_for(lambda: len(ready_pods(store, "checkout")) == 2 and ready_pods(store, "checkout"), what="ready pods")
     names = {p["metadata"]["name"] for p in pods}
+    wait_for(lambda: store.get("deployments", NS, "checkout").get("status", {}).get("availableReplicas") == 2,
+             what="deployment status caught up")
 
     ksm = _samples(runtime.render_kube_state_metrics())
     running = {s.labels["pod"] for s in ksm["kube_pod_status_phase"] if s.labels["phase"] == "Running" and s.value == 1}
