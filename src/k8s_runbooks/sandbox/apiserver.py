@@ -517,6 +517,7 @@ class ApiServer:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes: avoid 40 ms delayed-ACK stalls
     server: _Server
     server_version = "k8s-runbooks-sandbox"
     sys_version = ""
@@ -938,7 +939,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if event is None:
                     if self._client_gone():
                         break
-                    if bookmarks and time.monotonic() - last_bookmark >= 5:
+                    if bookmarks and time.monotonic() - last_bookmark >= 2:
                         last_bookmark = time.monotonic()
                         self._chunk(encode("BOOKMARK", {"kind": res.kind, "apiVersion": res.api_version,
                                                         "metadata": {"resourceVersion": str(last_rv)}}))

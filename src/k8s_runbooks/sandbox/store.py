@@ -266,10 +266,10 @@ class Store:
                 raise ApiError.gone(f"too old resource version: {cursor} ({self._history[0].resource_version - 1})")
         while time.monotonic() < deadline and not self._closed and not (stop and stop.is_set()):
             with self._lock:
-                pending = [e for e in self._history if e.resource_version > cursor]
+                pending = self._events_after(cursor)
                 if not pending:
                     self._changed.wait(timeout=1.0)
-                    pending = [e for e in self._history if e.resource_version > cursor]
+                    pending = self._events_after(cursor)
                 if pending:
                     cursor = pending[-1].resource_version
             for e in pending:
@@ -283,6 +283,16 @@ class Store:
                 yield e
             if not pending:
                 yield None
+
+    def _events_after(self, cursor: int) -> list[WatchEvent]:
+        """History is ordered by resourceVersion: walk back from the newest (O(new events), not O(history))."""
+        newer: list[WatchEvent] = []
+        for e in reversed(self._history):
+            if e.resource_version <= cursor:
+                break
+            newer.append(e)
+        newer.reverse()
+        return newer
 
     def close(self) -> None:
         with self._lock:
