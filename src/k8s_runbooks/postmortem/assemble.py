@@ -65,8 +65,7 @@ def _audit_from_log(state_dir: Path, flow_run_id: str) -> list[AuditRecord]:
     return read_audit(flow_run_id, settings=Settings(state_dir=state_dir))
 
 
-def _state_entries(run: Any, states: list[Any], main: bool) -> list[TimelineEntry]:
-    label = "runbook" if main else f"subflow {run.name} ({getattr(run, 'flow_name', '') or 'flow'})"
+def _state_entries(label: str, states: list[Any]) -> list[TimelineEntry]:
     out: list[TimelineEntry] = []
     for s in states:
         if s.type.value not in _STATES_SHOWN or s.timestamp is None:
@@ -110,9 +109,10 @@ async def assemble(flow_run_id: str | UUID, client: Any, state_dir: Path | None 
         record = RunRecord(flow=run.name, started_at=run.start_time or run.created or utcnow())
 
     timeline = list(record.timeline)
-    timeline += _state_entries(run, await client.read_flow_run_states(run_id), main=True)
+    timeline += _state_entries("runbook", await client.read_flow_run_states(run_id))
     for sub in subruns:
-        timeline += _state_entries(sub, await client.read_flow_run_states(sub.id), main=False)
+        flow_name = (await client.read_flow(sub.flow_id)).name
+        timeline += _state_entries(f"subflow {flow_name} ({sub.name})", await client.read_flow_run_states(sub.id))
     timeline.sort(key=lambda e: e.at)
 
     audit = list(record.audit)
