@@ -14,12 +14,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from k8s_runbooks.sandbox import supervisor
+from k8s_runbooks.sandbox import demo_workload, supervisor
 from k8s_runbooks.sandbox.binaries import SandboxError, ensure_binaries, tools_dir
 from k8s_runbooks.sandbox.demo_workload import FAULT_KINDS
 from k8s_runbooks.settings import Settings
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 120)
 sandbox_app = typer.Typer(help="The local sandbox cluster with Prometheus, Alertmanager, Pushgateway and Prefect.",
                           no_args_is_help=True)
 
@@ -55,6 +55,10 @@ def up(
     if result.demo_ready_s is not None:
         made = ", ".join(result.created) if result.created else "already there"
         console.print(f"demo workload shop/checkout, shop/payments ready after {result.demo_ready_s:.1f}s ({made})")
+    for name, faults in result.faulted.items():
+        shown = " ".join(f"{k}={v}" for k, v in faults.items())
+        console.print(f"[yellow]shop/{name} has a fault set ({shown}); not waiting for it to be ready.[/] "
+                      f"Clear it: k8s-runbooks sandbox fault clear --namespace shop --deployment {name}")
     console.print(f"all healthy after {time.monotonic() - t0:.1f}s. Use it with: [bold]eval \"$(k8s-runbooks sandbox env"
                   f"{' --state-dir ' + str(state_dir) if state_dir else ''})\"[/]")
 
@@ -126,6 +130,11 @@ def demo(state_dir: StateDir = None) -> None:
     with console.status("starting the sandbox ..."):
         result = supervisor.up(cfg)
     console.print(_table(result.components, f"sandbox in {cfg.state_dir}", with_seconds=True))
+    if result.faulted:
+        console.print("clearing faults left from an earlier run: " + ", ".join(f"shop/{n}" for n in result.faulted))
+        for name in result.faulted:
+            supervisor.fault(cfg, "clear", "shop", name)
+        demo_workload.wait_ready(cfg.kubeconfig, names=list(result.faulted), timeout_s=120)
     kubectl = [_kubectl(), "--kubeconfig", str(cfg.kubeconfig)]
     env = {**os.environ, "KUBECONFIG": str(cfg.kubeconfig)}
     console.rule("2. inject a crash into shop/checkout")
@@ -148,11 +157,12 @@ def demo(state_dir: StateDir = None) -> None:
     console.rule("4. the PodCrashLooping alert in Alertmanager")
     am_url = f"http://127.0.0.1:{cfg.ports.alertmanager}"
     alerts = supervisor.wait_for_alert(am_url, "PodCrashLooping", {"namespace": "shop", "deployment": "checkout"})
-    table = Table("alert", "namespace", "deployment", "pod", "severity", "runbook", "since")
+    table = Table("alert", "namespace", "deployment", "pod", "container", "severity", "runbook", "since (UTC)")
     for alert in alerts:
         lab = alert.get("labels", {})
         table.add_row(lab.get("alertname", ""), lab.get("namespace", ""), lab.get("deployment", ""), lab.get("pod", ""),
-                      lab.get("severity", ""), alert.get("annotations", {}).get("runbook", ""), alert.get("startsAt", ""))
+                      lab.get("container", ""), lab.get("severity", ""), alert.get("annotations", {}).get("runbook", ""),
+                      str(alert.get("startsAt", ""))[11:19])
     console.print(table)
     console.rule("5. next")
     console.print(f"Prefect UI:    http://127.0.0.1:{cfg.ports.prefect}")

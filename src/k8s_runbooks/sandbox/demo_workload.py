@@ -156,6 +156,14 @@ def _rolled_out(dep: Any) -> bool:
             and (status.replicas or 0) == want)
 
 
+def active_faults(kubeconfig: Path, namespace: str, deployment: str) -> dict[str, str]:
+    """FAULT_* env vars currently set on the Deployment's containers."""
+    apps = client.AppsV1Api(api_client(kubeconfig))
+    dep = _call(f"read deployment {namespace}/{deployment}", apps.read_namespaced_deployment, deployment, namespace)
+    return {e.name: e.value or "" for c in dep.spec.template.spec.containers for e in (c.env or [])
+            if e.name in FAULT_VARS}
+
+
 def fault_env(kind: str, value: str | None, message: str | None = None) -> tuple[dict[str, str], list[str]]:
     """(vars to set, vars to remove) for a fault kind."""
     if kind == "clear":

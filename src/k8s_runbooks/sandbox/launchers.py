@@ -361,7 +361,7 @@ def prefect_component(state_dir: Path, ports: SandboxPorts) -> Component:
             "PREFECT_UI_ENABLED": "true",
             "PREFECT_UI_API_URL": f"{url}/api",
         },
-        marker="prefect", timeout_s=120,
+        marker="prefect", timeout_s=240,  # a fresh DB on a busy 2-core machine took 65 s
     )
 
 

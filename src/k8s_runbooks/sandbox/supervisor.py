@@ -91,6 +91,7 @@ class UpResult:
     components: list[ComponentState] = field(default_factory=list)
     created: list[str] = field(default_factory=list)
     demo_ready_s: float | None = None
+    faulted: dict[str, dict[str, str]] = field(default_factory=dict)  # demo deployments with a fault set
 
 
 def components(cfg: SandboxConfig, binaries: dict[str, Path] | None = None) -> list[Component]:
@@ -159,7 +160,14 @@ def up(cfg: SandboxConfig, demo: bool = True, demo_timeout_s: float = 120.0) -> 
     if demo:
         t0 = time.monotonic()
         result.created = demo_workload.ensure_demo_workload(cfg.kubeconfig)
-        demo_workload.wait_ready(cfg.kubeconfig, timeout_s=demo_timeout_s)
+        # A deployment left with a fault (e.g. an earlier demo) may never become ready: don't wait for it.
+        for name in demo_workload.DEPLOYMENTS:
+            faults = demo_workload.active_faults(cfg.kubeconfig, demo_workload.NAMESPACE, name)
+            if faults:
+                result.faulted[name] = faults
+        healthy = [n for n in demo_workload.DEPLOYMENTS if n not in result.faulted]
+        if healthy:
+            demo_workload.wait_ready(cfg.kubeconfig, names=healthy, timeout_s=demo_timeout_s)
         result.demo_ready_s = time.monotonic() - t0
     return result
 

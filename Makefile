@@ -1,0 +1,44 @@
+# Quick start: `make demo` and `make test`. Each target does its own set-up (venv, Python deps, binaries).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: venv tools sandbox-up sandbox-down demo test clean-sandbox
+
+venv: $(STAMP)
+
+# Re-install only when pyproject.toml changed since the last install.
+$(STAMP): pyproject.toml
+	@if [ ! -x $(BIN)/python ]; then \
+	  $(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	      echo "installing python3-venv"; rm -rf $(VENV); \
+	      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && \
+	      $(PYTHON) -m venv $(VENV); \
+	    else echo "error: '$(PYTHON) -m venv' failed; install python3-venv (Python >= 3.11)"; exit 1; fi; }; \
+	fi
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+tools: venv
+	$(BIN)/k8s-runbooks sandbox tools
+
+sandbox-up: venv
+	$(BIN)/k8s-runbooks sandbox up
+
+sandbox-down: venv
+	$(BIN)/k8s-runbooks sandbox down
+
+demo: venv
+	$(BIN)/k8s-runbooks demo
+
+# The integration fixtures start (and stop) their own sandbox on free ports; they need only the tools.
+# pytest exit code 5 means "no tests collected": reported, not a failure of the make target.
+test: venv tools
+	@$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
+
+clean-sandbox: sandbox-down
+	rm -rf .sandbox/pids .sandbox/logs .sandbox/prometheus .sandbox/alertmanager .sandbox/prefect .sandbox/pods
