@@ -16,6 +16,7 @@ Terminal states:
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -49,9 +50,9 @@ from k8s_runbooks.models import (
 from k8s_runbooks.postmortem.model import EvidenceItem, Outcome, RunRecord
 from k8s_runbooks.postmortem.render import md_code_block, md_text
 from k8s_runbooks.runbook_docs import load_runbook, runbooks_dir
-from k8s_runbooks.settings import get_settings
 from tasks.events import object_events
 from tasks.logs import container_logs
+from tasks.notify import notify
 from tasks.metrics import crash_condition_active, restart_rate
 from tasks.pods import find_unhealthy_pods, workload_status
 from tasks.remediation import execute_action, plan_is_allowed, wait_until_healthy
@@ -109,6 +110,19 @@ class Ctx:
 
 
 # ------------------------------------------------------------------------------------ 1. identify
+_TELLING = re.compile(r"panic|fatal|error|exception|killed|traceback", re.I)
+
+
+def telling_line(lines: list[str]) -> str:
+    """The line that names the failure: the last one mentioning panic/error/..., else the last line.
+    (A crash often ends with a stack trace whose final frame says nothing.)"""
+    kept = [line.strip() for line in lines if line.strip()]
+    for line in reversed(kept):
+        if _TELLING.search(line):
+            return line[:300]
+    return kept[-1][:300] if kept else ""
+
+
 def _crash_findings(ctx: Ctx, pod: PodDiagnosis, last_lines: dict[str, str]) -> None:
     for c in pod.containers:
         where = f"{pod.name}/{c.name}"
@@ -193,9 +207,9 @@ def identify(ctx: Ctx) -> None:
             if not (c.last_terminated_reason or c.restart_count):
                 continue
             excerpt = container_logs(p.namespace, pod.name, container=c.name, previous=True, tail_lines=p.log_tail_lines)
-            lines = [line for line in excerpt.lines if line.strip()]
-            if lines:
-                last_lines[c.name] = lines[-1].strip()[:300]
+            line = telling_line(excerpt.lines)
+            if line:
+                last_lines[c.name] = line
             body = "\n".join(excerpt.lines[-50:]) if excerpt.lines else f"(no log: {excerpt.error or 'empty'})"
             ctx.evidence("identify", f"Previous log of {pod.name}/{c.name} (last 50 lines, {excerpt.redactions} redactions)", "log", body)
         events = object_events(p.namespace, "Pod", pod.name, include_owners=True)
@@ -403,8 +417,6 @@ _UPDATE_KIND: dict[str, UpdateKind] = {
 
 @runbook_step(FLOW, "communicate")
 def communicate(ctx: Ctx) -> None:
-    from k8s_runbooks.notify import send_webhook
-
     rec = ctx.record
     update = StatusUpdate(
         kind=_UPDATE_KIND[rec.outcome],
@@ -417,13 +429,11 @@ def communicate(ctx: Ctx) -> None:
     )
     text = clean(render_status_update(update))
     publish_markdown(artifact_key(FLOW, "communicate", "status"), text, f"Status update: {update.kind}")
-    settings = get_settings()
     sent = False
-    if settings.notify_webhook_url is not None:
-        try:
-            sent = send_webhook(text, settings.notify_webhook_url, settings.http_timeout_seconds)
-        except RunbookError as exc:  # a failed notification must not hide the incident's outcome
-            ctx.note("Status update could not be sent", str(exc), "communication")
+    try:
+        sent = notify(text)
+    except RunbookError as exc:  # a failed notification must not hide the incident's outcome
+        ctx.note("Status update could not be sent", str(exc), "communication")
     ctx.note(f"Status update ({update.kind}) {'sent' if sent else 'stored as artifact'}", update.summary, "communication")
 
 

@@ -1,0 +1,287 @@
+"""The pod-crash flow end to end against the session sandbox (cluster, Prometheus, Prefect server).
+
+The flow runs in its own process (`python -m tests.flows.run_flow`), as the CLI would run it; this test
+process plays the on-call engineer and resumes paused runs through the Prefect REST API with the typed
+approval input. Tests run in file order and share one crash fault: dry-run, timeout and rejection must
+leave it in place; the approved run repairs it; the auto run injects a fresh one.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+from k8s_runbooks.sandbox.demo_workload import set_fault
+from tests.conftest import REPO, Sandbox
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+NS = "shop"
+SECRET = "hunter2-XYZZY"
+CRASH_MESSAGE = f"panic: checkout cannot reach the ledger (password={SECRET})"
+
+
+def wait_for(fn: Any, timeout: float, what: str, interval: float = 1.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+class Env:
+    def __init__(self, box: Sandbox, tmp: Path) -> None:
+        self.box = box
+        self.state_dir = tmp / "state"
+        self.reports_dir = tmp / "reports"
+        self.env = {
+            **box.env,
+            "K8S_RUNBOOKS_STATE_DIR": str(self.state_dir),
+            "K8S_RUNBOOKS_REPORTS_DIR": str(self.reports_dir),
+            "K8S_RUNBOOKS_COOLDOWN_SECONDS": "0",
+            "PYTHONPATH": str(REPO),
+            "DO_NOT_TRACK": "1",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        }
+        api = k8s_config.new_client_from_config(str(box.kubeconfig))
+        self.apps = k8s.AppsV1Api(api)
+        self.core = k8s.CoreV1Api(api)
+        assert box.prefect_api_url
+        self.api = httpx.Client(base_url=box.prefect_api_url, timeout=10)
+
+    # -------------------------------------------------------------------- cluster
+    def crash_looping(self) -> list[str]:
+        pods = self.core.list_namespaced_pod(NS).items
+        return sorted(
+            p.metadata.name for p in pods
+            if p.metadata.name.startswith("checkout-") and p.metadata.deletion_timestamp is None
+            and any(cs.state.waiting and cs.state.waiting.reason == "CrashLoopBackOff" for cs in (p.status.container_statuses or []))
+        )
+
+    def inject_crash(self) -> list[str]:
+        set_fault(self.box.kubeconfig, NS, "checkout", "crash", "1", message=CRASH_MESSAGE)
+        return wait_for(lambda: len(self.crash_looping()) >= 2 and self.crash_looping(), 120, "checkout pods in CrashLoopBackOff")
+
+    def snapshot(self) -> dict[str, Any]:
+        """What a remediation would change: deployment specs, ReplicaSets, pod names (not restart counts)."""
+        deps = {d.metadata.name: (d.metadata.generation, d.spec.replicas, json.dumps(
+            self.apps.api_client.sanitize_for_serialization(d.spec.template), sort_keys=True)) for d in self.apps.list_namespaced_deployment(NS).items}
+        rss = sorted((r.metadata.name, r.spec.replicas) for r in self.apps.list_namespaced_replica_set(NS).items)
+        pods = sorted(p.metadata.name for p in self.core.list_namespaced_pod(NS).items)
+        return {"deployments": deps, "replicasets": rss, "pods": pods}
+
+    # -------------------------------------------------------------------- flow runs
+    def start(self, **params: Any) -> subprocess.Popen[str]:
+        body = {"namespace": NS, "deployment": "checkout", "stable_seconds": 5, "recovery_timeout_seconds": 150,
+                "verify_window_seconds": 30, "verify_timeout_seconds": 150, **params}
+        return subprocess.Popen([sys.executable, "-m", "tests.flows.run_flow", json.dumps(body)], cwd=REPO, env=self.env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+    def finish(self, proc: subprocess.Popen[str], timeout: float = 400) -> dict[str, Any]:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            raise AssertionError(f"flow process did not finish:\n{err[-4000:]}") from None
+        lines = [line for line in out.splitlines() if line.startswith("{")]
+        assert proc.returncode == 0 and lines, f"flow process failed ({proc.returncode}):\n{out[-2000:]}\n{err[-6000:]}"
+        return json.loads(lines[-1])
+
+    def run(self, **params: Any) -> dict[str, Any]:
+        return self.finish(self.start(**params))
+
+    def paused_run(self, since: str) -> str:
+        def find() -> str | None:
+            r = self.api.post("/flow_runs/filter", json={"flow_runs": {"state": {"type": {"any_": ["PAUSED"]}},
+                                                                      "start_time": {"after_": since}}, "flows": {"name": {"any_": ["pod-crash"]}}})
+            r.raise_for_status()
+            runs = r.json()
+            return runs[0]["id"] if runs else None
+        return wait_for(find, 180, "a paused pod-crash run")
+
+    def resume(self, run_id: str, run_input: dict[str, Any]) -> dict[str, Any]:
+        for _ in range(5):  # SQLite "database is locked" answers 503; the UI and raw callers must retry
+            r = self.api.post(f"/flow_runs/{run_id}/resume", json={"run_input": run_input})
+            if r.status_code != 503:
+                break
+            time.sleep(1)
+        r.raise_for_status()
+        return r.json()
+
+    def artifacts(self, run_id: str) -> list[dict[str, Any]]:
+        r = self.api.post("/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}})
+        r.raise_for_status()
+        return r.json()
+
+    def latest(self, run_id: str, key: str) -> dict[str, Any]:
+        found = [a for a in self.artifacts(run_id) if a["key"] == key]
+        assert found, f"no artifact {key} on run {run_id}"
+        return max(found, key=lambda a: a["created"])
+
+    def record(self, run_id: str) -> dict[str, Any]:
+        from k8s_runbooks.postmortem.model import RunRecord
+
+        rec = RunRecord.from_markdown(self.latest(run_id, "pod-crash-record")["data"])
+        assert rec is not None
+        return json.loads(rec.model_dump_json())
+
+    def audit(self, run_id: str) -> list[dict[str, Any]]:
+        path = self.state_dir / "audit.jsonl"
+        if not path.exists():
+            return []
+        return [r for r in (json.loads(line) for line in path.read_text().splitlines() if line.strip()) if r.get("flow_run_id") == run_id]
+
+
+@pytest.fixture(scope="module")
+def env(sandbox_only: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    e = Env(sandbox_only, tmp_path_factory.mktemp("pod-crash-flow"))
+    yield e
+    set_fault(sandbox_only.kubeconfig, NS, "checkout", "clear")
+
+
+@pytest.fixture(scope="module")
+def crashing(env: Env) -> list[str]:
+    return env.inject_crash()
+
+
+def _assert_no_secret(env: Env, run_id: str, *files: Path) -> None:
+    for a in env.artifacts(run_id):
+        assert SECRET not in json.dumps(a), f"secret leaked into artifact {a['key']}"
+    for f in files:
+        assert SECRET not in f.read_text(), f"secret leaked into {f}"
+
+
+def test_dry_run_plans_and_audits_but_changes_nothing(env: Env, crashing: list[str]) -> None:
+    before = env.snapshot()
+    result = env.run(approval="dry-run")
+    after = env.snapshot()
+    assert result["state"] == "COMPLETED", result
+    assert before["deployments"] == after["deployments"] and before["replicasets"] == after["replicasets"]
+    assert set(before["pods"]) == set(after["pods"])
+    rec = env.record(result["flow_run_id"])
+    assert rec["outcome"] == "dry-run"
+    assert [a["decision"] for a in rec["actions"]] == ["dry-run"] and not rec["actions"][0]["executed"]
+    assert any(a["decision"] == "dry-run" for a in env.audit(result["flow_run_id"]))
+    plan = env.latest(result["flow_run_id"], "pod-crash-contain-plan")["data"]
+    assert "rollout_undo" in plan
+
+
+def test_timeout_escalates_and_changes_nothing(env: Env, crashing: list[str]) -> None:
+    before = env.snapshot()
+    result = env.run(approval="required", approval_timeout_seconds=3)
+    after = env.snapshot()
+    assert result["state"] == "FAILED" and "approval timed out; escalated" in (result["message"] or ""), result
+    assert before["deployments"] == after["deployments"] and set(before["pods"]) == set(after["pods"])
+    rec = env.record(result["flow_run_id"])
+    assert rec["outcome"] == "escalated" and rec["actions"] == []
+    assert any(e["kind"] == "escalation" for e in rec["timeline"])
+    assert any(f["evidence"].get("kind") == "escalation" for f in rec["findings"])
+    assert not [a for a in env.audit(result["flow_run_id"]) if a["decision"] == "allowed"]
+    status = env.latest(result["flow_run_id"], "pod-crash-communicate-status")["data"]
+    assert "escalated" in status
+
+
+def test_rejection_from_another_process_changes_nothing(env: Env, crashing: list[str]) -> None:
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 5))
+    before = env.snapshot()
+    proc = env.start(approval="required", approval_timeout_seconds=300)
+    try:
+        run_id = env.paused_run(since)
+        answer = env.resume(run_id, {"approve": False, "action": "rollout_undo", "approver": "bob", "comment": "checking with the team"})
+        assert answer["status"] == "ACCEPT", answer
+        result = env.finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert result["state"] == "COMPLETED" and "rejected by bob" in result["message"], result
+    after = env.snapshot()
+    assert before["deployments"] == after["deployments"] and set(before["pods"]) == set(after["pods"])
+    rec = env.record(run_id)
+    assert rec["outcome"] == "rejected" and rec["actions"] == []
+    assert any("Rejected by bob" in e["event"] and "checking with the team" in e["detail"] for e in rec["timeline"])
+
+
+def test_unknown_action_is_rejected_by_the_server_schema(env: Env, crashing: list[str]) -> None:
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 5))
+    proc = env.start(approval="required", approval_timeout_seconds=300)
+    try:
+        run_id = env.paused_run(since)
+        schema = env.api.get(f"/flow_runs/{run_id}/input/paused-1-schema").json()
+        assert set(schema["properties"]) >= {"approve", "action", "approver", "comment"}
+        description = env.api.get(f"/flow_runs/{run_id}/input/paused-1-description").json()
+        assert "rollout_undo" in description and "Planned actions" in description
+        bad = env.resume(run_id, {"approve": True, "action": "delete-the-cluster", "approver": "mallory", "comment": ""})
+        assert bad["status"] == "REJECT", bad
+        ok = env.resume(run_id, {"approve": False, "action": "rollout_undo", "approver": "carol", "comment": ""})
+        assert ok["status"] == "ACCEPT", ok
+        env.finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_approved_rollback_recovers_and_writes_the_postmortem(env: Env, crashing: list[str]) -> None:
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 5))
+    proc = env.start(approval="required", approval_timeout_seconds=300)
+    try:
+        run_id = env.paused_run(since)
+        answer = env.resume(run_id, {"approve": True, "action": "rollout_undo", "approver": "alice", "comment": "bad deploy"})
+        assert answer["status"] == "ACCEPT", answer
+        result = env.finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert result["state"] == "COMPLETED", result
+    assert env.crash_looping() == []
+    rec = env.record(run_id)
+    assert rec["outcome"] == "resolved"
+    assert [(a["action"]["kind"], a["decision"], a["executed"]) for a in rec["actions"]] == [("rollout_undo", "allowed", True)]
+    assert any(a["decision"] == "allowed" and a["actor"] == "alice" for a in env.audit(run_id))
+    pm = Path(result["postmortem"]).read_text()
+    assert "Approved by alice" in pm and "bad deploy" in pm
+    timeline = pm[pm.index("## Timeline"):pm.index("## Root Cause")]
+    order = ["Crash detected", "Approval requested", "Approved by alice", "Action allowed", "Recovered", "Verified"]
+    positions = [timeline.index(word) for word in order]
+    assert positions == sorted(positions), timeline
+    _assert_no_secret(env, run_id, Path(result["postmortem"]), Path(result["postmortem"]).with_suffix(".html"))
+
+
+def test_auto_drill_names_only_checkout_pods_recovers_and_redacts(env: Env) -> None:
+    crashing = env.inject_crash()
+    result = env.run(approval="auto", drill=True)
+    run_id = result["flow_run_id"]
+    assert result["state"] == "COMPLETED", result
+    table = json.loads(env.latest(run_id, "pod-crash-identify-pods")["data"])
+    named = {row["pod"] for row in table if row["unhealthy"]}
+    assert named and all(n.startswith("checkout-") for n in named)
+    assert set(crashing) <= named
+    rec = env.record(run_id)
+    logs = [e["content"] for e in rec["evidence"] if e["kind"] == "log"]
+    assert any("panic: checkout cannot reach the ledger" in text for text in logs)
+    assert any(f["evidence"].get("kind") == "crash_error" and "cannot reach the ledger" in f["title"] for f in rec["findings"])
+    assert any(f["evidence"].get("kind") == "bad_rollout" for f in rec["findings"])
+    assert rec["actions"][0]["action"]["kind"] == "rollout_undo" and rec["actions"][0]["executed"]
+    assert env.crash_looping() == []
+    pm_path = Path(result["postmortem"])
+    pm = pm_path.read_text()
+    for section in ("## Timeline", "## Root Cause Analysis", "## Actions Taken", "## Action Items", "## Evidence"):
+        assert section in pm
+    assert "(drill)" in pm and "canary analysis" in pm and "roll back shop/deployment/checkout" in pm
+    progress = env.latest(run_id, "pod-crash-progress")
+    assert progress["data"] == 100.0 or float(progress["data"]) == 100.0
+    assert env.latest(run_id, "pod-crash-runbook")["data"].startswith("# Pod Crash")
+    _assert_no_secret(env, run_id, pm_path, pm_path.with_suffix(".html"))
