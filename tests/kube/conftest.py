@@ -179,6 +179,9 @@ def ns(cluster: Cluster) -> str:
 
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
+    # Telemetry writes a session row at server start that races the harness's own writes ("database is locked").
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):
