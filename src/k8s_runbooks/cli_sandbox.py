@@ -157,6 +157,10 @@ def demo(state_dir: StateDir = None) -> None:
     console.rule("4. the PodCrashLooping alert in Alertmanager")
     am_url = f"http://127.0.0.1:{cfg.ports.alertmanager}"
     alerts = supervisor.wait_for_alert(am_url, "PodCrashLooping", {"namespace": "shop", "deployment": "checkout"})
+    # Pods replaced by a rollout keep their alert for the rule's window: show the current pods' alerts first.
+    current = set(subprocess.run([*kubectl, "get", "pods", "-n", "shop", "-o", "name"], capture_output=True,
+                                 text=True, env=env, timeout=30).stdout.replace("pod/", "").split())
+    alerts = sorted(alerts, key=lambda a: (a.get("labels", {}).get("pod") not in current, a.get("startsAt", "")))
     table = Table("alert", "namespace", "deployment", "pod", "container", "severity", "runbook", "since (UTC)")
     for alert in alerts:
         lab = alert.get("labels", {})

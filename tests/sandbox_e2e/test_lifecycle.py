@@ -102,3 +102,19 @@ def start_env(state_dir: Path) -> dict[str, str]:
     from tests.conftest import PORT_SETTINGS, free_ports, random_pod_subnet, sandbox_env
 
     return sandbox_env(state_dir, dict(zip(PORT_SETTINGS, free_ports(len(PORT_SETTINGS)))), random_pod_subnet())
+
+
+def test_down_stops_pod_processes_left_by_a_killed_cluster(tmp_path: Path) -> None:
+    box = start_sandbox(tmp_path, "--no-prefect")
+    try:
+        pod_pids = [int(p.read_text()) for p in (tmp_path / "pids" / "pods").glob("*.pid")]
+        assert len(pod_pids) >= 5, "the demo workload runs 5 pods"
+        cluster = psutil.Process(pids(box)["cluster"])
+        cluster.kill()  # no chance to stop its pods
+        cluster.wait(10)
+        assert any(psutil.pid_exists(pid) for pid in pod_pids)
+    finally:
+        stop_sandbox(box)
+    alive = [pid for pid in pod_pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    assert alive == []
+    assert our_processes(tmp_path) == []

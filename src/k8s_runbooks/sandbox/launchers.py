@@ -67,8 +67,13 @@ def read_pid(path: Path) -> int | None:
 
 # --- process identity ------------------------------------------------------------------------------
 
-def owned_process(pid: int, state_dir: Path, marker: str = "", since: float | None = None) -> psutil.Process | None:
-    """The live process `pid` if it is one we started for `state_dir`; None otherwise (dead, zombie, someone else's)."""
+def owned_process(pid: int, state_dir: Path, marker: str = "", since: float | None = None,
+                  owner_required: bool = True) -> psutil.Process | None:
+    """The live process `pid` if it is one we started for `state_dir`; None otherwise (dead, zombie, someone else's).
+
+    `owner_required=False` (pod processes: the kubelet gives them a clean env) accepts a process on its
+    `marker` and start time alone.
+    """
     child = _children.get(pid)
     if child is not None and child.poll() is not None:
         _children.pop(pid, None)
@@ -82,6 +87,8 @@ def owned_process(pid: int, state_dir: Path, marker: str = "", since: float | No
         cmdline = " ".join(proc.cmdline())
         if marker and marker not in cmdline:
             return None
+        if not owner_required:
+            return proc if marker else None
         state = str(Path(state_dir).resolve())
         if state in cmdline:
             return proc

@@ -21,6 +21,7 @@ from k8s_runbooks.settings import Settings
 
 POD_SUBNET_ENV = "K8S_RUNBOOKS_SANDBOX_POD_SUBNET"  # not (yet) a Settings field
 STATE_FILE = "sandbox.json"
+POD_MARKER = "k8s_runbooks.sandbox.workloads"  # command line of pods running sandbox images
 ORDER = ["cluster", "alertmanager", "pushgateway", "prometheus", "prefect"]
 
 
@@ -221,7 +222,7 @@ def stop_leftover_pods(state_dir: Path) -> list[ComponentState]:
         if pid is not None:
             since = path.stat().st_mtime
             proc = (launchers.owned_process(pid, state_dir, since=since)
-                    or launchers.owned_process(pid, Path("/nonexistent"), marker="k8s_runbooks.sandbox", since=since))
+                    or launchers.owned_process(pid, state_dir, marker=POD_MARKER, since=since, owner_required=False))
             if proc is not None:
                 launchers.stop_pid(pid, grace_s=5)
                 rows.append(ComponentState(f"pod {path.stem}", "", pid, "stopped"))
