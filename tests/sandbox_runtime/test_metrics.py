@@ -67,7 +67,7 @@ def test_metrics_and_service_discovery(store, runtime):
             "namespace": NS, "container": "app", "app": "checkout", "job": "kubernetes-pods",
             "__metrics_path__": "/metrics"}
 
-    routes = dict(metrics.raw_routes(store, runtime.kubelet))
+    routes = dict(metrics.raw_routes(runtime.informer, runtime.kubelet))
     status, ctype, body = routes["/sd/pods"]({})
     assert status == 200 and ctype == "application/json" and body.startswith(b"[")
     status, ctype, body = routes["/metrics/kube-state-metrics"]({})

@@ -33,9 +33,12 @@ def test_deployment_pods_serve_http_and_metrics(store, runtime, tmp_path):
         ip = p["status"]["podIP"]
         with urllib.request.urlopen(f"http://{ip}:8080/checkout", timeout=2) as r:
             assert r.status == 200
-        with urllib.request.urlopen(f"http://{ip}:8080/metrics", timeout=2) as r:
-            body = r.read().decode()
-        assert 'http_request_duration_seconds_bucket{method="GET",path="/checkout",code="200",le="0.3"}' in body
+        def scrape(ip: str = ip) -> str:
+            with urllib.request.urlopen(f"http://{ip}:8080/metrics", timeout=2) as r:
+                return r.read().decode()
+        # the request is observed just after its response is sent, so allow a moment
+        wait_for(lambda: 'http_request_duration_seconds_bucket{method="GET",path="/checkout",code="200",le="0.3"}'
+                 in scrape(), timeout=5, what="checkout histogram series")
         assert p["spec"]["nodeName"] == "sandbox-node"
         cs = p["status"]["containerStatuses"][0]
         assert cs["state"]["running"]["startedAt"] and cs["containerID"].startswith("sandbox://")

@@ -88,6 +88,56 @@ def resolve_int_or_percent(value: Any, total: int, round_up: bool) -> int:
     return int(value)
 
 
+# ------------------------------------------------------------------------------------------ informer
+class Informer:
+    """Read-only cache of the objects the runtime reads often, fed by the store's listener.
+
+    Like client-go's informers: controllers, the kubelet and the metrics read from here instead of
+    deep-copying every pod out of the store on each pass. Returned objects are shared: never mutate them.
+    """
+
+    PLURALS = ("pods", "replicasets", "deployments", "services", "endpoints")
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._objs: dict[str, dict[tuple[str, str], Obj]] = {p: {} for p in self.PLURALS}
+
+    def start(self) -> None:
+        self.store.add_listener(self._on_event)
+        for plural in self.PLURALS:
+            for obj in self.store.list(plural)[0]:
+                self._put(plural, obj)
+
+    @staticmethod
+    def _rv(obj: Obj) -> int:
+        return int(obj["metadata"].get("resourceVersion") or 0)
+
+    def _put(self, plural: str, obj: Obj) -> None:
+        key = (obj["metadata"].get("namespace") or "", obj["metadata"]["name"])
+        cur = self._objs[plural].get(key)
+        if cur is None or self._rv(cur) <= self._rv(obj):
+            self._objs[plural][key] = obj
+
+    def _on_event(self, ev: WatchEvent) -> None:
+        objs = self._objs.get(ev.resource)
+        if objs is None:
+            return
+        if ev.type == "DELETED":
+            key = (ev.object["metadata"].get("namespace") or "", ev.object["metadata"]["name"])
+            cur = objs.get(key)
+            if cur is not None and self._rv(cur) <= ev.resource_version:
+                del objs[key]
+        else:
+            self._put(ev.resource, ev.object)  # the event's object is already a private copy
+
+    def list(self, plural: str, namespace: str | None = None) -> list[Obj]:
+        items = list(self._objs[plural].items())
+        return [o for (ns, _), o in sorted(items, key=lambda kv: kv[0]) if namespace is None or ns == namespace]
+
+    def get(self, plural: str, namespace: str, name: str) -> Obj | None:
+        return self._objs[plural].get((namespace, name))
+
+
 # ------------------------------------------------------------------------------------------ events
 class EventRecorder:
     """Writes core/v1 Events like client-go's recorder: same object+reason+message → count++."""
@@ -141,8 +191,10 @@ class EventRecorder:
 
 # ------------------------------------------------------------------------------------------ controllers
 class Controllers:
-    def __init__(self, store: Store, recorder: EventRecorder, *, resync_seconds: float = 1.0) -> None:
+    def __init__(self, store: Store, recorder: EventRecorder, informer: Informer, *,
+                 resync_seconds: float = 1.0) -> None:
         self.store = store
+        self.cache = informer
         self.recorder = recorder
         self.resync_seconds = resync_seconds
         self._queue: queue.SimpleQueue[tuple[str, str, str] | None] = queue.SimpleQueue()
@@ -209,10 +261,11 @@ class Controllers:
     def _all_keys(self) -> set[tuple[str, str, str]]:
         keys: set[tuple[str, str, str]] = set()
         for plural, kind in (("deployments", "deploy"), ("replicasets", "rs"), ("services", "svc")):
-            for o in self.store.list(plural)[0]:
+            for o in self.cache.list(plural):
                 keys.add((kind, o["metadata"]["namespace"], o["metadata"]["name"]))
-        for p in self.store.list("pods", field_selector="spec.nodeName=")[0]:
-            keys.add(("pod", p["metadata"]["namespace"], p["metadata"]["name"]))
+        for p in self.cache.list("pods"):
+            if not (p.get("spec") or {}).get("nodeName"):
+                keys.add(("pod", p["metadata"]["namespace"], p["metadata"]["name"]))
         return keys
 
     def _process(self, keys: set[tuple[str, str, str]]) -> None:
@@ -226,7 +279,7 @@ class Controllers:
             }
             try:
                 if kind == "endpoints-ns":
-                    for svc in self.store.list("services", ns)[0]:
+                    for svc in self.cache.list("services", ns):
                         if (ns, svc["metadata"]["name"]) not in svc_done:
                             self.sync_endpoints(ns, svc["metadata"]["name"])
                     continue
@@ -264,7 +317,9 @@ class Controllers:
 
     # -------------------------------------------------------------------------------- deployments
     def _owned(self, plural: str, ns: str, owner_uid: str) -> list[Obj]:
-        return [o for o in self.store.list(plural, ns)[0] if controller_uid(o) == owner_uid]
+        """Objects controlled by `owner_uid`: ReplicaSets as private copies (edited below), pods shared."""
+        owned = [o for o in self.cache.list(plural, ns) if controller_uid(o) == owner_uid]
+        return json.loads(json.dumps(owned)) if plural == "replicasets" else owned
 
     def sync_deployment(self, ns: str, name: str) -> None:
         d = self.store.try_get("deployments", ns, name)
@@ -275,7 +330,7 @@ class Controllers:
         template = spec.get("template") or {}
         h = template_hash(template)
         rss = self._owned("replicasets", ns, d["metadata"]["uid"])
-        pods = self.store.list("pods", ns)[0]
+        pods = self.cache.list("pods", ns)
         new_rs = next((r for r in rss if (r["metadata"].get("labels") or {}).get(HASH_LABEL) == h), None)
         olds = [r for r in rss if r is not new_rs]
         max_rev = max((int((r["metadata"].get("annotations") or {}).get(REVISION, "0") or 0) for r in rss), default=0)
@@ -312,7 +367,7 @@ class Controllers:
         else:
             new_rs = self._roll(new_rs, olds, counts, desired, max_surge, max_unavail)
         rss = self._owned("replicasets", ns, d["metadata"]["uid"])
-        pods = self.store.list("pods", ns)[0]
+        pods = self.cache.list("pods", ns)
         self._write_deployment_status(d, rss, pods, new_rs, desired, max_unavail)
         self._cleanup_history(d, rss, new_rs)
 
@@ -553,7 +608,7 @@ class Controllers:
             return  # selector-less services have hand-managed endpoints
         match = parse_label_selector(",".join(f"{k}={v}" for k, v in selector.items()))
         ready_addrs, not_ready = [], []
-        pods = [p for p in self.store.list("pods", ns)[0]
+        pods = [p for p in self.cache.list("pods", ns)
                 if match(p["metadata"].get("labels") or {}) and (p.get("status") or {}).get("podIP")
                 and not p["metadata"].get("deletionTimestamp")]
         for p in sorted(pods, key=lambda p: p["status"]["podIP"]):
@@ -599,9 +654,9 @@ class Controllers:
     def collect_garbage(self) -> None:
         uids: set[str] = set()
         for plural in ("deployments", "replicasets"):
-            uids |= {o["metadata"]["uid"] for o in self.store.list(plural)[0]}
+            uids |= {o["metadata"]["uid"] for o in self.cache.list(plural)}
         for plural in ("replicasets", "pods"):
-            for o in self.store.list(plural)[0]:
+            for o in self.cache.list(plural):
                 refs = [r for r in o["metadata"].get("ownerReferences") or []
                         if r.get("kind") in ("Deployment", "ReplicaSet")]
                 if refs and all(r.get("uid") not in uids for r in refs) and not o["metadata"].get("deletionTimestamp"):
@@ -609,8 +664,8 @@ class Controllers:
                         self.store.delete(plural, o["metadata"]["namespace"], o["metadata"]["name"])
                     except ApiError:
                         pass
-        services = {(s["metadata"]["namespace"], s["metadata"]["name"]) for s in self.store.list("services")[0]}
-        for ep in self.store.list("endpoints")[0]:
+        services = {(s["metadata"]["namespace"], s["metadata"]["name"]) for s in self.cache.list("services")}
+        for ep in self.cache.list("endpoints"):
             key = (ep["metadata"]["namespace"], ep["metadata"]["name"])
             if key not in services:
                 try:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from k8s_runbooks.sandbox import images, podlogs
-from k8s_runbooks.sandbox.controllers import NODE_NAME, EventRecorder
+from k8s_runbooks.sandbox.controllers import NODE_NAME, EventRecorder, Informer
 from k8s_runbooks.sandbox.errors import ApiError
 from k8s_runbooks.sandbox.store import Obj, Store, WatchEvent, now_iso
 
@@ -324,11 +324,12 @@ class IoLoop:
 
 # ------------------------------------------------------------------------------------------ kubelet
 class Kubelet:
-    def __init__(self, store: Store, recorder: EventRecorder, *, state_dir: Path, api_url: str,
+    def __init__(self, store: Store, recorder: EventRecorder, informer: Informer, *, state_dir: Path, api_url: str,
                  pod_subnet: str = "127.1", crashloop_backoff_cap: float = 40.0,
                  resync_seconds: float = 1.0) -> None:
         self.store = store
         self.recorder = recorder
+        self.cache = informer
         self.state_dir = Path(state_dir)
         self.api_url = api_url
         self.ips = IpAllocator(pod_subnet)
@@ -438,7 +439,9 @@ class Kubelet:
 
     def _resync(self) -> None:
         seen = set()
-        for pod in self.store.list("pods", field_selector=f"spec.nodeName={NODE_NAME}")[0]:
+        for pod in self.cache.list("pods"):
+            if (pod.get("spec") or {}).get("nodeName") != NODE_NAME:
+                continue
             key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
             seen.add(key)
             st = self.pods.get(key)
@@ -460,7 +463,7 @@ class Kubelet:
             if st is not None and st.uid == uid:
                 self._kill_pod(st, hard=True)
             return
-        pod = self.store.try_get("pods", ns, name)
+        pod = self.cache.get("pods", ns, name)  # shared, read-only
         if pod is None:
             if st is not None:
                 self._kill_pod(st, hard=True)

@@ -8,9 +8,9 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from k8s_runbooks.sandbox.controllers import NODE_NAME, controller_uid, is_ready
+from k8s_runbooks.sandbox.controllers import NODE_NAME, Informer, is_ready
 from k8s_runbooks.sandbox.kubelet import Kubelet, parse_cpu, parse_memory
-from k8s_runbooks.sandbox.store import Obj, Store
+from k8s_runbooks.sandbox.store import Obj
 
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PHASES = ("Pending", "Running", "Succeeded", "Failed", "Unknown")
@@ -60,10 +60,10 @@ def _owner(obj: Obj) -> tuple[str, str]:
 
 
 # ------------------------------------------------------------------------------------------ ksm
-def render_kube_state_metrics(store: Store) -> str:
+def render_kube_state_metrics(store: Informer) -> str:
     w = _Writer()
     g = "gauge"
-    pods = store.list("pods")[0]
+    pods = store.list("pods")
     for p in pods:
         meta, spec, st = p["metadata"], p.get("spec") or {}, p.get("status") or {}
         base = {"namespace": meta["namespace"], "pod": meta["name"], "uid": meta["uid"]}
@@ -128,7 +128,7 @@ def render_kube_state_metrics(store: Store) -> str:
                 if "memory" in values and parse_memory(values["memory"]) is not None:
                     w.add(metric, g, help_, {**cb, "node": spec.get("nodeName", ""), "resource": "memory", "unit": "byte"},
                           parse_memory(values["memory"]))
-    for d in store.list("deployments")[0]:
+    for d in store.list("deployments"):
         meta, spec, st = d["metadata"], d.get("spec") or {}, d.get("status") or {}
         b = {"namespace": meta["namespace"], "deployment": meta["name"]}
         desired = spec.get("replicas") if spec.get("replicas") is not None else 1
@@ -152,7 +152,7 @@ def render_kube_state_metrics(store: Store) -> str:
             for cv in ("true", "false", "unknown"):
                 w.add("kube_deployment_status_condition", g, "The current status conditions of a deployment.",
                       {**b, "condition": c["type"], "status": cv}, c.get("status", "").lower() == cv)
-    for r in store.list("replicasets")[0]:
+    for r in store.list("replicasets"):
         meta, spec, st = r["metadata"], r.get("spec") or {}, r.get("status") or {}
         b = {"namespace": meta["namespace"], "replicaset": meta["name"]}
         kind, oname = _owner(r)
@@ -188,10 +188,10 @@ def render_cadvisor(kubelet: Kubelet) -> str:
 
 
 # ------------------------------------------------------------------------------------------ http_sd
-def pod_sd_targets(store: Store) -> list[dict[str, Any]]:
+def pod_sd_targets(store: Informer) -> list[dict[str, Any]]:
     """Prometheus http_sd target groups for scrape-annotated running pods (kube-prometheus labels)."""
     groups = []
-    for p in store.list("pods")[0]:
+    for p in store.list("pods"):
         meta, st = p["metadata"], p.get("status") or {}
         ann = meta.get("annotations") or {}
         if ann.get("prometheus.io/scrape") != "true" or st.get("phase") != "Running" or not st.get("podIP"):
@@ -216,7 +216,7 @@ def pod_sd_targets(store: Store) -> list[dict[str, Any]]:
     return groups
 
 
-def raw_routes(store: Store, kubelet: Kubelet) -> Iterable[tuple[str, Any]]:
+def raw_routes(store: Informer, kubelet: Kubelet) -> Iterable[tuple[str, Any]]:
     def ksm(_query: dict[str, list[str]]) -> tuple[int, str, bytes]:
         return 200, TEXT_CONTENT_TYPE, render_kube_state_metrics(store).encode()
 
@@ -229,4 +229,4 @@ def raw_routes(store: Store, kubelet: Kubelet) -> Iterable[tuple[str, Any]]:
     return [("/metrics/kube-state-metrics", ksm), ("/metrics/cadvisor", cadvisor), ("/sd/pods", sd)]
 
 
-__all__ = ["render_kube_state_metrics", "render_cadvisor", "pod_sd_targets", "raw_routes", "controller_uid"]
+__all__ = ["render_kube_state_metrics", "render_cadvisor", "pod_sd_targets", "raw_routes"]

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from k8s_runbooks.sandbox import metrics
-from k8s_runbooks.sandbox.controllers import Controllers, EventRecorder
+from k8s_runbooks.sandbox.controllers import Controllers, EventRecorder, Informer
 from k8s_runbooks.sandbox.kubelet import Kubelet
 from k8s_runbooks.sandbox.store import Store
 from k8s_runbooks.sandbox.traffic import Traffic
@@ -21,21 +21,23 @@ class RawRouteHost(Protocol):
 
 
 class Runtime:
-    def __init__(self, store: Store, controllers: Controllers, kubelet: Kubelet, traffic: Traffic) -> None:
+    def __init__(self, store: Store, informer: Informer, controllers: Controllers, kubelet: Kubelet,
+                 traffic: Traffic) -> None:
         self.store = store
+        self.informer = informer
         self.controllers = controllers
         self.kubelet = kubelet
         self.traffic = traffic
         self._stopped = False
 
     def render_kube_state_metrics(self) -> str:
-        return metrics.render_kube_state_metrics(self.store)
+        return metrics.render_kube_state_metrics(self.informer)
 
     def render_cadvisor(self) -> str:
         return metrics.render_cadvisor(self.kubelet)
 
     def sd_pods(self) -> list[dict[str, Any]]:
-        return metrics.pod_sd_targets(self.store)
+        return metrics.pod_sd_targets(self.informer)
 
     def stop(self) -> None:
         """Stop all loops and terminate every pod process (SIGTERM, then SIGKILL)."""
@@ -51,15 +53,17 @@ def start_runtime(store: Store, api: RawRouteHost | None, *, state_dir: Path, ap
                   pod_subnet: str = "127.1", crashloop_backoff_cap: float = 40.0,
                   resync_seconds: float = 1.0, traffic_rps: float = 20.0) -> Runtime:
     recorder = EventRecorder(store)
-    controllers = Controllers(store, recorder, resync_seconds=resync_seconds)
-    kubelet = Kubelet(store, recorder, state_dir=Path(state_dir), api_url=api_url, pod_subnet=pod_subnet,
+    informer = Informer(store)
+    informer.start()
+    controllers = Controllers(store, recorder, informer, resync_seconds=resync_seconds)
+    kubelet = Kubelet(store, recorder, informer, state_dir=Path(state_dir), api_url=api_url, pod_subnet=pod_subnet,
                       crashloop_backoff_cap=crashloop_backoff_cap, resync_seconds=resync_seconds)
     traffic = Traffic(store, rps=traffic_rps)
-    runtime = Runtime(store, controllers, kubelet, traffic)
+    runtime = Runtime(store, informer, controllers, kubelet, traffic)
     kubelet.start()
     controllers.start()
     traffic.start()
     if api is not None:
-        for path, fn in metrics.raw_routes(store, kubelet):
+        for path, fn in metrics.raw_routes(informer, kubelet):
             api.add_raw_route(path, fn)
     return runtime
