@@ -15,12 +15,13 @@ from tasks import metrics
 from tests.helpers.http_receiver import free_port
 from tests.prom.conftest import RunningPrometheus
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def prefect_api() -> Iterator[None]:
-    with prefect_test_harness():
+    # Generous: other test suites share these 2 cores, and the temporary server then starts slowly.
+    with prefect_test_harness(server_startup_timeout=180):
         yield
 
 
