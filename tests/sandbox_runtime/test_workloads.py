@@ -48,7 +48,8 @@ def test_deployment_pods_serve_http_and_metrics(store, runtime, tmp_path):
         ref = p["metadata"]["ownerReferences"][0]
         assert ref["kind"] == "ReplicaSet" and ref["controller"] is True
         log = podlogs.log_files(tmp_path, NS, p["metadata"]["name"], p["metadata"]["uid"], "app")
-        assert any("postgres://" in text for _, _, text in podlogs.read_lines(log[0]))
+        wait_for(lambda log=log: any("postgres://" in text for _, _, text in podlogs.read_lines(log[0])),
+                 timeout=5, what="startup log line")
         reasons = {e["reason"] for e in _events(store, p["metadata"]["name"])}
         assert {"Scheduled", "Pulled", "Created", "Started"} <= reasons
     d = store.get("deployments", NS, "checkout")
