@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_client, get_run_logger
 from prefect.runtime import flow_run as runtime_flow_run
 from prefect.states import Completed, Failed, State
 
@@ -438,6 +439,13 @@ def communicate(ctx: Ctx) -> None:
 
 
 # ------------------------------------------------------------------------------------ the flow
+def _mark_failed(flow_run_id: str, message: str) -> None:
+    """After a pause timeout the server has already failed the run ("never resumed") and ignores the
+    engine's final state; force ours so the run says why it failed."""
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(UUID(flow_run_id), Failed(message=message), force=True)
+
+
 def _run_step(ctx: Ctx, fn: Any) -> None:
     step_id = fn.runbook_step
     assert ctx.progress is not None
@@ -490,7 +498,10 @@ def pod_crash(params: PodCrashParams) -> State:
     if error is not None:
         raise error
     if stop is not None:
-        return Failed(message=stop.message) if stop.failed else Completed(message=stop.message)
+        if stop.failed:
+            _mark_failed(flow_run_id, stop.message)
+            return Failed(message=stop.message)
+        return Completed(message=stop.message)
     return Completed(message=f"{record.outcome}: {record.outcome_detail}" if record.outcome_detail else record.outcome)
 
 
