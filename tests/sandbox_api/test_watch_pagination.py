@@ -104,3 +104,20 @@ def test_pagination_with_limit_and_continue(cluster, core, namespace, bodies) ->
     assert len(out.splitlines()) == 600
     bad = httpx.get(f"{url}?limit=10&continue=garbage!", timeout=5)
     assert bad.status_code == 400 and bad.json()["kind"] == "Status"
+
+
+def test_streaming_list_ends_initial_events_with_bookmark(cluster, core, apps, namespace, bodies) -> None:
+    """client-go's WatchList (kubectl rollout status) waits for the initial-events-end bookmark."""
+    apps.create_namespaced_deployment(namespace, bodies.deployment("web"))
+    url = (f"{cluster.url}/apis/apps/v1/namespaces/{namespace}/deployments?watch=true&sendInitialEvents=true"
+           "&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&fieldSelector=metadata.name%3Dweb"
+           "&timeoutSeconds=1")
+    with httpx.stream("GET", url, timeout=10) as resp:
+        events = [json.loads(line) for line in resp.iter_lines() if line][:2]
+    assert [e["type"] for e in events] == ["ADDED", "BOOKMARK"]
+    assert events[1]["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
+    status = apps.patch_namespaced_deployment_status("web", namespace, {"status": {
+        "observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2}})
+    assert status.status.observed_generation == 1
+    out = cluster.kubectl("rollout", "status", "deploy/web", "-n", namespace, "--timeout=10s")
+    assert 'deployment "web" successfully rolled out' in out.stdout

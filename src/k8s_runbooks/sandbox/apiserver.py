@@ -924,14 +924,22 @@ class _Handler(BaseHTTPRequestHandler):
                                include_object=include)
             return json.dumps({"type": type_, "object": obj}, separators=(",", ":")).encode() + b"\n"
 
+        # Streaming lists (client-go's WatchList, used by kubectl rollout status): the current state as ADDED
+        # events, then a bookmark annotated k8s.io/initial-events-end, then the changes.
+        initial_events = _truthy(_q(query, "sendInitialEvents"))
         self._start_chunked("application/json")
         last_rv = start or 0
         try:
-            if start is None:
+            if start is None or initial_events:
                 items, list_rv = self.store.list(res.plural, route.namespace, label_selector, field_selector)
                 for item in items:
                     self._chunk(encode("ADDED", item))
                 start = last_rv = list_rv
+                if initial_events:
+                    self._chunk(encode("BOOKMARK", {
+                        "kind": res.kind, "apiVersion": res.api_version,
+                        "metadata": {"resourceVersion": str(list_rv),
+                                     "annotations": {"k8s.io/initial-events-end": "true"}}}))
             last_bookmark = time.monotonic()
             events = self.store.watch(res.plural, route.namespace, start, label_selector=label_selector,
                                       field_selector=field_selector, timeout=timeout, stop=self.api.stopping)

@@ -74,9 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     api.start()
     try:
         if not args.no_runtime:
-            from k8s_runbooks.sandbox.runtime import start_runtime  # lazy: --no-runtime works without it
+            try:
+                from k8s_runbooks.sandbox.runtime import start_runtime  # lazy: --no-runtime works without it
 
-            runtime = start_runtime(store, api, state_dir=state_dir, api_url=api.url, pod_subnet=args.pod_subnet)
+                runtime = start_runtime(store, api, state_dir=state_dir, api_url=api.url, pod_subnet=args.pod_subnet)
+            except Exception as exc:  # noqa: BLE001 - report in one line (details in the log) and exit non-zero
+                log.debug("runtime start failed", exc_info=True)
+                print(f"error: the sandbox runtime failed to start: {type(exc).__name__}: {exc}", file=sys.stderr)
+                return 1
         log.info("sandbox API listening on %s (state dir %s)", api.url, state_dir)
         print(f"sandbox API listening on {api.url}", file=sys.stderr, flush=True)
         while not stop.wait(0.5):
