@@ -56,6 +56,14 @@ def ready_pods(store: Store, app: str, ns: str = NS) -> list[dict[str, Any]]:
         c["type"] == "Ready" and c["status"] == "True" for c in (p.get("status") or {}).get("conditions") or [])]
 
 
+def free_subnet() -> str:
+    """A random 127.X pod subnet nobody on the machine listens in (other test runs pick theirs too)."""
+    used = {c.laddr.ip.split(".")[1] for c in psutil.net_connections(kind="inet4")
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.ip.startswith("127.")}
+    choices = [x for x in range(2, 251) if str(x) not in used]
+    return f"127.{random.choice(choices)}"
+
+
 def descendants() -> set[int]:
     return {p.pid for p in psutil.Process().children(recursive=True)}
 
@@ -70,8 +78,7 @@ def store() -> Iterator[Store]:
 
 @pytest.fixture
 def runtime(store: Store, tmp_path: Path) -> Iterator[Runtime]:
-    subnet = f"127.{random.randint(2, 250)}"
-    rt = start_runtime(store, None, state_dir=tmp_path, api_url="http://127.0.0.1:1", pod_subnet=subnet,
+    rt = start_runtime(store, None, state_dir=tmp_path, api_url="http://127.0.0.1:1", pod_subnet=free_subnet(),
                        crashloop_backoff_cap=2.0, resync_seconds=0.5)
     try:
         yield rt

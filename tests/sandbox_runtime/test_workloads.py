@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import urllib.request
 
 import psutil
@@ -13,7 +12,7 @@ from k8s_runbooks.sandbox.controllers import HASH_LABEL, REVISION
 from k8s_runbooks.sandbox.runtime import start_runtime
 from k8s_runbooks.sandbox.store import Store
 
-from .conftest import NS, deployment, descendants, pods_of, ready_pods, wait_for
+from .conftest import NS, deployment, descendants, free_subnet, pods_of, ready_pods, wait_for
 
 
 def _rs_of(store: Store, app: str) -> list[dict]:
@@ -52,7 +51,8 @@ def test_deployment_pods_serve_http_and_metrics(store, runtime, tmp_path):
                  timeout=5, what="startup log line")
         reasons = {e["reason"] for e in _events(store, p["metadata"]["name"])}
         assert {"Scheduled", "Pulled", "Created", "Started"} <= reasons
-    d = store.get("deployments", NS, "checkout")
+    d = wait_for(lambda: (d := store.get("deployments", NS, "checkout"))["status"].get("availableReplicas") == 3 and d,
+                 what="deployment status caught up")
     st = d["status"]
     assert (st["replicas"], st["updatedReplicas"], st["availableReplicas"], st["observedGeneration"]) == (3, 3, 3, 1)
     assert {c["type"]: c["reason"] for c in st["conditions"]}["Progressing"] == "NewReplicaSetAvailable"
@@ -133,7 +133,7 @@ def test_delete_scale_and_rollout(store, runtime):
 
 def test_stop_leaves_no_process(store, tmp_path):
     rt = start_runtime(store, None, state_dir=tmp_path, api_url="http://127.0.0.1:1",
-                       pod_subnet=f"127.{os.getpid() % 240 + 5}", resync_seconds=0.5)
+                       pod_subnet=free_subnet(), resync_seconds=0.5)
     try:
         store.create("deployments", deployment("pause", 20, image="sandbox/pause:1", probe=False), namespace=NS)
         pods = wait_for(lambda: len(ready_pods(store, "pause")) == 20 and ready_pods(store, "pause"), what="20 pause pods")
