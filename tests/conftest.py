@@ -135,7 +135,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
         stop_sandbox(box)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def sandbox_only(sandbox: Sandbox) -> Sandbox:
     """The session sandbox; skips the test against a real cluster."""
     if not sandbox.is_sandbox:
