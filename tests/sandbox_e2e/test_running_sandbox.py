@@ -55,3 +55,10 @@ def test_up_again_on_the_running_sandbox_changes_nothing(sandbox_only: Sandbox) 
     assert "started" not in out
     after = {p.name: p.read_text() for p in (sandbox_only.state_dir / "pids").glob("*.pid")}
     assert after == before
+
+
+def test_fault_on_a_missing_deployment_is_one_clear_line(sandbox_only: Sandbox) -> None:
+    result = sandbox_only.cli("sandbox", "fault", "crash", "--namespace", "shop", "--deployment", "nope", check=False)
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "not found" in lines[0] and "shop/nope" in lines[0], result.stderr
