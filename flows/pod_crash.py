@@ -224,7 +224,7 @@ def identify(ctx: Ctx) -> None:
     try:
         rate = restart_rate(p.namespace, p.deployment)
         ctx.evidence("identify", "Restart rate (Prometheus)", "query", rate.query + "\n" + "\n".join(
-            f"{labels.get('pod', labels)} {value:.4f}/s" for labels, value in rate.samples
+            f"{labels.get('pod', labels)} {value:g}" for labels, value in rate.samples
         ))
     except RunbookError as exc:  # metrics enrich the diagnosis; the cluster is the source of truth
         log.warning("restart rate unavailable: %s", exc)
@@ -400,11 +400,11 @@ def verify(ctx: Ctx) -> None:
     state = "no data" if check.no_data else ("active" if check.breached else "clear")
     ctx.evidence("verify", "Crash alert condition (Prometheus)", "query", f"{check.query}\nvalue={check.value} -> {state}")
     if ctx.record.outcome == "dry-run":
-        ctx.note(f"Crash condition is {state} (dry run: not waited for)", check.query, "note")
+        ctx.note(f"Crash condition is {state} (dry run: not waited for)", f"value {check.value} over the last {window}", "note")
         return
     if active:
         raise RunbookError(f"the crash condition of {ctx.target} is still {state} after {p.verify_timeout_seconds} s")
-    ctx.note("Verified: crash alert condition is clear", check.query, "recovered")
+    ctx.note("Verified: crash alert condition is clear", f"PodCrashLooping condition = {check.value} over the last {window}", "recovered")
     if ctx.record.outcome in ("mitigated", "in-progress"):
         ctx.record.outcome = "resolved"
 

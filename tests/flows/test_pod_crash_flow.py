@@ -287,3 +287,19 @@ def test_auto_drill_names_only_checkout_pods_recovers_and_redacts(env: Env) -> N
     assert progress["data"] == 100.0 or float(progress["data"]) == 100.0
     assert env.latest(run_id, "pod-crash-runbook")["data"].startswith("# Pod Crash")
     _assert_no_secret(env, run_id, pm_path, pm_path.with_suffix(".html"))
+
+
+def test_oom_fault_is_recorded_as_oomkilled_with_its_memory_limit(env: Env) -> None:
+    set_fault(env.box.kubeconfig, NS, "checkout", "oom", "64")
+    wait_for(lambda: any(
+        cs.last_state and cs.last_state.terminated and cs.last_state.terminated.reason == "OOMKilled"
+        for p in env.core.list_namespaced_pod(NS).items if p.metadata.name.startswith("checkout-")
+        for cs in (p.status.container_statuses or [])
+    ), 120, "an OOMKilled checkout container")
+    result = env.run(approval="auto", drill=True)
+    assert result["state"] == "COMPLETED", result
+    rec = env.record(result["flow_run_id"])
+    oom = [f for f in rec["findings"] if f["evidence"].get("kind") == "oom"]
+    assert oom and all(f["title"].startswith("OOMKilled: memory limit 128Mi, exit 137") for f in oom)
+    pm = Path(result["postmortem"]).read_text()
+    assert "OOMKilled" in pm and "Raise the memory limit" in pm and "memory alert" in pm

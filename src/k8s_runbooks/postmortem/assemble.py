@@ -139,7 +139,10 @@ async def assemble(flow_run_id: str | UUID, client: Any, state_dir: Path | None 
             actions_taken.append(f"{a.at:%H:%M:%S} refused by the guard: {a.action.describe()} — {a.reason} (asked by {a.actor})")
     if not actions_taken:
         actions_taken.append("No remediation was executed.")
+    recorded = {(r.action.kind, r.decision) for r in record.actions}
     for a in audit:
+        if (a.action.kind, a.decision) in recorded:
+            continue  # the flow's own timeline already has this action, with its outcome
         timeline_entry = TimelineEntry(at=a.at, event=f"guard {a.decision.value}: {a.action.describe()}", detail=f"{a.reason} (actor: {a.actor})", kind="action")
         if not any(e.kind == "action" and e.event == timeline_entry.event and abs((e.at - a.at).total_seconds()) < 1 for e in timeline):
             timeline.append(timeline_entry)
