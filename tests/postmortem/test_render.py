@@ -90,3 +90,15 @@ def test_run_record_round_trips_through_markdown_even_with_backticks() -> None:
     again = RunRecord.from_markdown(record.to_markdown())
     assert again == record
     assert RunRecord.from_markdown("no record here") is None
+
+
+def test_status_update_templates_name_the_kind_target_and_actions() -> None:
+    from k8s_runbooks.communicate import StatusUpdate, render_status_update
+
+    text = render_status_update(StatusUpdate(kind="escalated", target="shop/checkout", summary="approval timed out",
+                                             actions=[], drill=True, run_url="http://prefect/runs/1"))
+    assert text.startswith("*:sos: Incident escalated") and "[DRILL]: shop/checkout" in text
+    assert "*Actions taken*: none" in text and "must take over" in text and "http://prefect/runs/1" in text
+    resolved = render_status_update(StatusUpdate(kind="resolved", target="shop/checkout", summary="ok",
+                                                 actions=["roll back shop/deployment/checkout"]))
+    assert "Incident resolved" in resolved and "- roll back shop/deployment/checkout" in resolved
