@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -72,6 +73,48 @@ class Settings(BaseSettings):
     sandbox_alert_webhook_url: str | None = Field(
         default=None,
         description="Where the sandbox Alertmanager sends notifications; default is the sandbox alert receiver.",
+    )
+
+    # --- Alert receiver ----------------------------------------------------------------------
+    receiver_url: str = Field(
+        default="http://127.0.0.1:18080",
+        description="Base URL of the alert receiver, as senders (Alertmanager, Grafana, Sentry) and tools reach it.",
+    )
+    receiver_host: str = Field(default="127.0.0.1", description="Address `k8s-runbooks alerts serve` binds to.")
+    receiver_port: int = Field(default=18080, ge=1, le=65535, description="Port `k8s-runbooks alerts serve` listens on.")
+    receiver_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token Alertmanager (http_config.authorization) and Grafana must send; unset: no token check.",
+    )
+    grafana_basic_user: str | None = Field(
+        default=None, description="HTTP basic user Grafana's webhook contact point may send instead of the bearer token."
+    )
+    grafana_basic_password: SecretStr | None = Field(default=None, description="Password of grafana_basic_user.")
+    sentry_hook_secret: SecretStr | None = Field(
+        default=None,
+        description="Client secret of the Sentry integration; Sentry-Hook-Signature (HMAC-SHA256 of the body) is checked with it.",
+    )
+    receiver_routes: Path = Field(
+        default=Path("deployments/alert-routes.yaml"),
+        description="Routing file: label matchers -> Prefect deployment, parameters, approval mode.",
+    )
+    receiver_spool: Path = Field(
+        default=Path(".k8s-runbooks/alert-spool.sqlite3"),
+        description="SQLite (WAL) spool where every accepted alert is committed before it is acknowledged.",
+    )
+    receiver_spool_synchronous: Literal["NORMAL", "FULL"] = Field(
+        default="NORMAL",
+        description="SQLite synchronous mode of the spool: NORMAL survives process kills, FULL also power loss (slower acks).",
+    )
+    receiver_max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Largest webhook body accepted; larger ones get HTTP 413."
+    )
+    receiver_dispatch_backoff_max_seconds: float = Field(
+        default=30.0, gt=0, description="Longest wait between dispatch retries while the Prefect API is unavailable."
+    )
+    receiver_missing_deployment_grace_seconds: float = Field(
+        default=300.0, ge=0,
+        description="How long alerts for a deployment that is not registered yet are retried before they are marked failed.",
     )
 
 

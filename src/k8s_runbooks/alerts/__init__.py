@@ -1,0 +1,1 @@
+"""Durable alert receiver: webhooks (Alertmanager, Grafana, Sentry) -> SQLite spool -> Prefect deployment runs."""

@@ -1,0 +1,279 @@
+"""The durable spool: every accepted alert is a row in SQLite (WAL) before the sender gets its 2xx.
+
+One row per incident, keyed by source|fingerprint|startsAt (UNIQUE): repeats of a firing alert only bump
+`repeats`, a resolved notification stamps `resolved_at` on the same row. Row states:
+
+  pending     firing and routed; the dispatcher still has to create the flow run
+  dispatched  the flow run exists (flow_run_id)
+  ignored     no route matched (reason)
+  rejected    a route matched but a label value is unsafe or missing (reason); never dispatched
+  failed      Prefect refused the run permanently (unknown deployment, invalid parameters) (reason)
+  resolved    only a resolved notification was seen (no run is ever started from it)
+
+`outbox` holds the Prefect events still to emit (alert received / resolved), so they survive restarts too.
+
+Durability: WAL with synchronous=NORMAL. A commit is in the WAL file (the OS page cache) before `commit()`
+returns, so a killed receiver (SIGKILL, OOM, crash) loses nothing it acknowledged; only an OS crash or power
+loss may roll back the last commits. FULL would fsync every notification (milliseconds each on shared disks,
+against a 20 ms p99 ack budget), and senders re-notify firing alerts anyway (Alertmanager repeat_interval),
+so NORMAL is the default; `K8S_RUNBOOKS_RECEIVER_SPOOL_SYNCHRONOUS=FULL` trades latency for power-loss safety.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from k8s_runbooks.alerts.payloads import Alert
+from k8s_runbooks.alerts.routing import Decision
+from k8s_runbooks.errors import ConfigError
+
+Outcome = Literal["queued", "duplicate", "ignored", "rejected", "resolved", "resolved-duplicate"]
+Synchronous = Literal["NORMAL", "FULL"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS alerts (
+    id              INTEGER PRIMARY KEY,
+    dedup_key       TEXT NOT NULL UNIQUE,
+    source          TEXT NOT NULL,
+    fingerprint     TEXT NOT NULL,
+    starts_at       TEXT NOT NULL,
+    alertname       TEXT NOT NULL,
+    labels          TEXT NOT NULL,
+    annotations     TEXT NOT NULL,
+    url             TEXT,
+    state           TEXT NOT NULL,
+    reason          TEXT,
+    route           TEXT,
+    deployment      TEXT,
+    parameters      TEXT,
+    tags            TEXT,
+    idempotency_key TEXT NOT NULL,
+    flow_run_id     TEXT,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    last_error      TEXT,
+    received_at     REAL NOT NULL,
+    last_seen_at    REAL NOT NULL,
+    repeats         INTEGER NOT NULL DEFAULT 0,
+    resolved_at     REAL,
+    ends_at         TEXT,
+    dispatched_at   REAL
+);
+CREATE INDEX IF NOT EXISTS alerts_pending ON alerts(next_attempt_at) WHERE state = 'pending';
+CREATE TABLE IF NOT EXISTS outbox (
+    id         INTEGER PRIMARY KEY,
+    alert_id   INTEGER NOT NULL REFERENCES alerts(id),
+    kind       TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    UNIQUE (alert_id, kind)
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolRow:
+    id: int
+    dedup_key: str
+    source: str
+    fingerprint: str
+    starts_at: str
+    alertname: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    url: str | None
+    state: str
+    reason: str | None
+    route: str | None
+    deployment: str | None
+    parameters: dict[str, Any] | None
+    tags: list[str]
+    idempotency_key: str
+    flow_run_id: str | None
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+    received_at: float
+    last_seen_at: float
+    repeats: int
+    resolved_at: float | None
+    ends_at: str | None
+    dispatched_at: float | None
+
+    @classmethod
+    def from_sql(cls, row: sqlite3.Row) -> SpoolRow:
+        data = dict(row)
+        for key in ("labels", "annotations"):
+            data[key] = json.loads(data[key])
+        data["parameters"] = json.loads(data["parameters"]) if data["parameters"] else None
+        data["tags"] = json.loads(data["tags"]) if data["tags"] else []
+        return cls(**data)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    id: int
+    kind: str
+    created_at: float
+    alert: SpoolRow
+
+
+def idempotency_key(alert: Alert) -> str:
+    return f"k8s-runbooks-alert:{alert.dedup_key}"
+
+
+class Spool:
+    """One connection to the spool file. Not thread-safe by design: each thread opens its own Spool."""
+
+    def __init__(self, path: Path, synchronous: Synchronous = "NORMAL") -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
+            self._db.row_factory = sqlite3.Row
+            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise ConfigError(f"the alert spool {path} cannot use WAL mode (got {mode}); put it on a local disk")
+            self._db.execute(f"PRAGMA synchronous={synchronous}")
+            self._db.execute("PRAGMA busy_timeout=30000")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise ConfigError(f"cannot open the alert spool {path}: {exc}",
+                              hint="set K8S_RUNBOOKS_RECEIVER_SPOOL or pass --spool to a writable path") from None
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._db.close()
+
+    # --- request path -------------------------------------------------------------------------
+    def record(self, items: Iterable[tuple[Alert, Decision | None]], now: float) -> list[tuple[Outcome, int]]:
+        """Store one notification's alerts in one transaction; (outcome, row id) per alert, in order.
+
+        `decision` is None for resolved alerts (they are never routed to a run).
+        """
+        out: list[tuple[Outcome, int]] = []
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for alert, decision in items:
+                    out.append(self._record_one(db, alert, decision, now))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return out
+
+    def _record_one(self, db: sqlite3.Connection, alert: Alert, decision: Decision | None, now: float) -> tuple[Outcome, int]:
+        key = alert.dedup_key
+        if alert.status == "resolved":
+            row = db.execute(
+                "UPDATE alerts SET resolved_at = ?, ends_at = ?, last_seen_at = ? WHERE dedup_key = ? AND resolved_at IS NULL "
+                "RETURNING id", (now, alert.ends_at, now, key),
+            ).fetchone()
+            if row is not None:
+                self._outbox(db, row[0], "resolved", now)
+                return "resolved", row[0]
+            state, reason = "resolved", "resolved notification without a recorded firing one; no run is started"
+            decision = None
+        elif decision is None or decision.outcome == "ignored":
+            state, reason = "ignored", decision.reason if decision else "not routed"
+        elif decision.outcome == "rejected":
+            state, reason = "rejected", decision.reason
+        else:
+            state, reason = "pending", None
+        cur = db.execute(
+            "INSERT INTO alerts (dedup_key, source, fingerprint, starts_at, alertname, labels, annotations, url, state,"
+            " reason, route, deployment, parameters, tags, idempotency_key, received_at, last_seen_at, resolved_at, ends_at)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(dedup_key) DO NOTHING RETURNING id",
+            (
+                key, alert.source, alert.fingerprint, alert.starts_at, alert.alertname,
+                json.dumps(alert.labels, separators=(",", ":")), json.dumps(alert.annotations, separators=(",", ":")),
+                alert.url, state, reason,
+                decision.route if decision else None, decision.deployment if decision else None,
+                json.dumps(decision.parameters) if decision and decision.parameters is not None else None,
+                json.dumps(list(decision.tags)) if decision else None,
+                idempotency_key(alert), now, now,
+                now if state == "resolved" else None, alert.ends_at,
+            ),
+        ).fetchone()
+        if cur is not None:
+            self._outbox(db, cur[0], state if state == "resolved" else "received", now)
+            return ("queued" if state == "pending" else state), cur[0]  # type: ignore[return-value]
+        row = db.execute(
+            "UPDATE alerts SET repeats = repeats + 1, last_seen_at = ? WHERE dedup_key = ? RETURNING id", (now, key)
+        ).fetchone()
+        return ("resolved-duplicate" if alert.status == "resolved" else "duplicate"), row[0]
+
+    @staticmethod
+    def _outbox(db: sqlite3.Connection, alert_id: int, kind: str, now: float) -> None:
+        db.execute("INSERT OR IGNORE INTO outbox (alert_id, kind, created_at) VALUES (?,?,?)", (alert_id, kind, now))
+
+    # --- dispatcher ---------------------------------------------------------------------------
+    def due(self, now: float, limit: int = 50) -> list[SpoolRow]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM alerts WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?",
+                (now, limit),
+            ).fetchall()
+        return [SpoolRow.from_sql(r) for r in rows]
+
+    def next_due_at(self) -> float | None:
+        with self._lock:
+            row = self._db.execute("SELECT MIN(next_attempt_at) FROM alerts WHERE state = 'pending'").fetchone()
+        return row[0]
+
+    def mark_dispatched(self, row_id: int, flow_run_id: str, now: float) -> None:
+        self._exec("UPDATE alerts SET state = 'dispatched', flow_run_id = ?, dispatched_at = ?, attempts = attempts + 1,"
+                   " last_error = NULL WHERE id = ?", (flow_run_id, now, row_id))
+
+    def mark_retry(self, row_id: int, error: str, next_attempt_at: float) -> None:
+        self._exec("UPDATE alerts SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?",
+                   (error[:2000], next_attempt_at, row_id))
+
+    def mark_failed(self, row_id: int, reason: str) -> None:
+        self._exec("UPDATE alerts SET state = 'failed', attempts = attempts + 1, reason = ?, last_error = ? WHERE id = ?",
+                   (reason[:2000], reason[:2000], row_id))
+
+    def outbox(self, limit: int = 200) -> list[OutboxItem]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT o.id AS o_id, o.kind AS o_kind, o.created_at AS o_created_at, a.* FROM outbox o"
+                " JOIN alerts a ON a.id = o.alert_id ORDER BY o.id LIMIT ?", (limit,),
+            ).fetchall()
+        items = []
+        for r in rows:
+            data = {k: r[k] for k in r.keys() if not k.startswith("o_")}
+            items.append(OutboxItem(r["o_id"], r["o_kind"], r["o_created_at"], SpoolRow.from_sql(data)))  # type: ignore[arg-type]
+        return items
+
+    def delete_outbox(self, ids: list[int]) -> None:
+        if ids:
+            self._exec(f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(ids))})", tuple(ids))
+
+    # --- inspection ---------------------------------------------------------------------------
+    def pending_count(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM alerts WHERE state = 'pending'").fetchone()[0]
+
+    def outbox_count(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+
+    def get(self, dedup_key: str) -> SpoolRow | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM alerts WHERE dedup_key = ?", (dedup_key,)).fetchone()
+        return SpoolRow.from_sql(row) if row else None
+
+    def rows(self) -> list[SpoolRow]:
+        with self._lock:
+            return [SpoolRow.from_sql(r) for r in self._db.execute("SELECT * FROM alerts ORDER BY id").fetchall()]
+
+    def _exec(self, sql: str, args: tuple[Any, ...]) -> None:
+        with self._lock:
+            self._db.execute(sql, args)
