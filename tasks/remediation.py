@@ -3,6 +3,8 @@ radius, cooldown, audit); waits are read-only."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prefect import get_run_logger
 
 from k8s_runbooks.guard import Guard
@@ -10,6 +12,18 @@ from k8s_runbooks.kube import pods as pod_reads
 from k8s_runbooks.kube import workloads
 from k8s_runbooks.models import Action, ActionKind, ActionResult, ApprovalMode, AuditRecord, HealthReport, WorkloadRef
 from tasks._retry import runbook_task
+
+
+def _on_change(log: Callable[[str], object]) -> Callable[[str], None]:
+    """Progress callback that logs a line only when the progress text changes (waits poll every second)."""
+    last: list[str] = [""]
+
+    def report(message: str) -> None:
+        if message != last[0]:
+            last[0] = message
+            log(message)
+
+    return report
 
 
 @runbook_task(name="plan-is-allowed", timeout_seconds=60)
@@ -36,7 +50,7 @@ def wait_until_healthy(
 ) -> HealthReport:
     logger = get_run_logger()
     return workloads.wait_until_healthy(
-        namespace, deployment, expected_replicas, stable_seconds, timeout_seconds, on_progress=logger.info
+        namespace, deployment, expected_replicas, stable_seconds, timeout_seconds, on_progress=_on_change(logger.info)
     )
 
 
@@ -71,7 +85,7 @@ def scale_back_gradually(
         if not result.executed:
             logger.info("scale-back stopped at %d replicas: %s", current, result.detail)
             break
-        if not workloads.wait_for_ready_replicas(namespace, deployment, target, step_timeout_seconds, on_progress=logger.info):
+        if not workloads.wait_for_ready_replicas(namespace, deployment, target, step_timeout_seconds, on_progress=_on_change(logger.info)):
             logger.warning("%s/%s did not reach %d ready replicas in %.0fs; stopping", namespace, deployment, target, step_timeout_seconds)
             break
         current = target

@@ -123,8 +123,22 @@ def _kubectl() -> str:
     return found
 
 
+def _run_pod_crash_drill(cfg: supervisor.SandboxConfig) -> None:
+    """Run the pod-crash runbook in this process against the sandbox, as `k8s-runbooks run pod-crash` does."""
+    for line in supervisor.env_lines(cfg):
+        key, _, value = line.removeprefix("export ").partition("=")
+        os.environ[key] = value
+    # Repeated demos act on the same target within minutes; the production default cooldown (300 s) would
+    # rightly refuse the second roll-back, so the sandbox drill uses a short one unless the user chose one.
+    os.environ.setdefault("K8S_RUNBOOKS_COOLDOWN_SECONDS", "30")
+    from k8s_runbooks.cli_run import run_pod_crash_cmd
+
+    run_pod_crash_cmd(namespace="shop", deployment="checkout", approval="auto", drill=True,
+                      notes="make demo: crash injected into shop/checkout")
+
+
 def demo(state_dir: StateDir = None) -> None:
-    """The pod-crash story on the sandbox (for now up to the firing alert)."""
+    """The pod-crash story on the sandbox: crash, alert, runbook (auto-approved drill), post-mortem."""
     cfg = supervisor.SandboxConfig.from_settings(Settings(), state_dir)
     console.rule("1. sandbox up")
     with console.status("starting the sandbox ..."):
@@ -168,9 +182,10 @@ def demo(state_dir: StateDir = None) -> None:
                       lab.get("container", ""), lab.get("severity", ""), alert.get("annotations", {}).get("runbook", ""),
                       str(alert.get("startsAt", ""))[11:19])
     console.print(table)
-    console.rule("5. next")
+    console.rule("5. the pod-crash runbook (auto-approved: this is a drill)")
+    _run_pod_crash_drill(cfg)
+    console.rule("6. next")
     console.print(f"Prefect UI:    http://127.0.0.1:{cfg.ports.prefect}")
     console.print(f"Alertmanager:  {am_url}/api/v2/alerts")
     console.print(f"Prometheus:    http://127.0.0.1:{cfg.ports.prometheus}/api/v1/alerts")
-    console.print("Clear the fault: k8s-runbooks sandbox fault clear --namespace shop --deployment checkout")
     console.print("Stop everything: make sandbox-down")

@@ -1,0 +1,77 @@
+"""`k8s-runbooks run pod-crash` and `k8s-runbooks postmortem` as a user runs them, against the session sandbox."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from kubernetes import client as k8s
+
+from k8s_runbooks.sandbox.demo_workload import api_client, ensure_workload, set_fault, wait_ready
+from tests.conftest import Sandbox
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+CLI = [sys.executable, "-m", "k8s_runbooks.cli"]
+NS = "cli-run"
+
+
+def run_cli(box: Sandbox, tmp: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {**box.env, "K8S_RUNBOOKS_STATE_DIR": str(tmp / "state"), "K8S_RUNBOOKS_REPORTS_DIR": str(tmp / "reports")}
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def test_bad_parameters_are_one_clear_line(sandbox: Sandbox, tmp_path: Path) -> None:
+    out = run_cli(sandbox, tmp_path, "run", "pod-crash", "--namespace", "Bad_NS", "--deployment", "x")
+    assert out.returncode == 1
+    assert "invalid parameters" in out.stderr and "namespace" in out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
+    out = run_cli(sandbox, tmp_path, "run", "pod-crash", "-n", "shop", "-d", "checkout", "--approval", "yolo")
+    assert out.returncode == 1 and "approval" in out.stderr and "Traceback" not in out.stderr
+
+
+def _snapshot(box: Sandbox) -> tuple[int | None, str, list[str]]:
+    apps = k8s.AppsV1Api(api_client(box.kubeconfig))
+    dep = apps.read_namespaced_deployment("web", NS)
+    pods = k8s.CoreV1Api(api_client(box.kubeconfig)).list_namespaced_pod(NS)
+    return dep.spec.replicas, dep.metadata.annotations.get("deployment.kubernetes.io/revision", ""), sorted(
+        p.metadata.name for p in pods.items if not p.metadata.deletion_timestamp)
+
+
+def test_dry_run_from_the_cli_then_rebuild_the_postmortem(sandbox_only: Sandbox, tmp_path: Path) -> None:
+    box = sandbox_only
+    ensure_workload(box.kubeconfig, NS, {"web": 2})
+    wait_ready(box.kubeconfig, NS, ["web"], timeout_s=120)
+    set_fault(box.kubeconfig, NS, "web", "crash", "1", "panic: cli test crash")
+    core = k8s.CoreV1Api(api_client(box.kubeconfig))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        pods = core.list_namespaced_pod(NS, label_selector="app=web").items
+        if any((cs.restart_count or 0) >= 1 for p in pods for cs in (p.status.container_statuses or [])):
+            break
+        time.sleep(1)
+    before = _snapshot(box)
+
+    out = run_cli(box, tmp_path, "run", "pod-crash", "-n", NS, "-d", "web", "--approval", "dry-run")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr
+    run_id = re.search(r"flow run:\s+([0-9a-f-]{36})", out.stdout)
+    path = re.search(r"post-mortem:\s+(\S+\.md)", out.stdout)
+    assert run_id and path, out.stdout
+    assert "/runs/flow-run/" + run_id[1] in out.stdout
+    report = Path(path[1]).read_text()
+    assert "cli test crash" in report and "dry-run" in report
+    # dry-run: the cluster is exactly as it was (same replicas, revision and pods, minus crash restarts)
+    assert _snapshot(box)[:2] == before[:2]
+
+    rebuilt = tmp_path / "again.md"
+    out = run_cli(box, tmp_path, "postmortem", run_id[1], "-o", str(rebuilt))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert rebuilt.exists() and rebuilt.with_suffix(".html").exists()
+    assert "## Timeline" in rebuilt.read_text() and "cli test crash" in rebuilt.read_text()
+
+    out = run_cli(box, tmp_path, "postmortem", "not-a-run-id")
+    assert out.returncode == 1 and "Traceback" not in out.stderr and out.stderr.strip()
