@@ -4,14 +4,8 @@ Each step is bound to a step of runbooks/pod-crash.md by `@runbook_step`; the bi
 sides in sync. Everything the run learns goes into a `RunRecord` artifact (`pod-crash-record`) updated
 after every step, so the post-mortem can be rebuilt from Prefect for any run, even a failed one.
 
-Terminal states:
-- resolved / dry-run / nothing to do → Completed.
-- approval rejected → Completed ("rejected by <approver>; no action taken"): a person decided, the
-  runbook did what it was told.
-- approval timed out, or the guard refused every planned action → Failed ("approval timed out;
-  escalated"): nobody acted on a live incident, which must stand out in the runs list; Prefect also
-  marks a run whose pause timed out as Failed, so this stays consistent with the orchestrator.
-- recovery or verification failed → Failed with the reason.
+Terminal states and the approval → execution → communication sequence are shared with the other
+runbooks (flows/common.py).
 """
 
 from __future__ import annotations
@@ -21,42 +15,22 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
-from uuid import UUID
 
-from prefect import flow, get_client, get_run_logger
-from prefect.runtime import flow_run as runtime_flow_run
-from prefect.states import Completed, Failed, State
+from prefect import flow, get_run_logger
+from prefect.states import State
 
-from flows.approval import request_approval
-from flows.artifacts import Progress, artifact_key, clean, publish_link, publish_markdown, publish_raw_markdown, publish_table
+from flows.artifacts import artifact_key, publish_link, publish_markdown, publish_table
+from flows.common import RunCtx, communicate_outcome, drive, execute_and_wait, run_and_build, seek_approval, start_run
 from flows.params import PodCrashParams
-from flows.postmortem import postmortem_flow, build_postmortem
-from flows.steps import declared_steps, runbook_step
-from k8s_runbooks.communicate import StatusUpdate, UpdateKind, render_status_update
+from flows.steps import runbook_step
 from k8s_runbooks.errors import RunbookError
-from k8s_runbooks.guard import read_audit
-from k8s_runbooks.models import (
-    Action,
-    ActionKind,
-    ActionResult,
-    Decision,
-    Finding,
-    PodDiagnosis,
-    Severity,
-    WorkloadRef,
-    WorkloadStatus,
-    utcnow,
-)
-from k8s_runbooks.postmortem.model import EvidenceItem, Outcome, RunRecord
+from k8s_runbooks.models import Action, ActionKind, PodDiagnosis, Severity, WorkloadStatus, utcnow
 from k8s_runbooks.postmortem.render import md_code_block, md_text
-from k8s_runbooks.runbook_docs import load_runbook, runbooks_dir
+from k8s_runbooks.runbook_docs import runbooks_dir
 from tasks.events import object_events
 from tasks.logs import container_logs
-from tasks.notify import notify
 from tasks.metrics import crash_condition_active, restart_rate
 from tasks.pods import find_unhealthy_pods, workload_status
-from tasks.remediation import execute_action, plan_is_allowed, wait_until_healthy
 from tasks.sentry import recent_sentry_issues, sentry_on_failure
 
 FLOW = "pod-crash"
@@ -65,49 +39,11 @@ MAX_PODS_EXAMINED = 5  # describe/logs/events per pod are the expensive part; fi
 VERIFY_POLL_SECONDS = 5.0
 
 
-class StopRunbook(Exception):
-    """Ends the runbook early on purpose (rejected, timed out, refused); not an error of the flow."""
-
-    def __init__(self, outcome: Outcome, message: str, failed: bool) -> None:
-        super().__init__(message)
-        self.outcome = outcome
-        self.message = message
-        self.failed = failed
-
-
 @dataclass
-class Ctx:
-    params: PodCrashParams
-    record: RunRecord
-    flow_run_id: str
-    run_url: str | None
-    progress: Progress | None = None
+class Ctx(RunCtx):
     status: WorkloadStatus | None = None
     pods: list[PodDiagnosis] = field(default_factory=list)
     bad_rollout: bool = False
-    plan: list[Action] = field(default_factory=list)
-    chosen: Action | None = None
-    actor: str = ""
-    results: list[ActionResult] = field(default_factory=list)
-
-    @property
-    def target(self) -> WorkloadRef:
-        return WorkloadRef(namespace=self.params.namespace, name=self.params.deployment)
-
-    def save(self) -> None:
-        publish_raw_markdown(artifact_key(FLOW, "record"), self.record.to_markdown(), "machine-readable run record (post-mortem source)")
-
-    def evidence(self, step: str, title: str, kind: str, content: str) -> None:
-        self.record.evidence.append(EvidenceItem(step=step, title=clean(title), kind=kind, content=clean(content)))  # type: ignore[arg-type]
-
-    def finding(self, step: str, title: str, severity: Severity = Severity.warning, detail: str = "", **evidence: Any) -> Finding:
-        safe = {k: clean(v) if isinstance(v, str) else v for k, v in evidence.items()}
-        f = Finding(step=step, title=clean(title), severity=severity, detail=clean(detail), evidence=safe)
-        self.record.findings.append(f)
-        return f
-
-    def note(self, event: str, detail: str = "", kind: str = "step") -> None:
-        self.record.note(clean(event), clean(detail), kind)
 
 
 # ------------------------------------------------------------------------------------ 1. identify
@@ -297,92 +233,21 @@ def rank_actions(ctx: Ctx) -> list[Action]:
     return sorted(plan, key=lambda a: a.evidence_score, reverse=True)
 
 
-def _plan_markdown(ctx: Ctx, checks: dict[str, str]) -> str:
-    lines = [f"## Evidence for {md_text(ctx.target)}\n", f"**Impact**: {md_text(ctx.record.impact)}\n"]
-    lines += [f"- {md_text(f.title)}" for f in ctx.record.findings if f.step == "identify"] or ["- no findings"]
-    lines += ["\n## Planned actions (most supported first)\n", "| id | action | evidence score | guard | why |", "|---|---|---|---|---|"]
-    for a in ctx.plan:
-        lines.append(f"| `{a.kind.value}` | {md_text(a.describe())} | {a.evidence_score:.1f} | {md_text(checks.get(a.kind.value, ''))} | {md_text(a.reason)} |")
-    lines.append(f"\nApproval mode: **{ctx.params.approval}**. Approve to run the selected action; reject to change nothing.")
-    return "\n".join(lines)
-
-
 @runbook_step(FLOW, "contain")
 def contain(ctx: Ctx) -> None:
-    p = ctx.params
     ctx.plan = rank_actions(ctx)
     if not ctx.plan:
         ctx.record.outcome, ctx.record.outcome_detail = "resolved", "no crashing pods found; nothing to contain"
         publish_markdown(artifact_key(FLOW, "contain", "plan"), "# Plan\n\nNo crashing pods: nothing to do.")
         return
 
-    checks: dict[str, str] = {}
-    usable: list[Action] = []
-    for action in ctx.plan:
-        audit = plan_is_allowed(action, p.approval, "plan", ctx.flow_run_id)
-        checks[action.kind.value] = f"{audit.decision.value}: {audit.reason}"
-        if audit.decision is not Decision.refused:
-            usable.append(action)
-    plan_md = _plan_markdown(ctx, checks)
-    publish_markdown(artifact_key(FLOW, "contain", "plan"), f"# Containment plan\n\n{plan_md}", "Ranked actions and guard pre-checks")
-    ctx.note("Containment plan ready", "; ".join(f"{a.kind.value} ({a.evidence_score:.1f}): {checks[a.kind.value]}" for a in ctx.plan))
-    if not usable:
-        ctx.finding("contain", "Every planned action was refused by the guard", Severity.critical,
-                    detail="; ".join(checks.values()), kind="escalation")
-        raise StopRunbook("escalated", "every planned action was refused by the guard; escalated", failed=True)
-
-    if p.approval == "auto":
-        ctx.chosen, ctx.actor = usable[0], "auto"
-        ctx.note(f"Approved automatically: {usable[0].kind.value}", "approval mode auto (drill or pre-approved route)", "approval")
-        return
-    if p.approval == "dry-run":
-        ctx.chosen, ctx.actor = usable[0], "dry-run"
-        ctx.note(f"Dry run: would perform {usable[0].kind.value}", usable[0].describe(), "approval")
-        return
-
-    ids = [a.kind.value for a in usable]
-    ctx.note("Approval requested", f"options: {', '.join(ids)}; timeout {p.approval_timeout_seconds} s", "approval")
-    ctx.save()
-    answer = request_approval(clean(plan_md), ids, p.approval_timeout_seconds)
-    if answer.timed_out:
-        ctx.note("Approval timed out; escalated", f"no answer within {p.approval_timeout_seconds} s; nothing was changed", "escalation")
-        ctx.finding("contain", "Approval timed out", Severity.critical,
-                    detail=f"no approval within {p.approval_timeout_seconds} s", kind="escalation")
-        raise StopRunbook("escalated", "approval timed out; escalated", failed=True)
-    if not answer.approved:
-        ctx.note(f"Rejected by {answer.approver}", answer.comment or "no comment", "approval")
-        ctx.finding("contain", f"Plan rejected by {answer.approver}", Severity.info, detail=answer.comment or "no comment", kind="approval_rejected")
-        raise StopRunbook("rejected", f"rejected by {answer.approver}; no action taken", failed=False)
-    ctx.chosen = next(a for a in usable if a.kind.value == answer.action)
-    ctx.actor = answer.approver
-    ctx.note(f"Approved by {answer.approver}: {ctx.chosen.kind.value}", answer.comment or ctx.chosen.describe(), "approval")
+    seek_approval(ctx, "contain")
 
 
 # ------------------------------------------------------------------------------------ 3. recover
 @runbook_step(FLOW, "recover")
 def recover(ctx: Ctx) -> None:
-    p = ctx.params
-    if ctx.chosen is None:
-        return
-    result = execute_action(ctx.chosen, p.approval, ctx.actor, ctx.flow_run_id)
-    ctx.results.append(result)
-    ctx.record.actions.append(result)
-    ctx.note(f"Action {result.decision.value}: {ctx.chosen.describe()}", result.detail, "action")
-    if result.decision is Decision.refused:
-        raise StopRunbook("escalated", f"the guard refused {ctx.chosen.kind.value}: {result.detail}; escalated", failed=True)
-    if result.decision is Decision.dry_run or not result.executed:
-        ctx.record.outcome, ctx.record.outcome_detail = "dry-run", "plan and audit recorded; nothing was changed"
-        return
-    expected = ctx.chosen.replicas if ctx.chosen.kind is ActionKind.scale else None
-    health = wait_until_healthy(p.namespace, p.deployment, expected_replicas=expected,
-                                stable_seconds=p.stable_seconds, timeout_seconds=p.recovery_timeout_seconds)
-    ctx.evidence("recover", "Health after the action", "text", health.model_dump_json(indent=1))
-    if not health.healthy:
-        ctx.note("Recovery failed", health.detail, "escalation")
-        raise RunbookError(f"{ctx.target} did not become healthy within {p.recovery_timeout_seconds} s: {health.detail}")
-    ctx.record.note(f"Recovered: {health.ready_replicas}/{health.desired_replicas} ready, restarts stable",
-                    f"after {health.waited_seconds:.0f} s", "recovered")
-    ctx.record.outcome, ctx.record.outcome_detail = "mitigated", f"{ctx.chosen.describe()} by {ctx.actor}"
+    execute_and_wait(ctx, "recover")
 
 
 # ------------------------------------------------------------------------------------ 4. verify
@@ -410,107 +275,19 @@ def verify(ctx: Ctx) -> None:
 
 
 # ------------------------------------------------------------------------------------ 5. communicate
-_UPDATE_KIND: dict[str, UpdateKind] = {
-    "resolved": "resolved", "mitigated": "mitigated", "escalated": "escalated", "failed": "escalated",
-    "rejected": "escalated", "dry-run": "opened", "in-progress": "opened",
-}
-
-
 @runbook_step(FLOW, "communicate")
 def communicate(ctx: Ctx) -> None:
-    rec = ctx.record
-    update = StatusUpdate(
-        kind=_UPDATE_KIND[rec.outcome],
-        target=str(ctx.target),
-        summary=f"pod-crash runbook: {rec.outcome}" + (f" — {rec.outcome_detail}" if rec.outcome_detail else ""),
-        impact=rec.impact,
-        actions=[f"{r.action.describe()} ({r.decision.value}{', executed' if r.executed else ''})" for r in rec.actions],
-        run_url=ctx.run_url,
-        drill=rec.drill,
-    )
-    text = clean(render_status_update(update))
-    publish_markdown(artifact_key(FLOW, "communicate", "status"), text, f"Status update: {update.kind}")
-    sent = False
-    try:
-        sent = notify(text)
-    except RunbookError as exc:  # a failed notification must not hide the incident's outcome
-        ctx.note("Status update could not be sent", str(exc), "communication")
-    ctx.note(f"Status update ({update.kind}) {'sent' if sent else 'stored as artifact'}", update.summary, "communication")
+    communicate_outcome(ctx)
 
 
 # ------------------------------------------------------------------------------------ the flow
-def _mark_failed(flow_run_id: str, message: str) -> None:
-    """After a pause timeout the server has already failed the run ("never resumed") and ignores the
-    engine's final state; force ours so the run says why it failed."""
-    with get_client(sync_client=True) as client:
-        client.set_flow_run_state(UUID(flow_run_id), Failed(message=message), force=True)
-
-
-def _run_step(ctx: Ctx, fn: Any) -> None:
-    step_id = fn.runbook_step
-    assert ctx.progress is not None
-    ctx.progress.start(step_id)
-    ctx.note(f"Step {step_id} started")
-    try:
-        fn(ctx)
-    finally:
-        ctx.progress.finish(step_id)
-        ctx.save()
-
-
 @flow(name=FLOW, on_failure=[sentry_on_failure(FLOW)], log_prints=True)
-def pod_crash(params: PodCrashParams) -> State:
-    runbook = load_runbook(RUNBOOK_PATH)
-    flow_run_id = str(runtime_flow_run.id)
-    record = RunRecord(flow=FLOW, runbook_title=runbook.title, namespace=params.namespace, deployment=params.deployment,
-                       approval_mode=params.approval, drill=params.drill)
-    ctx = Ctx(params=params, record=record, flow_run_id=flow_run_id, run_url=runtime_flow_run.ui_url)
-    publish_raw_markdown(artifact_key(FLOW, "runbook"), runbook.markdown, f"The human runbook: {runbook.path}")
-    ctx.progress = Progress(artifact_key(FLOW, "progress"), declared_steps(FLOW))
-    ctx.note("Runbook started", f"approval={params.approval}" + (f"; notes: {params.notes}" if params.notes else ""))
-
-    stop: StopRunbook | None = None
-    error: Exception | None = None
-    try:
-        for step in (identify, contain, recover, verify):
-            _run_step(ctx, step)
-            if ctx.record.outcome == "resolved" and ctx.chosen is None:
-                break  # nothing was crashing
-    except StopRunbook as exc:
-        stop = exc
-        record.outcome, record.outcome_detail = exc.outcome, exc.message
-    except Exception as exc:  # noqa: BLE001 - recorded, communicated, post-mortem written, then re-raised
-        error = exc
-        record.outcome, record.outcome_detail = "failed", clean(str(exc))
-        ctx.note("Runbook failed", str(exc), "escalation")
-
-    _run_step(ctx, communicate)
-    if record.outcome == "in-progress":
-        record.outcome = "resolved"
-    ctx.note(f"Runbook finished: {record.outcome}", record.outcome_detail)
-    record.audit = read_audit(flow_run_id)
-    ctx.save()
-    try:
-        postmortem_flow(run_id=flow_run_id)
-    except Exception as exc:  # noqa: BLE001 - the CLI can rebuild it; never mask the incident outcome
-        get_run_logger().error("post-mortem could not be written: %s", exc)
-
-    if error is not None:
-        raise error
-    if stop is not None:
-        if stop.failed:
-            _mark_failed(flow_run_id, stop.message)
-            return Failed(message=stop.message)
-        return Completed(message=stop.message)
-    return Completed(message=f"{record.outcome}: {record.outcome_detail}" if record.outcome_detail else record.outcome)
+def pod_crash(params: PodCrashParams, standalone: bool = True) -> State:
+    """`standalone=False` when a parent flow (the incident response) writes one post-mortem for the whole incident."""
+    ctx = start_run(Ctx, FLOW, RUNBOOK_PATH, params)
+    return drive(ctx, (identify, contain, recover, verify), communicate, write_postmortem=standalone)
 
 
 def run_pod_crash(params: PodCrashParams) -> tuple[str, State, Path | None]:
     """Run the flow in this process (for the CLI); rebuild the post-mortem once the final state is known."""
-    state = pod_crash(params, return_state=True)
-    flow_run_id = str(state.state_details.flow_run_id)
-    try:
-        path: Path | None = build_postmortem(flow_run_id)
-    except RunbookError:
-        path = None
-    return flow_run_id, state, path
+    return run_and_build(pod_crash, params)

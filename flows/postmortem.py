@@ -28,12 +28,12 @@ async def _assemble(flow_run_id: str) -> PostMortem:
 
 def write_postmortem(pm: PostMortem, output: Path | None = None) -> tuple[Path, str]:
     """Write Markdown (and HTML beside it); returns the Markdown path and text."""
-    markdown = render_markdown(pm)
     path = output if output is not None else get_settings().reports_dir / pm.flow_run_id / "postmortem.md"
+    markdown = render_markdown(pm, base_dir=path.parent)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(markdown, encoding="utf-8")
-        path.with_suffix(".html").write_text(render_html(pm, markdown), encoding="utf-8")
+        path.with_suffix(".html").write_text(render_html(pm), encoding="utf-8")  # charts inlined: one self-contained file
     except OSError as exc:
         raise ConfigError(f"cannot write the post-mortem to {path}: {exc.strerror}", hint="check K8S_RUNBOOKS_REPORTS_DIR or -o") from None
     return path, markdown

@@ -39,6 +39,8 @@ class StatusUpdate(BaseModel):
     next_steps: str = ""
     run_url: str | None = None
     drill: bool = False
+    runbook: str = Field("", description="the runbook handling the incident, e.g. high-latency")
+    incident: str = Field("", description="incident reference (flow run name, alert, ticket)")
     at: datetime = Field(default_factory=utcnow)
 
 
@@ -46,7 +48,11 @@ def render_status_update(update: StatusUpdate) -> str:
     drill = " [DRILL]" if update.drill else ""
     lines = [f"*{_HEADLINES[update.kind]}{drill}: {update.target}*", ""]
     lines.append(f"*When*: {update.at:%Y-%m-%d %H:%M:%S} UTC")
+    if update.incident:
+        lines.append(f"*Incident*: {update.incident}")
     lines.append(f"*What*: {update.summary}")
+    if update.runbook:
+        lines.append(f"*Runbook*: {update.runbook}")
     if update.impact:
         lines.append(f"*Impact*: {update.impact}")
     if update.actions:

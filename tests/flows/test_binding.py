@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from pathlib import Path
 
+import pytest
+
+import flows.high_latency
+import flows.incident_response
+import flows.pod_crash
 import tasks
-from flows.pod_crash import FLOW, RUNBOOK_PATH
 from flows.steps import declared_steps
-from k8s_runbooks.runbook_docs import load_runbook
+from k8s_runbooks.runbook_docs import load_runbook, runbooks_dir
+
+RUNBOOKS = [(m.FLOW, m.RUNBOOK_PATH) for m in (flows.pod_crash, flows.high_latency, flows.incident_response)]
 
 
 def _task_names() -> set[str]:
@@ -23,7 +30,12 @@ def _task_names() -> set[str]:
     return names
 
 
-def test_every_runbook_step_is_automated_and_every_flow_step_documented() -> None:
+def test_every_runbook_file_is_bound_to_a_flow() -> None:
+    assert sorted(p for _, p in RUNBOOKS) == sorted(runbooks_dir().glob("*.md"))
+
+
+@pytest.mark.parametrize(("FLOW", "RUNBOOK_PATH"), RUNBOOKS, ids=[f for f, _ in RUNBOOKS])
+def test_every_runbook_step_is_automated_and_every_flow_step_documented(FLOW: str, RUNBOOK_PATH: Path) -> None:  # noqa: N803
     runbook = load_runbook(RUNBOOK_PATH)
     assert runbook.flow == FLOW
     flow_steps = declared_steps(FLOW)
@@ -34,7 +46,8 @@ def test_every_runbook_step_is_automated_and_every_flow_step_documented() -> Non
     assert runbook.step_ids == flow_steps, "the runbook and the flow list the steps in a different order"
 
 
-def test_bound_tasks_exist() -> None:
+@pytest.mark.parametrize("RUNBOOK_PATH", [p for _, p in RUNBOOKS], ids=[f for f, _ in RUNBOOKS])
+def test_bound_tasks_exist(RUNBOOK_PATH: Path) -> None:  # noqa: N803
     runbook = load_runbook(RUNBOOK_PATH)
     available = _task_names()
     unknown = {step.id: [t for t in step.tasks if t not in available] for step in runbook.steps}

@@ -1,5 +1,5 @@
 """Post-mortems assembled from a flow run (states, artifacts, audit records) and rendered last."""
 
-from k8s_runbooks.postmortem.model import EvidenceItem, PostMortem, RunRecord
+from k8s_runbooks.postmortem.model import ChartRef, EvidenceItem, PostMortem, RunRecord
 
-__all__ = ["EvidenceItem", "PostMortem", "RunRecord"]
+__all__ = ["ChartRef", "EvidenceItem", "PostMortem", "RunRecord"]

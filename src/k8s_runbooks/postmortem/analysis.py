@@ -14,6 +14,27 @@ def _add(items: list[str], text: str | None) -> None:
         items.append(text)
 
 
+_LATENCY_KINDS = {"high_latency", "cpu_throttling", "latency_rollout", "slow_pods", "memory_pressure"}
+
+
+def _latency(title: str, ev: dict[str, object], target: str, causes: list[str], items: list[str]) -> None:
+    kind = ev.get("kind")
+    if kind == "high_latency":
+        _add(items, f"Keep a p95 latency alert on {target} at {ev.get('threshold_ms')} ms and review it against the SLO.")
+    elif kind == "cpu_throttling":
+        _add(causes, f"CPU starvation: {title}; requests waited for CPU while the pod was throttled.")
+        _add(items, f"Right-size the CPU limit/request of {target} from its usage, and alert on a throttling ratio above 25%.")
+    elif kind == "latency_rollout":
+        _add(causes, f"The latency began with revision {ev.get('revision')} (ReplicaSet {ev.get('replicaset')}, created {ev.get('created_at')}); the previous revision {ev.get('previous_replicaset')} was fast.")
+        _add(items, f"Review the change in revision {ev.get('revision')} of {target} before rolling it out again.")
+        _add(items, f"Add latency to the canary analysis of {target} rollouts (p95 against the previous revision).")
+    elif kind == "slow_pods" and ev.get("outliers"):
+        _add(causes, f"Outlier pods much slower than the rest: {', '.join(str(p) for p in ev.get('outliers') or [])}.")
+        _add(items, f"Find why single pods of {target} slow down (node, noisy neighbour, stuck state) and add a per-pod latency alert.")
+    elif kind == "memory_pressure":
+        _add(items, f"Check the memory limit of {target}: {title}.")
+
+
 def analyse(record: RunRecord) -> tuple[list[str], list[str], list[str]]:
     """-> (root cause statements, action items, lessons learned)."""
     causes: list[str] = []
@@ -43,8 +64,12 @@ def analyse(record: RunRecord) -> tuple[list[str], list[str], list[str]]:
             _add(causes, f"The crashes began with revision {ev.get('revision')} (ReplicaSet {ev.get('replicaset')}, created {ev.get('created_at')}); the previous revision {ev.get('previous_replicaset')} was healthy.")
             _add(items, f"Review the change in revision {ev.get('revision')} of {target} before rolling it out again.")
             _add(items, f"Add canary analysis (restarts, error rate) to rollouts of {target} so a crashing revision is stopped automatically.")
+        elif kind in _LATENCY_KINDS:
+            _latency(f.title, ev, target, causes, items)
         elif kind in ("image_pull", "config_error"):
             _add(causes, f.title)
+        elif kind == "no_diagnosis":
+            _add(lessons, "The runbook found no known cause (throttling, rollout, outlier pods); extend it with the case the on-call finds.")
         elif kind == "escalation":
             _add(lessons, f"Nobody approved the containment in time ({f.detail}); review the approval route and on-call paging.")
         elif kind == "approval_rejected":
@@ -56,7 +81,7 @@ def analyse(record: RunRecord) -> tuple[list[str], list[str], list[str]]:
     if not causes and record.findings:
         _add(causes, "Undetermined from the collected evidence; see the findings and evidence appendix.")
     if record.outcome in ("resolved", "mitigated"):
-        _add(lessons, "The automated runbook identified the crash and restored the workload; keep the runbook and its alert route as they are.")
+        _add(lessons, "The automated runbook identified the cause and restored the workload; keep the runbook and its alert route as they are.")
     if record.outcome == "failed":
         _add(lessons, "Automation did not restore the workload; a human had to take over — extend the runbook with the missing case.")
     if record.drill:

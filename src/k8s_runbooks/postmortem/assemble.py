@@ -44,18 +44,42 @@ async def _subflow_runs(client: Any, root: UUID) -> list[Any]:
     return found
 
 
-async def _latest_artifacts(client: Any, run_ids: list[UUID]) -> dict[str, Any]:
-    """key -> newest artifact version across the given runs (unkeyed artifacts are skipped)."""
+async def _records(client: Any, run_ids: list[UUID]) -> dict[UUID, RunRecord]:
+    """Each run's newest run record (artifact key `<flow>-record`)."""
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     artifacts = await client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=run_ids)))
-    latest: dict[str, Any] = {}
+    newest: dict[UUID, Any] = {}
     for a in artifacts:
-        if not a.key:
+        if not (a.key and a.key.endswith("-record") and isinstance(a.data, str) and a.flow_run_id):
             continue
-        if a.key not in latest or (a.created or datetime.min) >= (latest[a.key].created or datetime.min):
-            latest[a.key] = a
-    return latest
+        if a.flow_run_id not in newest or (a.created or datetime.min) >= (newest[a.flow_run_id].created or datetime.min):
+            newest[a.flow_run_id] = a
+    out = {run_id: RunRecord.from_markdown(a.data) for run_id, a in newest.items()}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def merge_records(root: RunRecord | None, subs: list[RunRecord], fallback_flow: str) -> RunRecord:
+    """One record for the whole incident: the parent's, with its subflows' timeline, findings, actions,
+    audit, evidence and charts (a runbook without a parent keeps its own record unchanged)."""
+    if root is None:
+        if not subs:
+            return RunRecord(flow=fallback_flow)
+        root, subs = subs[0], subs[1:]
+    if not subs:
+        return root
+    merged = root.model_copy(deep=True)
+    for sub in subs:
+        merged.timeline += sub.timeline
+        merged.findings += sub.findings
+        merged.actions += sub.actions
+        merged.audit += sub.audit
+        merged.evidence += sub.evidence
+        merged.charts += [c for c in sub.charts if c.path not in {x.path for x in merged.charts}]
+        merged.impact = merged.impact or sub.impact
+        merged.deployment = merged.deployment or sub.deployment
+    merged.timeline.sort(key=lambda e: e.at)
+    return merged
 
 
 def _audit_from_log(state_dir: Path, flow_run_id: str) -> list[AuditRecord]:
@@ -97,16 +121,9 @@ async def assemble(flow_run_id: str | UUID, client: Any, state_dir: Path | None 
     except ObjectNotFound:
         raise NotFound(f"flow run {run_id} does not exist on this Prefect server", hint="check PREFECT_API_URL") from None
     subruns = await _subflow_runs(client, run_id)
-    artifacts = await _latest_artifacts(client, [run_id] + [r.id for r in subruns])
-
-    record: RunRecord | None = None
-    for key, art in artifacts.items():
-        if key.endswith("-record") and isinstance(art.data, str):
-            record = RunRecord.from_markdown(art.data)
-            if record is not None:
-                break
-    if record is None:
-        record = RunRecord(flow=run.name, started_at=run.start_time or run.created or utcnow())
+    records = await _records(client, [run_id] + [r.id for r in subruns])
+    subs = sorted((records[r.id] for r in subruns if r.id in records), key=lambda rec: rec.started_at)
+    record = merge_records(records.get(run_id), subs, run.name)
 
     timeline = list(record.timeline)
     timeline += _state_entries("runbook", await client.read_flow_run_states(run_id))
@@ -118,7 +135,8 @@ async def assemble(flow_run_id: str | UUID, client: Any, state_dir: Path | None 
     audit = list(record.audit)
     if state_dir is not None:
         known = {(a.at, a.action.kind, a.decision) for a in audit}
-        audit += [a for a in _audit_from_log(state_dir, str(run_id)) if (a.at, a.action.kind, a.decision) not in known]
+        for rid in [run_id] + [r.id for r in subruns]:
+            audit += [a for a in _audit_from_log(state_dir, str(rid)) if (a.at, a.action.kind, a.decision) not in known]
     audit.sort(key=lambda a: a.at)
 
     start = min([run.start_time or run.created or utcnow()] + [e.at for e in timeline])
@@ -149,10 +167,14 @@ async def assemble(flow_run_id: str | UUID, client: Any, state_dir: Path | None 
     timeline.sort(key=lambda e: e.at)
 
     target = f"{record.namespace}/{record.deployment}" if record.deployment else run.name
-    crashing = [f for f in record.findings if f.step == "identify" and f.evidence.get("kind") in ("oom", "crash_error")]
+    crashing = [f for f in record.findings if f.evidence.get("kind") in ("oom", "crash_error")]
+    latency = [f for f in record.findings if f.evidence.get("kind") == "high_latency"]
+    runbooks = [s.flow for s in subs if s.flow != record.flow]
+    found = f"{len(crashing)} crash finding(s)" + (f" and {len(latency)} latency finding(s)" if latency else "")
     summary = (
         f"The {record.flow} runbook ran for {target} in {record.approval_mode} approval mode "
-        f"(flow run {run.name}). {len(crashing)} crash finding(s) were recorded. "
+        f"(flow run {run.name})" + (f" and dispatched the {', '.join(runbooks)} runbook" if runbooks else "")
+        + f". {found} were recorded. "
         f"Outcome: {record.outcome}" + (f" — {record.outcome_detail}." if record.outcome_detail else ".")
     )
     return PostMortem(
@@ -171,5 +193,6 @@ async def assemble(flow_run_id: str | UUID, client: Any, state_dir: Path | None 
         lessons_learned=lessons,
         action_items=items,
         evidence=record.evidence,
+        charts=record.charts,
         drill=record.drill,
     )

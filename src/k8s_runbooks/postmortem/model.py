@@ -29,6 +29,14 @@ class EvidenceItem(BaseModel):
     step: str = ""
 
 
+class ChartRef(BaseModel):
+    """A PNG chart of the incident; the post-mortem embeds it (absolute path, made relative on render)."""
+
+    title: str
+    path: str
+    table_key: str = ""
+
+
 class RunRecord(BaseModel):
     """What a runbook flow knows about its own run; the post-mortem's raw material."""
 
@@ -44,6 +52,7 @@ class RunRecord(BaseModel):
     actions: list[ActionResult] = Field(default_factory=list)
     audit: list[AuditRecord] = Field(default_factory=list)
     evidence: list[EvidenceItem] = Field(default_factory=list)
+    charts: list[ChartRef] = Field(default_factory=list)
     outcome: Outcome = "in-progress"
     outcome_detail: str = ""
     impact: str = ""
@@ -86,6 +95,7 @@ class PostMortem(BaseModel):
     lessons_learned: list[str] = Field(default_factory=list)
     action_items: list[str] = Field(default_factory=list)
     evidence: list[EvidenceItem] = Field(default_factory=list)
+    charts: list[ChartRef] = Field(default_factory=list)
     drill: bool = False
 
     @property

@@ -7,12 +7,15 @@ HTML from evidence is escaped instead of interpreted.
 
 from __future__ import annotations
 
+import base64
 import html
+import os
 import re
+from pathlib import Path
 
 from markdown_it import MarkdownIt
 
-from k8s_runbooks.postmortem.model import PostMortem
+from k8s_runbooks.postmortem.model import ChartRef, PostMortem
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~#])")
 
@@ -32,7 +35,34 @@ def _when(pm: PostMortem, at) -> str:  # type: ignore[no-untyped-def]
     return at.strftime("%H:%M:%S")
 
 
-def render_markdown(pm: PostMortem) -> str:
+def _chart_src(chart: ChartRef, base_dir: Path | None, inline: bool) -> str | None:
+    """Where the image comes from: a data: URI (self-contained HTML), a path relative to the report, or
+    the stored path; None when the file is gone."""
+    path = Path(chart.path)
+    if not path.is_file():
+        return None
+    if inline:
+        return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+    if base_dir is not None:
+        return Path(os.path.relpath(path.resolve(), base_dir.resolve())).as_posix()
+    return path.as_posix()
+
+
+def _charts_section(pm: PostMortem, base_dir: Path | None, inline: bool) -> list[str]:
+    out = ["## Charts\n"]
+    for chart in pm.charts:
+        src = _chart_src(chart, base_dir, inline)
+        if src is None:
+            out.append(f"- {md_text(chart.title)}: chart file missing ({md_text(chart.path)})\n")
+            continue
+        table = f" (data: table artifact `{chart.table_key}`)" if chart.table_key else ""
+        out.append(f"### {md_text(chart.title)}\n\n![{md_text(chart.title)}](<{src}>){table}\n")
+    return out
+
+
+def render_markdown(pm: PostMortem, base_dir: Path | None = None, inline_images: bool = False) -> str:
+    """`base_dir`: the report's directory, so chart links are relative to it; `inline_images`: embed
+    charts as data: URIs (for the self-contained HTML)."""
     out: list[str] = []
     drill = " (drill)" if pm.drill else ""
     out.append(f"# Post-mortem: {md_text(pm.title)}{drill}\n")
@@ -58,6 +88,8 @@ def render_markdown(pm: PostMortem) -> str:
     else:
         out.append("No timeline entries were recorded.")
     out.append("")
+    if pm.charts:
+        out.extend(_charts_section(pm, base_dir, inline_images))
     for heading, items, empty in (
         ("Root Cause Analysis", pm.root_cause, "The evidence did not establish a root cause."),
         ("Actions Taken", pm.actions_taken, "No action changed the cluster."),
@@ -84,13 +116,13 @@ def render_markdown(pm: PostMortem) -> str:
 
 def render_html(pm: PostMortem, markdown: str | None = None) -> str:
     md = MarkdownIt("commonmark", {"html": False}).enable("table")
-    body = md.render(markdown if markdown is not None else render_markdown(pm))
+    body = md.render(markdown if markdown is not None else render_markdown(pm, inline_images=True))
     title = html.escape(f"Post-mortem: {pm.title}")
     return (
         "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         f"<title>{title}</title>\n"
         "<style>body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2rem .5rem;vertical-align:top}"
-        "pre{background:#f6f8fa;padding:.5rem;overflow-x:auto}</style>\n"
+        "pre{background:#f6f8fa;padding:.5rem;overflow-x:auto}img{max-width:100%}</style>\n"
         f"</head>\n<body>\n{body}</body>\n</html>\n"
     )

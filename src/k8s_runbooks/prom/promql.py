@@ -212,12 +212,20 @@ def latency_quantile(
     *,
     service_label: str = "service",
     metric: str = "http_request_duration_seconds",
+    by: str = "",
 ) -> str:
-    """pN request latency of a service from its histogram (`service_label` is `service` or `app`)."""
+    """pN request latency of a service from its histogram (`service_label` is `service` or `app`);
+    `by` keeps one series per value of that label (e.g. `pod`)."""
     q = validate_quantile(quantile)
     w = validate_duration(window)
     buckets = selector(f"{validate_metric_name(metric)}_bucket", _service_matchers(namespace, service, service_label))
-    return f"histogram_quantile({q}, sum by (le) (rate({buckets}[{w}])))"
+    group = "le, " + validate_label_name(by) if by else "le"
+    return f"histogram_quantile({q}, sum by ({group}) (rate({buckets}[{w}])))"
+
+
+def latency_quantile_by_pod(namespace: str, service: str, quantile: float = 0.95, window: str = "5m", *, service_label: str = "service") -> str:
+    """pN request latency per pod of a service (label `pod`), to find the outlier pods."""
+    return latency_quantile(namespace, service, quantile, window, service_label=service_label, by="pod")
 
 
 def error_ratio(

@@ -1,0 +1,319 @@
+"""What every runbook flow shares: the run context and its record, the approval → guarded execution →
+communication → post-mortem sequence, and the driver that turns the outcome into the run's final state.
+
+Terminal states (all runbooks):
+- resolved / dry-run / nothing to do → Completed.
+- approval rejected → Completed ("rejected by <approver>; no action taken"): a person decided.
+- approval timed out, no diagnosis, or the guard refused every planned action → Failed (escalated):
+  nobody acted on a live incident, which must stand out in the runs list (Prefect also fails a run
+  whose pause timed out, so this stays consistent with the orchestrator).
+- recovery or verification failed → Failed with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from prefect import get_client, get_run_logger
+from prefect.runtime import flow_run as runtime_flow_run
+from prefect.states import Completed, Failed, State
+
+from flows.approval import request_approval
+from flows.artifacts import Progress, artifact_key, clean, publish_markdown, publish_raw_markdown
+from flows.postmortem import build_postmortem, postmortem_flow
+from flows.steps import declared_steps
+from k8s_runbooks.communicate import StatusUpdate, UpdateKind, render_status_update
+from k8s_runbooks.errors import RunbookError
+from k8s_runbooks.guard import read_audit
+from k8s_runbooks.models import Action, ActionKind, ActionResult, Decision, Finding, HealthReport, Severity, WorkloadRef
+from k8s_runbooks.postmortem.model import EvidenceItem, Outcome, RunRecord
+from k8s_runbooks.postmortem.render import md_text
+from k8s_runbooks.runbook_docs import load_runbook
+from tasks.notify import notify
+from tasks.remediation import execute_action, plan_is_allowed, wait_until_healthy
+
+
+class StopRunbook(Exception):
+    """Ends the runbook early on purpose (rejected, timed out, refused); not an error of the flow."""
+
+    def __init__(self, outcome: Outcome, message: str, failed: bool) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+        self.message = message
+        self.failed = failed
+
+
+@dataclass
+class RunCtx:
+    """`params` is a runbook's parameter model: namespace, deployment, approval, approval_timeout_seconds,
+    stable_seconds, recovery_timeout_seconds, drill, notes."""
+
+    flow: str
+    params: Any
+    record: RunRecord
+    flow_run_id: str
+    run_url: str | None
+    progress: Progress | None = None
+    plan: list[Action] = field(default_factory=list)
+    chosen: Action | None = None
+    actor: str = ""
+    results: list[ActionResult] = field(default_factory=list)
+
+    @property
+    def target(self) -> WorkloadRef:
+        return WorkloadRef(namespace=self.params.namespace, name=self.params.deployment)
+
+    def save(self) -> None:
+        publish_raw_markdown(artifact_key(self.flow, "record"), self.record.to_markdown(), "machine-readable run record (post-mortem source)")
+
+    def evidence(self, step: str, title: str, kind: str, content: str) -> None:
+        self.record.evidence.append(EvidenceItem(step=step, title=clean(title), kind=kind, content=clean(content)))  # type: ignore[arg-type]
+
+    def finding(self, step: str, title: str, severity: Severity = Severity.warning, detail: str = "", **evidence: Any) -> Finding:
+        safe = {k: clean(v) if isinstance(v, str) else v for k, v in evidence.items()}
+        f = Finding(step=step, title=clean(title), severity=severity, detail=clean(detail), evidence=safe)
+        self.record.findings.append(f)
+        return f
+
+    def note(self, event: str, detail: str = "", kind: str = "step") -> None:
+        self.record.note(clean(event), clean(detail), kind)
+
+    def kinds(self) -> set[str]:
+        return {str(f.evidence.get("kind")) for f in self.record.findings}
+
+
+def start_run(ctx_cls: type[RunCtx], flow: str, runbook_path: Path, params: Any, **ctx_fields: Any) -> RunCtx:
+    """Context, run record, the human runbook as an artifact and the progress bar of a new run."""
+    runbook = load_runbook(runbook_path)
+    record = RunRecord(flow=flow, runbook_title=runbook.title, namespace=params.namespace, deployment=params.deployment,
+                       approval_mode=params.approval, drill=params.drill)
+    ctx = ctx_cls(flow=flow, params=params, record=record, flow_run_id=str(runtime_flow_run.id),
+                  run_url=runtime_flow_run.ui_url, **ctx_fields)
+    publish_raw_markdown(artifact_key(flow, "runbook"), runbook.markdown, f"The human runbook: {runbook.path}")
+    ctx.progress = Progress(artifact_key(flow, "progress"), declared_steps(flow))
+    ctx.note("Runbook started", f"approval={params.approval}" + (f"; notes: {params.notes}" if params.notes else ""))
+    return ctx
+
+
+# ------------------------------------------------------------------------------------ approval
+def plan_markdown(ctx: RunCtx, checks: dict[str, str], decision_step: str, extra: str = "") -> str:
+    lines = [f"## Evidence for {md_text(ctx.target)}\n", f"**Impact**: {md_text(ctx.record.impact)}\n"]
+    lines += [f"- {md_text(f.title)}" for f in ctx.record.findings if f.step != decision_step] or ["- no findings"]
+    lines += ["\n## Planned actions (most supported first)\n", "| id | action | evidence score | guard | why |", "|---|---|---|---|---|"]
+    for a in ctx.plan:
+        lines.append(f"| `{a.kind.value}` | {md_text(a.describe())} | {a.evidence_score:.1f} | {md_text(checks.get(a.kind.value, ''))} | {md_text(a.reason)} |")
+    if extra:
+        lines.append("\n" + extra)
+    lines.append(f"\nApproval mode: **{ctx.params.approval}**. Approve to run the selected action; reject to change nothing.")
+    return "\n".join(lines)
+
+
+def seek_approval(ctx: RunCtx, step: str, extra_markdown: str = "") -> None:
+    """Guard pre-check of `ctx.plan`, the plan artifact, then approval by mode; sets ctx.chosen/actor or
+    raises StopRunbook (every action refused, timed out, rejected)."""
+    p = ctx.params
+    checks: dict[str, str] = {}
+    usable: list[Action] = []
+    for action in ctx.plan:
+        audit = plan_is_allowed(action, p.approval, "plan", ctx.flow_run_id)
+        checks[action.kind.value] = f"{audit.decision.value}: {audit.reason}"
+        if audit.decision is not Decision.refused:
+            usable.append(action)
+    plan_md = plan_markdown(ctx, checks, step, extra_markdown)
+    title = "Containment plan" if step == "contain" else "Resolution plan"
+    publish_markdown(artifact_key(ctx.flow, step, "plan"), f"# {title}\n\n{plan_md}", "Ranked actions and guard pre-checks")
+    ctx.note(f"{title} ready", "; ".join(f"{a.kind.value} ({a.evidence_score:.1f}): {checks[a.kind.value]}" for a in ctx.plan))
+    if not usable:
+        ctx.finding(step, "Every planned action was refused by the guard", Severity.critical,
+                    detail="; ".join(checks.values()), kind="escalation")
+        raise StopRunbook("escalated", "every planned action was refused by the guard; escalated", failed=True)
+
+    if p.approval == "auto":
+        ctx.chosen, ctx.actor = usable[0], "auto"
+        ctx.note(f"Approved automatically: {usable[0].kind.value}", "approval mode auto (drill or pre-approved route)", "approval")
+        return
+    if p.approval == "dry-run":
+        ctx.chosen, ctx.actor = usable[0], "dry-run"
+        ctx.note(f"Dry run: would perform {usable[0].kind.value}", usable[0].describe(), "approval")
+        return
+
+    ids = [a.kind.value for a in usable]
+    ctx.note("Approval requested", f"options: {', '.join(ids)}; timeout {p.approval_timeout_seconds} s", "approval")
+    ctx.save()
+    answer = request_approval(clean(plan_md), ids, p.approval_timeout_seconds)
+    if answer.timed_out:
+        ctx.note("Approval timed out; escalated", f"no answer within {p.approval_timeout_seconds} s; nothing was changed", "escalation")
+        ctx.finding(step, "Approval timed out", Severity.critical,
+                    detail=f"no approval within {p.approval_timeout_seconds} s", kind="escalation")
+        raise StopRunbook("escalated", "approval timed out; escalated", failed=True)
+    if not answer.approved:
+        ctx.note(f"Rejected by {answer.approver}", answer.comment or "no comment", "approval")
+        ctx.finding(step, f"Plan rejected by {answer.approver}", Severity.info, detail=answer.comment or "no comment", kind="approval_rejected")
+        raise StopRunbook("rejected", f"rejected by {answer.approver}; no action taken", failed=False)
+    ctx.chosen = next(a for a in usable if a.kind.value == answer.action)
+    ctx.actor = answer.approver
+    ctx.note(f"Approved by {answer.approver}: {ctx.chosen.kind.value}", answer.comment or ctx.chosen.describe(), "approval")
+
+
+# ------------------------------------------------------------------------------------ execution
+def execute_and_wait(ctx: RunCtx, step: str) -> HealthReport | None:
+    """Run the chosen action through the guard, then wait until the workload is healthy.
+    None when nothing was executed (nothing chosen, or dry-run: the outcome says so)."""
+    p = ctx.params
+    if ctx.chosen is None:
+        return None
+    result = execute_action(ctx.chosen, p.approval, ctx.actor, ctx.flow_run_id)
+    ctx.results.append(result)
+    ctx.record.actions.append(result)
+    ctx.note(f"Action {result.decision.value}: {ctx.chosen.describe()}", result.detail, "action")
+    if result.decision is Decision.refused:
+        raise StopRunbook("escalated", f"the guard refused {ctx.chosen.kind.value}: {result.detail}; escalated", failed=True)
+    if result.decision is Decision.dry_run or not result.executed:
+        ctx.record.outcome, ctx.record.outcome_detail = "dry-run", "plan and audit recorded; nothing was changed"
+        return None
+    expected = ctx.chosen.replicas if ctx.chosen.kind is ActionKind.scale else None
+    health = wait_until_healthy(p.namespace, p.deployment, expected_replicas=expected,
+                                stable_seconds=p.stable_seconds, timeout_seconds=p.recovery_timeout_seconds)
+    ctx.evidence(step, "Health after the action", "text", health.model_dump_json(indent=1))
+    if not health.healthy:
+        ctx.note("Recovery failed", health.detail, "escalation")
+        raise RunbookError(f"{ctx.target} did not become healthy within {p.recovery_timeout_seconds} s: {health.detail}")
+    ctx.record.note(f"Recovered: {health.ready_replicas}/{health.desired_replicas} ready, restarts stable",
+                    f"after {health.waited_seconds:.0f} s", "recovered")
+    ctx.record.outcome, ctx.record.outcome_detail = "mitigated", f"{ctx.chosen.describe()} by {ctx.actor}"
+    return health
+
+
+# ------------------------------------------------------------------------------------ communication
+UPDATE_KIND: dict[str, UpdateKind] = {
+    "resolved": "resolved", "mitigated": "mitigated", "escalated": "escalated", "failed": "escalated",
+    "rejected": "escalated", "dry-run": "opened", "in-progress": "opened",
+}
+
+
+def send_update(ctx: RunCtx, update: StatusUpdate, key: str) -> bool:
+    """Store the rendered update as an artifact and post it to the webhook; a failed post is noted, not raised."""
+    text = clean(render_status_update(update))
+    publish_markdown(key, text, f"Status update: {update.kind}")
+    sent = False
+    try:
+        sent = notify(text)
+    except RunbookError as exc:  # a failed notification must not hide the incident's outcome
+        ctx.note("Status update could not be sent", str(exc), "communication")
+    ctx.note(f"Status update ({update.kind}) {'sent' if sent else 'stored as artifact'}", update.summary, "communication")
+    return sent
+
+
+def communicate_outcome(ctx: RunCtx) -> None:
+    rec = ctx.record
+    update = StatusUpdate(
+        kind=UPDATE_KIND[rec.outcome],
+        target=str(ctx.target),
+        summary=f"{ctx.flow} runbook: {rec.outcome}" + (f" — {rec.outcome_detail}" if rec.outcome_detail else ""),
+        impact=rec.impact,
+        actions=[f"{r.action.describe()} ({r.decision.value}{', executed' if r.executed else ''})" for r in rec.actions],
+        run_url=ctx.run_url,
+        drill=rec.drill,
+        runbook=ctx.flow,
+    )
+    send_update(ctx, update, artifact_key(ctx.flow, "communicate", "status"))
+
+
+# ------------------------------------------------------------------------------------ the driver
+def _mark_failed(flow_run_id: str, message: str) -> None:
+    """After a pause timeout the server has already failed the run ("never resumed") and ignores the
+    engine's final state; force ours so the run says why it failed."""
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(UUID(flow_run_id), Failed(message=message), force=True)
+
+
+def run_step(ctx: RunCtx, fn: Callable[[Any], None]) -> None:
+    step_id = fn.runbook_step  # type: ignore[attr-defined]
+    assert ctx.progress is not None
+    ctx.progress.start(step_id)
+    ctx.note(f"Step {step_id} started")
+    try:
+        fn(ctx)
+    finally:
+        ctx.progress.finish(step_id)
+        ctx.save()
+
+
+def drive(
+    ctx: RunCtx,
+    steps: Sequence[Callable[[Any], None]],
+    communicate: Callable[[Any], None],
+    *,
+    before_communicate: Callable[[Any], None] | None = None,
+    write_postmortem: bool = True,
+) -> State:
+    """Run the steps; stop early when nothing is wrong (outcome resolved, nothing chosen); always
+    communicate, record the audit and write the post-mortem; return the run's final state."""
+    record = ctx.record
+    stop: StopRunbook | None = None
+    error: Exception | None = None
+    try:
+        for step in steps:
+            run_step(ctx, step)
+            if record.outcome == "resolved" and ctx.chosen is None:
+                break
+    except StopRunbook as exc:
+        stop = exc
+        record.outcome, record.outcome_detail = exc.outcome, exc.message
+    except Exception as exc:  # noqa: BLE001 - recorded, communicated, post-mortem written, then re-raised
+        error = exc
+        record.outcome, record.outcome_detail = "failed", clean(str(exc))
+        ctx.note("Runbook failed", str(exc), "escalation")
+
+    if before_communicate is not None:
+        try:
+            before_communicate(ctx)
+        except Exception as exc:  # noqa: BLE001 - charts and extras never mask the incident outcome
+            get_run_logger().error("post-run extras failed: %s", exc)
+            ctx.note("Charts could not be produced", str(exc), "note")
+    run_step(ctx, communicate)
+    if record.outcome == "in-progress":
+        record.outcome = "resolved"
+    ctx.note(f"Runbook finished: {record.outcome}", record.outcome_detail)
+    record.audit = read_audit(ctx.flow_run_id)
+    ctx.save()
+    if write_postmortem:
+        try:
+            postmortem_flow(run_id=ctx.flow_run_id)
+        except Exception as exc:  # noqa: BLE001 - the CLI can rebuild it; never mask the incident outcome
+            get_run_logger().error("post-mortem could not be written: %s", exc)
+
+    if error is not None:
+        raise error
+    if stop is not None:
+        if stop.failed:
+            _mark_failed(ctx.flow_run_id, stop.message)
+            return Failed(message=stop.message)
+        return Completed(message=stop.message)
+    return Completed(message=f"{record.outcome}: {record.outcome_detail}" if record.outcome_detail else record.outcome)
+
+
+def run_and_build(flow_fn: Callable[..., Any], params: Any) -> tuple[str, State, Path | None]:
+    """Run a flow in this process (for the CLI); rebuild the post-mortem once the final state is known."""
+    state = flow_fn(params, return_state=True)
+    flow_run_id = str(state.state_details.flow_run_id)
+    try:
+        path: Path | None = build_postmortem(flow_run_id)
+    except RunbookError:
+        path = None
+    return flow_run_id, state, path
+
+
+def read_record(flow_run_id: str) -> RunRecord | None:
+    """The newest run record artifact of a flow run (a subflow's, read by its parent)."""
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(flow_run_id)])))
+    records = sorted((a for a in artifacts if a.key and a.key.endswith("-record") and isinstance(a.data, str)),
+                     key=lambda a: str(a.created))
+    return RunRecord.from_markdown(records[-1].data) if records else None
