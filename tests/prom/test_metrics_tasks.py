@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from collections.abc import Iterator
 from datetime import datetime, timezone
 
@@ -64,6 +66,16 @@ def test_prometheus_down_is_retried_then_fails_transient(monkeypatch: pytest.Mon
     assert "TransientError: cannot connect to Prometheus" in outcome["message"]
     from prefect.client.orchestration import get_client
 
+    from prefect.exceptions import ObjectNotFound
+
+    # Task-run states reach the server as events, written asynchronously: wait until the final run count lands.
+    expected, run_count, deadline = 1 + metrics.restart_rate.retries, None, time.monotonic() + 30
     with get_client(sync_client=True) as client:
-        task_run = client.read_task_run(outcome["task_run_id"])
-    assert task_run.run_count == 1 + metrics.restart_rate.retries
+        while time.monotonic() < deadline and run_count != expected:
+            try:
+                run_count = client.read_task_run(outcome["task_run_id"]).run_count
+            except ObjectNotFound:
+                pass
+            if run_count != expected:
+                time.sleep(0.5)
+    assert run_count == expected
