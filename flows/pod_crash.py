@@ -20,6 +20,7 @@ from prefect import flow, get_run_logger
 from prefect.states import State
 
 from flows.artifacts import artifact_key, publish_link, publish_markdown, publish_table
+from flows.concurrency import remediation_slot
 from flows.common import RunCtx, communicate_outcome, drive, execute_and_wait, run_and_build, seek_approval, start_run
 from flows.params import PodCrashParams
 from flows.steps import runbook_step
@@ -247,7 +248,8 @@ def contain(ctx: Ctx) -> None:
 # ------------------------------------------------------------------------------------ 3. recover
 @runbook_step(FLOW, "recover")
 def recover(ctx: Ctx) -> None:
-    execute_and_wait(ctx, "recover")
+    with remediation_slot(ctx.target):  # one remediation per workload: a second alert's run waits here
+        execute_and_wait(ctx, "recover")
 
 
 # ------------------------------------------------------------------------------------ 4. verify

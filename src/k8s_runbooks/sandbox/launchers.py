@@ -45,6 +45,7 @@ class Component:
     timeout_s: float = 60.0
     extra_ready: Callable[[], bool] | None = None  # further readiness condition after health
     extra_ready_what: str = ""
+    cwd: Path | None = None  # default: the state dir
 
 
 # --- paths ---------------------------------------------------------------------------------------
@@ -126,6 +127,8 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
 def check_ports_free(components: list[Component]) -> None:
     seen: dict[int, str] = {}
     for comp in components:
+        if not comp.port:  # no listening socket of its own (the runner)
+            continue
         if comp.port in seen:
             raise SandboxError(
                 f"{comp.name} and {seen[comp.port]} are both configured for port {comp.port}; "
@@ -154,7 +157,7 @@ def start(state_dir: Path, comp: Component) -> int:
         try:
             proc = subprocess.Popen(
                 comp.command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                env=env, cwd=state_dir, start_new_session=True,
+                env=env, cwd=comp.cwd or state_dir, start_new_session=True,
             )
         except OSError as exc:
             raise SandboxError(f"could not start {comp.name} ({comp.command[0]}): {exc}") from exc
@@ -280,10 +283,16 @@ def cluster_component(state_dir: Path, ports: SandboxPorts, pod_subnet: str) -> 
     )
 
 
-def alertmanager_component(state_dir: Path, ports: SandboxPorts, binary: Path, webhook_url: str) -> Component:
+def alertmanager_component(state_dir: Path, ports: SandboxPorts, binary: Path, webhook_url: str,
+                           token_file: Path | None = None) -> Component:
+    """`token_file`: Alertmanager sends `Authorization: Bearer <its content>` to the webhook (the receiver's token)."""
     state = Path(state_dir).resolve()
     config = state / "config" / "alertmanager.yml"
-    render(CONFIG_DIR / "alertmanager.yml", config, webhook_url=webhook_url,
+    http_config = ""
+    if token_file is not None:
+        http_config = ("\n        http_config:\n          authorization:\n            type: Bearer\n"
+                       f"            credentials_file: \"{token_file}\"")
+    render(CONFIG_DIR / "alertmanager.yml", config, webhook_url=webhook_url, http_config=http_config,
            group_wait="0s", group_interval="1s", repeat_interval="1h")
     (state / "alertmanager").mkdir(parents=True, exist_ok=True)
     url = f"http://127.0.0.1:{ports.alertmanager}"
@@ -387,3 +396,79 @@ def render(template: Path, target: Path, **params: str) -> None:
     tmp = target.with_suffix(target.suffix + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, target)
+
+
+# --- runbook runner and alert receiver (need the Prefect server) -------------------------------------
+
+def repo_root() -> Path:
+    """The checkout the sandbox runs from: flows/ and deployments/ live there (editable install)."""
+    return Path(__file__).resolve().parents[3]
+
+
+def runbook_env(state_dir: Path, ports: SandboxPorts) -> dict[str, str]:
+    """Settings of every process that runs runbooks or talks to the sandbox's Prefect."""
+    state = Path(state_dir).resolve()
+    return {
+        "PREFECT_API_URL": f"http://127.0.0.1:{ports.prefect}/api",
+        "PREFECT_HOME": str(state / "prefect" / "client"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "KUBECONFIG": str(state / "kubeconfig"),
+        "K8S_RUNBOOKS_KUBECONFIG": str(state / "kubeconfig"),
+        "K8S_RUNBOOKS_PROMETHEUS_URL": f"http://127.0.0.1:{ports.prometheus}",
+        "K8S_RUNBOOKS_ALERTMANAGER_URL": f"http://127.0.0.1:{ports.alertmanager}",
+        "K8S_RUNBOOKS_PUSHGATEWAY_URL": f"http://127.0.0.1:{ports.pushgateway}",
+        "K8S_RUNBOOKS_STATE_DIR": str(state / "runbooks"),
+        "K8S_RUNBOOKS_REPORTS_DIR": str(state / "reports"),
+    }
+
+
+def runner_ready_path(state_dir: Path) -> Path:
+    return Path(state_dir).resolve() / "runner.ready"
+
+
+def runner_component(state_dir: Path, ports: SandboxPorts, query_seconds: float = 1.0) -> Component:
+    """`python -m k8s_runbooks.deploy serve`: registers the runbook deployments and runs them (a Prefect Runner)."""
+    state = Path(state_dir).resolve()
+    ready = runner_ready_path(state)
+    pid_file = pid_path(state, "runner")
+    url = f"http://127.0.0.1:{ports.prefect}"
+    return Component(
+        name="runner", port=0, port_setting="", url=f"{url}/deployments",
+        health_url=f"{url}/api/health",
+        command=[sys.executable, "-m", "k8s_runbooks.deploy", "serve", "--query-seconds", str(query_seconds),
+                 "--drills-active", "--ready-file", str(ready)],
+        env={**runbook_env(state, ports), "PYTHONPATH": str(repo_root())},
+        marker="k8s_runbooks.deploy", timeout_s=120, cwd=repo_root(),
+        extra_ready=lambda: ready.exists() and read_pid(ready) == read_pid(pid_file),
+        extra_ready_what=f"{ready} (deployments registered)",
+    )
+
+
+def receiver_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("k8s_runbooks.alerts.server") is not None
+
+
+def receiver_routes() -> Path:
+    """Sandbox routes: auto-approval for the demo namespaces (shop, drill-*)."""
+    sandbox = repo_root() / "deployments" / "alert-routes.sandbox.yaml"
+    return sandbox if sandbox.exists() else repo_root() / "deployments" / "alert-routes.yaml"
+
+
+def receiver_component(state_dir: Path, ports: SandboxPorts, token: str | None) -> Component:
+    state = Path(state_dir).resolve()
+    (state / "receiver").mkdir(parents=True, exist_ok=True)
+    url = f"http://127.0.0.1:{ports.receiver}"
+    env = runbook_env(state, ports)
+    if token:
+        env["K8S_RUNBOOKS_RECEIVER_TOKEN"] = token
+    return Component(
+        name="receiver", port=ports.receiver, port_setting="K8S_RUNBOOKS_SANDBOX_RECEIVER_PORT",
+        url=url, health_url=f"{url}/healthz",
+        command=[sys.executable, "-m", "k8s_runbooks.alerts.server", "--host", "127.0.0.1",
+                 "--port", str(ports.receiver), "--routes", str(receiver_routes()),
+                 "--spool", str(state / "receiver" / "spool.sqlite3")],
+        env=env, marker="k8s_runbooks.alerts.server", timeout_s=60, cwd=repo_root(),
+    )

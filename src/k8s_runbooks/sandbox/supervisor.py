@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,7 +23,9 @@ from k8s_runbooks.settings import Settings
 POD_SUBNET_ENV = "K8S_RUNBOOKS_SANDBOX_POD_SUBNET"  # not (yet) a Settings field
 STATE_FILE = "sandbox.json"
 POD_MARKER = "k8s_runbooks.sandbox.workloads"  # command line of pods running sandbox images
-ORDER = ["cluster", "alertmanager", "pushgateway", "prometheus", "prefect"]
+ORDER = ["cluster", "alertmanager", "pushgateway", "prometheus", "prefect", "runner", "receiver"]
+AFTER_PREFECT = ("runner", "receiver")  # started once the Prefect API answers (they register/dispatch on start)
+TOKEN_FILE = "secrets/receiver-token"
 
 
 @dataclass
@@ -95,6 +98,26 @@ class UpResult:
     faulted: dict[str, dict[str, str]] = field(default_factory=dict)  # demo deployments with a fault set
 
 
+def receiver_token(cfg: SandboxConfig, create: bool = False) -> str | None:
+    """The receiver's bearer token: K8S_RUNBOOKS_RECEIVER_TOKEN, else one generated per state dir (0600 file)."""
+    path = cfg.state_dir / TOKEN_FILE
+    configured = Settings().receiver_token
+    if configured is not None and configured.get_secret_value():
+        token = configured.get_secret_value()
+    elif path.exists():
+        return path.read_text().strip() or None
+    elif create:
+        token = secrets.token_urlsafe(32)
+    else:
+        return None
+    if create:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(token + "\n")
+    return token
+
+
 def components(cfg: SandboxConfig, binaries: dict[str, Path] | None = None) -> list[Component]:
     """Component descriptions; with `binaries=None` only what status/down need (no binary look-up, no config)."""
     state, ports = cfg.state_dir, cfg.ports
@@ -104,9 +127,12 @@ def components(cfg: SandboxConfig, binaries: dict[str, Path] | None = None) -> l
     else:
         render = True
     comps = [launchers.cluster_component(state, ports, cfg.pod_subnet)]
+    with_receiver = cfg.with_prefect and launchers.receiver_available()
+    token = receiver_token(cfg, create=render) if with_receiver else None
     if render:
         comps += [
-            launchers.alertmanager_component(state, ports, binaries["alertmanager"], cfg.webhook_url),
+            launchers.alertmanager_component(state, ports, binaries["alertmanager"], cfg.webhook_url,
+                                             token_file=state / TOKEN_FILE if token else None),
             launchers.pushgateway_component(state, ports, binaries["pushgateway"]),
             launchers.prometheus_component(state, ports, binaries["prometheus"]),
         ]
@@ -117,6 +143,9 @@ def components(cfg: SandboxConfig, binaries: dict[str, Path] | None = None) -> l
     if cfg.with_prefect:
         comps.append(launchers.prefect_component(state, ports) if render
                      else _bare("prefect", ports.prefect, "/api/health", "prefect", url_suffix="/api"))
+        comps.append(launchers.runner_component(state, ports))
+        if with_receiver:
+            comps.append(launchers.receiver_component(state, ports, token))
     return comps
 
 
@@ -140,21 +169,24 @@ def up(cfg: SandboxConfig, demo: bool = True, demo_timeout_s: float = 120.0) -> 
             launchers.pid_path(cfg.state_dir, comp.name).unlink(missing_ok=True)  # stale or absent
             to_start.append(comp)
     launchers.check_ports_free(to_start)
-    started: dict[str, tuple[int, float]] = {}
-    for comp in to_start:
-        started[comp.name] = (launchers.start(cfg.state_dir, comp), time.monotonic())
+    starting = {c.name for c in to_start}
     cfg.save()
-    for comp in comps:
-        state = next(s for s in result.components if s.name == comp.name) if comp.name not in started else None
-        if state is not None:
-            # Already running: still wait for it (it may be a previous `up` still starting).
-            launchers.wait_healthy(cfg.state_dir, comp, state.pid or 0)
-            continue
-        pid, t0 = started[comp.name]
-        launchers.wait_healthy(cfg.state_dir, comp, pid)
-        result.components.append(ComponentState(comp.name, comp.url, pid, "started", time.monotonic() - t0))
-        if comp.name == "cluster":
-            write_kubeconfig(cfg, comp.url)
+    for phase in ([c for c in comps if c.name not in AFTER_PREFECT], [c for c in comps if c.name in AFTER_PREFECT]):
+        started: dict[str, tuple[int, float]] = {}
+        for comp in phase:
+            if comp.name in starting:
+                started[comp.name] = (launchers.start(cfg.state_dir, comp), time.monotonic())
+        for comp in phase:
+            state = next(s for s in result.components if s.name == comp.name) if comp.name not in started else None
+            if state is not None:
+                # Already running: still wait for it (it may be a previous `up` still starting).
+                launchers.wait_healthy(cfg.state_dir, comp, state.pid or 0)
+                continue
+            pid, t0 = started[comp.name]
+            launchers.wait_healthy(cfg.state_dir, comp, pid)
+            result.components.append(ComponentState(comp.name, comp.url, pid, "started", time.monotonic() - t0))
+            if comp.name == "cluster":
+                write_kubeconfig(cfg, comp.url)
     if not cfg.kubeconfig.exists():
         write_kubeconfig(cfg, f"http://127.0.0.1:{cfg.ports.api}")
     result.components.sort(key=lambda s: ORDER.index(s.name))
@@ -241,6 +273,11 @@ def env_lines(cfg: SandboxConfig) -> list[str]:
     }
     if not cfg.with_prefect:
         values.pop("PREFECT_API_URL")
+    elif launchers.receiver_available():
+        values["K8S_RUNBOOKS_RECEIVER_URL"] = f"http://127.0.0.1:{p.receiver}"
+        token = receiver_token(cfg)
+        if token:
+            values["K8S_RUNBOOKS_RECEIVER_TOKEN"] = token
     return [f"export {k}={v}" for k, v in values.items()]
 
 

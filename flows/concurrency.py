@@ -1,0 +1,58 @@
+"""One remediation per target at a time: a Prefect global concurrency limit keyed on namespace/workload.
+
+    with remediation_slot(ctx.target):      # around the part that changes the workload and waits for it
+        execute_and_wait(ctx, "recover")
+
+Two alerts for the same Deployment then never remediate concurrently: the second run waits (its state
+stays Running, its log says why) until the first releases the slot, and then acts on a workload the
+first one has already changed (the guard's cooldown decides whether a second action is allowed at all).
+The limit (`remediate-<namespace>-<name>`, limit 1) is created on demand; `strict=True` makes a missing
+or unreachable limit an error instead of silently running unguarded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prefect import get_client, get_run_logger
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+from k8s_runbooks.models import WorkloadRef
+
+# A slot is held while the action runs and the workload recovers (recovery_timeout_seconds <= 3600);
+# the lease is renewed in the background, this only bounds a crashed holder's orphaned slot.
+LEASE_SECONDS = 300.0
+
+
+def slot_name(namespace: str, name: str) -> str:
+    """Both parts are validated Kubernetes names (no '/', which the limit's URL path cannot carry)."""
+    return f"remediate-{namespace}-{name}"
+
+
+def ensure_limit(name: str, limit: int = 1) -> None:
+    """Create the global concurrency limit `name` if it does not exist (idempotent under races)."""
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+            return
+        except ObjectNotFound:
+            pass
+        try:
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit, active=True))
+        except ObjectAlreadyExists:
+            pass  # another run created it between the read and the create
+
+
+@contextmanager
+def remediation_slot(target: WorkloadRef) -> Iterator[None]:
+    name = slot_name(target.namespace, target.name)
+    ensure_limit(name)
+    log = get_run_logger()
+    log.info("waiting for the remediation slot %s (one remediation per workload at a time)", name)
+    with concurrency(name, occupy=1, strict=True, lease_duration=LEASE_SECONDS):
+        log.info("holding the remediation slot %s", name)
+        yield
+    log.info("released the remediation slot %s", name)
