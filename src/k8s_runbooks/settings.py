@@ -70,6 +70,14 @@ class Settings(BaseSettings):
     sandbox_pushgateway_port: int = Field(default=19091, description="Port of the sandbox Pushgateway.")
     sandbox_prefect_port: int = Field(default=4200, description="Port of the sandbox Prefect server (API and UI).")
     sandbox_receiver_port: int = Field(default=18080, description="Port of the alert receiver started by the sandbox.")
+    sandbox_pod_subnet: str = Field(
+        default="127.1", pattern=r"^127\.\d{1,3}$",
+        description="First two octets of the loopback range pod IPs are taken from (127.X.0.0/16).",
+    )
+    sandbox_tools_dir: Path | None = Field(
+        default=None,
+        description="Where the Prometheus/Alertmanager/Pushgateway binaries are extracted; default <sandbox_state_dir>/tools/bin.",
+    )
     sandbox_alert_webhook_url: str | None = Field(
         default=None,
         description="Where the sandbox Alertmanager sends notifications; default is the sandbox alert receiver.",

@@ -544,6 +544,11 @@ class Kubelet:
         if ports:
             env["PORT"] = str(ports[0].get("containerPort"))
         env.update({"POD_IP": st.ip, "POD_NAME": st.name, "POD_NAMESPACE": st.namespace})
+        # Marks the pod process as this sandbox's, so `sandbox down` can stop it safely even after the
+        # cluster process died (the supervisor checks this before killing anything).
+        owner = os.environ.get("K8S_RUNBOOKS_SANDBOX_OWNER")
+        if owner:
+            env["K8S_RUNBOOKS_SANDBOX_OWNER"] = owner
         for e in c.spec.get("env") or []:
             if "value" in e:
                 env[e["name"]] = str(e.get("value") or "")
