@@ -172,7 +172,8 @@ def create_app(
                 metrics.ignored.labels(source).inc()
             elif outcome == "rejected":
                 metrics.rejected.labels(source).inc()
-            queued = queued or outcome == "queued"
+            # New rows and resolutions have events in the outbox; only repeats have nothing to do.
+            queued = queued or outcome not in ("duplicate", "resolved-duplicate")
             entry: dict[str, Any] = {"fingerprint": alert.fingerprint, "status": alert.status, "outcome": outcome}
             if decision is not None and decision.route:
                 entry["route"] = decision.route

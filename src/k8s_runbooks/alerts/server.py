@@ -61,6 +61,7 @@ def serve(settings: Settings | None = None, *, host: str | None = None, port: in
 
     settings = settings or get_settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Prefect call is noise here
     app = build_app(settings, routes, spool)
     host = host or settings.receiver_host
     port = port or settings.receiver_port

@@ -1,0 +1,320 @@
+"""The receiver as a real process against a real Prefect server with real deployments (no worker needed).
+
+Runs stay Scheduled; what matters is that they exist once per alert, with the right parameters and the
+idempotency key, whatever happens to Prefect or the receiver in between.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prefect import flow
+
+from flows.params import PodCrashParams
+from k8s_runbooks.alerts.auth import sentry_signature
+from tests.alerts.conftest import REPO, payload, payload_bytes
+from tests.conftest import free_ports
+
+pytestmark = pytest.mark.slow
+TOKEN = "integration-token"
+SENTRY_SECRET = "integration-sentry-secret"
+
+
+@flow(name="pod-crash")
+def pod_crash_stub(params: PodCrashParams) -> None:
+    """Same name and parameter model as the real runbook, so the server validates our parameters."""
+
+
+@flow(name="high-latency")
+def high_latency_stub(params: dict[str, Any]) -> None:
+    """Stand-in for the high-latency runbook."""
+
+
+def _wait(what: str, check: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except (httpx.HTTPError, OSError) as exc:
+            last = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+@dataclass
+class PrefectServer:
+    home: Path
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "K8S_RUNBOOKS_"))}
+        env.update(PREFECT_HOME=str(self.home), PREFECT_API_URL=self.api, DO_NOT_TRACK="1",
+                   PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false")
+        return env
+
+    def start(self) -> None:
+        log = open(self.home / "server.log", "ab")  # noqa: SIM115 (closed with the process)
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
+            env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        _wait("the Prefect server", lambda: httpx.get(f"{self.api}/health", timeout=2).status_code == 200, timeout=120)
+
+    def stop(self) -> None:
+        if self.proc:
+            _stop(self.proc)
+
+    def runs(self, deployment: str) -> list[dict[str, Any]]:
+        dep = httpx.get(f"{self.api}/deployments/name/{deployment}", timeout=10).json()
+        resp = httpx.post(f"{self.api}/flow_runs/filter", timeout=10,
+                          json={"deployments": {"id": {"any_": [dep["id"]]}}, "limit": 200})
+        resp.raise_for_status()
+        return resp.json()
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    server = PrefectServer(tmp_path_factory.mktemp("prefect"), free_ports(1)[0])
+    server.start()
+    try:
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings({PREFECT_API_URL: server.api}):
+            for fl, name in ((pod_crash_stub, "pod-crash"), (high_latency_stub, "high-latency")):
+                fl.to_deployment(name=name).apply()
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass
+class Receiver:
+    url: str
+    spool: Path
+    env: dict[str, str]
+    port: int
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "k8s_runbooks.alerts.server", "--port", str(self.port),
+                 "--routes", str(REPO / "deployments" / "alert-routes.yaml"), "--spool", str(self.spool)],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO,
+            )
+        _wait("the receiver", lambda: self.proc.poll() is None and httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc:
+            _stop(self.proc, sig)
+
+    def post(self, path: str, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
+        return httpx.post(f"{self.url}{path}", content=body, timeout=10, headers={
+            "Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}", **(headers or {})})
+
+    def health(self) -> dict[str, Any]:
+        return httpx.get(f"{self.url}/healthz", timeout=5).json()
+
+    def drained(self) -> bool:
+        health = self.health()
+        return health["spool"]["pending"] == 0 and health["spool"]["events_pending"] == 0
+
+
+@pytest.fixture()
+def receiver(prefect_server: PrefectServer, tmp_path: Path) -> Iterator[Receiver]:
+    port = free_ports(1)[0]
+    env = {**prefect_server.env(), "K8S_RUNBOOKS_RECEIVER_TOKEN": TOKEN, "K8S_RUNBOOKS_SENTRY_HOOK_SECRET": SENTRY_SECRET,
+           "K8S_RUNBOOKS_RECEIVER_DISPATCH_BACKOFF_MAX_SECONDS": "1"}
+    rec = Receiver(f"http://127.0.0.1:{port}", tmp_path / "spool.sqlite3", env, port, tmp_path / "receiver.log")
+    rec.start()
+    try:
+        yield rec
+    finally:
+        rec.stop()
+        if prefect_server.proc is None or prefect_server.proc.poll() is not None:
+            prefect_server.start()  # a failed outage test must not leave the server down for the next test
+        print((tmp_path / "receiver.log").read_text()[-3000:])
+
+
+def _crash_alert(fingerprint: str, namespace: str = "shop", deployment: str = "checkout") -> bytes:
+    data = payload("alertmanager_firing")
+    alert = data["alerts"][0]
+    alert["fingerprint"] = fingerprint
+    alert["labels"].update(namespace=namespace, deployment=deployment, pod=f"{deployment}-abc-{fingerprint[:5]}")
+    data["alerts"] = [alert]
+    return json.dumps(data).encode()
+
+
+def _by_key(runs: list[dict[str, Any]], fingerprint: str) -> list[dict[str, Any]]:
+    return [r for r in runs if r["idempotency_key"] and f"|{fingerprint}|" in r["idempotency_key"]]
+
+
+def test_repeated_alert_is_one_run_and_resolved_starts_none(prefect_server: PrefectServer, receiver: Receiver) -> None:
+    fp = "0123456789abcdef"
+    for _ in range(3):  # Alertmanager repeats the group while it fires
+        assert receiver.post("/v1/alerts/alertmanager", _crash_alert(fp)).status_code == 200
+    _wait("dispatch", receiver.drained)
+    (run,) = _by_key(prefect_server.runs("pod-crash/pod-crash"), fp)
+    assert run["parameters"]["params"]["namespace"] == "shop"
+    assert run["parameters"]["params"]["deployment"] == "checkout"
+    assert run["parameters"]["params"]["approval"] == "required"
+    assert {"alert", "alert-source:alertmanager", "alert-route:pod-crash"} <= set(run["tags"])
+
+    resolved = payload("alertmanager_resolved")
+    resolved["alerts"][0]["fingerprint"] = fp
+    resp = receiver.post("/v1/alerts/alertmanager", json.dumps(resolved).encode())
+    assert resp.json()["alerts"][0]["outcome"] == "resolved"
+    # A fresh resolved-only alert (never seen firing) must not start anything either.
+    resolved["alerts"][0]["fingerprint"] = "ffffffffffff0000"
+    assert receiver.post("/v1/alerts/alertmanager", json.dumps(resolved).encode()).status_code == 200
+    _wait("events", receiver.drained)
+    assert len(_by_key(prefect_server.runs("pod-crash/pod-crash"), fp)) == 1
+    assert _by_key(prefect_server.runs("pod-crash/pod-crash"), "ffffffffffff0000") == []
+
+    def events() -> list[dict[str, Any]]:
+        found = httpx.post(f"{prefect_server.api}/events/filter", timeout=10, json={
+            "filter": {"event": {"prefix": ["k8s-runbooks.alert."]}, "any_resource": {"id": [f"k8s-runbooks.alert.alertmanager.{fp}"]}},
+            "limit": 50}).json()["events"]
+        return found if len(found) >= 2 else []
+
+    found = _wait("both events stored by Prefect (events are persisted asynchronously)", events, timeout=30)
+    assert sorted(e["event"] for e in found) == ["k8s-runbooks.alert.firing", "k8s-runbooks.alert.resolved"]
+    resolved_event = next(e for e in found if e["event"].endswith("resolved"))
+    assert resolved_event["related"][0]["prefect.resource.id"] == f"prefect.flow-run.{run['id']}"
+    metrics = httpx.get(f"{receiver.url}/metrics", timeout=5).text
+    assert 'k8s_runbooks_receiver_flow_runs_created_total{deployment="pod-crash/pod-crash"} 1.0' in metrics
+
+
+def test_grafana_and_sentry_route_to_their_deployments(prefect_server: PrefectServer, receiver: Receiver) -> None:
+    grafana = receiver.post("/v1/alerts/grafana", payload_bytes("grafana_firing"))
+    assert grafana.status_code == 200 and grafana.json()["alerts"][0]["route"] == "high-latency"
+    body = payload_bytes("sentry_event_alert")
+    unsigned = receiver.post("/v1/alerts/sentry", body, {"Sentry-Hook-Resource": "event_alert"})
+    assert unsigned.status_code == 401
+    signed = receiver.post("/v1/alerts/sentry", body, {"Sentry-Hook-Resource": "event_alert",
+                                                       "Sentry-Hook-Signature": sentry_signature(body, SENTRY_SECRET)})
+    assert signed.status_code == 200 and signed.json()["alerts"][0]["route"] == "sentry-crash"
+    _wait("dispatch", receiver.drained)
+    (latency,) = _by_key(prefect_server.runs("high-latency/high-latency"), "c6eadffa33fcdf37")
+    assert latency["parameters"]["params"]["service"] == "checkout"
+    (crash,) = _by_key(prefect_server.runs("pod-crash/pod-crash"), "sentry-issue-1117540176")
+    assert crash["parameters"]["params"]["deployment"] == "checkout"
+    assert "alert-source:sentry" in crash["tags"]
+
+
+def test_prefect_down_alerts_accepted_then_dispatched_once(prefect_server: PrefectServer, receiver: Receiver) -> None:
+    prefect_server.stop()
+    fps = [f"down{i:04d}aaaaaaaa" for i in range(20)]
+    for fp in fps:
+        resp = receiver.post("/v1/alerts/alertmanager", _crash_alert(fp, deployment=f"svc-{fp[4:8]}"))
+        assert resp.status_code == 200 and resp.json()["alerts"][0]["outcome"] == "queued"
+    assert receiver.post("/v1/alerts/alertmanager", _crash_alert(fps[0], deployment="svc-0000")).json()["alerts"][0]["outcome"] == "duplicate"
+    _wait("the dispatcher to notice", lambda: receiver.health()["dispatcher"]["prefect_api_ok"] is False)
+    assert receiver.health()["spool"]["pending"] == 20
+
+    prefect_server.start()
+    _wait("dispatch after Prefect returns", receiver.drained, timeout=90)
+    runs = prefect_server.runs("pod-crash/pod-crash")
+    for fp in fps:
+        (run,) = _by_key(runs, fp)
+        assert run["parameters"]["params"]["deployment"] == f"svc-{fp[4:8]}"
+
+
+def test_sigkilled_receiver_replays_its_spool_without_doubles(prefect_server: PrefectServer, receiver: Receiver) -> None:
+    fps = [f"kill{i:04d}bbbbbbbb" for i in range(30)]
+    for fp in fps:
+        assert receiver.post("/v1/alerts/alertmanager", _crash_alert(fp)).status_code == 200
+    receiver.stop(signal.SIGKILL)  # right after the acks: part dispatched, part still pending
+    pending_after_kill = _pending_in(receiver.spool)
+
+    # One pending alert's run was created but the receiver died before marking it: the idempotency key must
+    # make the replay pick up that run instead of creating a second one.
+    preexisting = None
+    if pending_after_kill:
+        dedup_key, key = pending_after_kill[0]
+        dep = httpx.get(f"{prefect_server.api}/deployments/name/pod-crash/pod-crash", timeout=10).json()
+        preexisting = httpx.post(f"{prefect_server.api}/deployments/{dep['id']}/create_flow_run", timeout=10, json={
+            "idempotency_key": key, "parameters": {"params": {"namespace": "shop", "deployment": "checkout"}}}).json()["id"]
+
+    receiver.start()
+    _wait("replay", receiver.drained, timeout=90)
+    runs = prefect_server.runs("pod-crash/pod-crash")
+    for fp in fps:
+        assert len(_by_key(runs, fp)) == 1, fp
+    if preexisting:
+        assert _flow_run_of(receiver.spool, pending_after_kill[0][0]) == preexisting
+
+
+def _pending_in(spool: Path) -> list[tuple[str, str]]:
+    import sqlite3
+
+    db = sqlite3.connect(spool)
+    try:
+        return db.execute("SELECT dedup_key, idempotency_key FROM alerts WHERE state = 'pending' ORDER BY id").fetchall()
+    finally:
+        db.close()
+
+
+def _flow_run_of(spool: Path, dedup_key: str) -> str | None:
+    import sqlite3
+
+    db = sqlite3.connect(spool)
+    try:
+        return db.execute("SELECT flow_run_id FROM alerts WHERE dedup_key = ?", (dedup_key,)).fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_bad_routes_file_fails_at_startup_with_file_and_line(prefect_server: PrefectServer, tmp_path: Path) -> None:
+    routes = tmp_path / "routes.yaml"
+    routes.write_text("routes:\n  - name: x\n    match: {alertname: A}\n    deployment: nope\n")
+    env = {**prefect_server.env()}
+    result = subprocess.run([sys.executable, "-m", "k8s_runbooks.alerts.server", "--port", str(free_ports(1)[0]),
+                             "--routes", str(routes), "--spool", str(tmp_path / "s.sqlite3")],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert f"{routes}:4: routes.0.deployment" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_missing_prefect_api_url_is_a_clear_error(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "K8S_RUNBOOKS_"))}
+    env["PREFECT_HOME"] = str(tmp_path)
+    result = subprocess.run([sys.executable, "-m", "k8s_runbooks.alerts.server", "--port", str(free_ports(1)[0]),
+                             "--routes", str(REPO / "deployments" / "alert-routes.yaml"), "--spool", str(tmp_path / "s.sqlite3")],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "PREFECT_API_URL is not set" in result.stderr
+
+
