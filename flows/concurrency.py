@@ -1,11 +1,11 @@
 """One remediation per target at a time: a Prefect global concurrency limit keyed on namespace/workload.
 
-    with remediation_slot(ctx.target):      # around the part that changes the workload and waits for it
-        execute_and_wait(ctx, "recover")
+    with remediation_slot(ctx.target):      # around identify → contain → recover → verify (flows/pod_crash.py)
+        return drive(ctx, steps, communicate)
 
 Two alerts for the same Deployment then never remediate concurrently: the second run waits (its state
-stays Running, its log says why) until the first releases the slot, and then acts on a workload the
-first one has already changed (the guard's cooldown decides whether a second action is allowed at all).
+stays Running, its log says why) until the first releases the slot, and only then reads the cluster, so
+it sees the first run's fix instead of acting on stale evidence (e.g. undoing a roll-back).
 The limit (`remediate-<namespace>-<name>`, limit 1) is created on demand; `strict=True` makes a missing
 or unreachable limit an error instead of silently running unguarded.
 """

@@ -20,8 +20,8 @@ from prefect import flow, get_run_logger
 from prefect.states import State
 
 from flows.artifacts import artifact_key, publish_link, publish_markdown, publish_table
-from flows.concurrency import remediation_slot
 from flows.common import RunCtx, communicate_outcome, drive, execute_and_wait, run_and_build, seek_approval, start_run
+from flows.concurrency import remediation_slot
 from flows.params import PodCrashParams
 from flows.steps import runbook_step
 from k8s_runbooks.errors import RunbookError
@@ -248,8 +248,7 @@ def contain(ctx: Ctx) -> None:
 # ------------------------------------------------------------------------------------ 3. recover
 @runbook_step(FLOW, "recover")
 def recover(ctx: Ctx) -> None:
-    with remediation_slot(ctx.target):  # one remediation per workload: a second alert's run waits here
-        execute_and_wait(ctx, "recover")
+    execute_and_wait(ctx, "recover")
 
 
 # ------------------------------------------------------------------------------------ 4. verify
@@ -287,7 +286,10 @@ def communicate(ctx: Ctx) -> None:
 def pod_crash(params: PodCrashParams, standalone: bool = True) -> State:
     """`standalone=False` when a parent flow (the incident response) writes one post-mortem for the whole incident."""
     ctx = start_run(Ctx, FLOW, RUNBOOK_PATH, params)
-    return drive(ctx, (identify, contain, recover, verify), communicate, write_postmortem=standalone)
+    # One runbook per workload at a time, identify included: a run that waited re-reads the cluster and
+    # finds the earlier run's fix instead of acting (e.g. undoing its roll-back) on stale evidence.
+    with remediation_slot(ctx.target):
+        return drive(ctx, (identify, contain, recover, verify), communicate, write_postmortem=standalone)
 
 
 def run_pod_crash(params: PodCrashParams) -> tuple[str, State, Path | None]:

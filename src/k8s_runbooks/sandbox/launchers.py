@@ -438,7 +438,8 @@ def runner_component(state_dir: Path, ports: SandboxPorts, query_seconds: float 
         health_url=f"{url}/api/health",
         command=[sys.executable, "-m", "k8s_runbooks.deploy", "serve", "--query-seconds", str(query_seconds),
                  "--drills-active", "--ready-file", str(ready)],
-        env={**runbook_env(state, ports), "PYTHONPATH": str(repo_root())},
+        # Repeated demos/drills act on the same target within minutes: a short cooldown (production: 300 s).
+        env={**runbook_env(state, ports), "PYTHONPATH": str(repo_root()), "K8S_RUNBOOKS_COOLDOWN_SECONDS": "30"},
         marker="k8s_runbooks.deploy", timeout_s=120, cwd=repo_root(),
         extra_ready=lambda: ready.exists() and read_pid(ready) == read_pid(pid_file),
         extra_ready_what=f"{ready} (deployments registered)",
