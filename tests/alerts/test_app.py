@@ -42,11 +42,12 @@ def test_repeat_is_deduplicated_and_resolved_is_recorded_without_a_run(client: T
     assert resolved["alerts"][0]["outcome"] == "resolved"
     row = next(r for r in spool.rows() if r.alertname == "PodCrashLooping")
     assert row.repeats == 1 and row.resolved_at is not None and row.ends_at == "2026-11-25T10:21:33.500000Z"
-    assert len(spool.rows()) == 3 and spool.pending_count() == 2  # the resolve did not add or cancel anything
+    # the resolve added no row and closed the one still waiting for its run: nothing acts on a resolved alert
+    assert len(spool.rows()) == 3 and spool.pending_count() == 1 and row.state == "resolved"
     metrics = client.get("/metrics").text
     assert 'k8s_runbooks_receiver_alerts_deduplicated_total{source="alertmanager"} 3.0' in metrics
     assert 'k8s_runbooks_receiver_alerts_received_total{source="alertmanager",status="resolved"} 1.0' in metrics
-    assert "k8s_runbooks_receiver_spool_depth 2.0" in metrics
+    assert "k8s_runbooks_receiver_spool_depth 1.0" in metrics
 
 
 def test_resolved_without_firing_never_queues_a_run(client: TestClient, spool: Spool) -> None:

@@ -69,3 +69,20 @@ def test_a_failed_batch_stores_nothing(spool: Spool, router: Router) -> None:
     else:
         raise AssertionError("expected the batch to fail")
     assert spool.rows() == [] and spool.outbox_count() == 0
+
+
+def test_alert_resolved_before_dispatch_never_starts_a_run(spool: Spool, router: Router) -> None:
+    items = _items(router)
+    spool.record(items, 1.0)
+    first = items[0][0]
+    resolved = dataclasses.replace(first, status="resolved", ends_at="2026-11-25T10:30:00Z")
+    assert spool.record([(resolved, None)], 2.0)[0][0] == "resolved"
+    row = spool.get(first.dedup_key)
+    assert row.state == "resolved" and "no remediation" in (row.reason or "")
+    assert first.dedup_key not in {r.dedup_key for r in spool.due(now=10.0)}
+    # a row already dispatched keeps its state; the resolution is only stamped on it
+    other = items[1][0]
+    (due,) = [r for r in spool.due(now=10.0) if r.dedup_key == other.dedup_key]
+    spool.mark_dispatched(due.id, "run-2", 3.0)
+    spool.record([(dataclasses.replace(other, status="resolved"), None)], 4.0)
+    assert spool.get(other.dedup_key).state == "dispatched" and spool.get(other.dedup_key).resolved_at == 4.0

@@ -8,7 +8,8 @@ One row per incident, keyed by source|fingerprint|startsAt (UNIQUE): repeats of 
   ignored     no route matched (reason)
   rejected    a route matched but a label value is unsafe or missing (reason); never dispatched
   failed      Prefect refused the run permanently (unknown deployment, invalid parameters) (reason)
-  resolved    only a resolved notification was seen (no run is ever started from it)
+  resolved    only a resolved notification was seen, or it resolved before its run was created
+              (no run is ever started from it: nothing acts on a resolved alert)
 
 `outbox` holds the Prefect events still to emit (alert received / resolved), so they survive restarts too.
 
@@ -28,6 +29,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+RESOLVED_BEFORE_DISPATCH = "resolved before its run was created; no remediation started"
 
 from k8s_runbooks.alerts.payloads import Alert
 from k8s_runbooks.alerts.routing import Decision
@@ -173,8 +176,12 @@ class Spool:
         key = alert.dedup_key
         if alert.status == "resolved":
             row = db.execute(
-                "UPDATE alerts SET resolved_at = ?, ends_at = ?, last_seen_at = ? WHERE dedup_key = ? AND resolved_at IS NULL "
-                "RETURNING id", (now, alert.ends_at, now, key),
+                # Nothing acts on a resolved alert: a row still waiting for its run is closed instead.
+                "UPDATE alerts SET resolved_at = ?, ends_at = ?, last_seen_at = ?,"
+                " reason = CASE WHEN state = 'pending' THEN ? ELSE reason END,"
+                " state = CASE WHEN state = 'pending' THEN 'resolved' ELSE state END"
+                " WHERE dedup_key = ? AND resolved_at IS NULL "
+                "RETURNING id", (now, alert.ends_at, now, RESOLVED_BEFORE_DISPATCH, key),
             ).fetchone()
             if row is not None:
                 self._outbox(db, row[0], "resolved", now)
