@@ -126,6 +126,11 @@ class Guard:
             if previous is None:
                 return _Verdict(Decision.refused, f"{action.target} has no previous ReplicaSet to roll back to")
             count = desired  # a rolling update replaces every pod (one batch at a time)
+        elif action.kind is ActionKind.inject_fault:
+            return self._drill_blast(action, dep, desired)
+        elif action.kind is ActionKind.remove_fault:
+            # Restorative (a drill's rollback): always allowed outside protected namespaces, touches no budget.
+            return _Verdict(Decision.allowed, "", pods=0, cooldown_exempt=True)
         elif action.kind is ActionKind.patch_resources:
             if not action.patch:
                 return _Verdict(Decision.refused, "patch_resources needs a patch")
@@ -142,6 +147,35 @@ class Guard:
                 f"blast radius: {action.kind.value} touches {count} pods, more than max_pods_per_action={s.max_pods_per_action}",
             )
         return _Verdict(Decision.allowed, "", pods=count)
+
+    def _drill_blast(self, action: Action, dep: Any, desired: int) -> _Verdict:
+        """A drill fault: only in namespaces labelled for drills; pod kills never take every replica unless
+        asked; exempt from the cooldown so the response being drilled is not refused because of the drill."""
+        from k8s_runbooks.drills.kube_faults import namespace_allows_drills
+        from k8s_runbooks.drills.model import validate_env
+
+        allowed, why = namespace_allows_drills(self.kube, action.target.namespace)
+        if not allowed:
+            return _Verdict(Decision.refused, why)
+        if action.pods:
+            live = {p.metadata.name for p in deployment_pods(self.kube, dep) if p.metadata.deletion_timestamp is None}
+            foreign = sorted(set(action.pods) - live)
+            if foreign:
+                return _Verdict(Decision.refused, f"pods {', '.join(foreign)} are not live pods of {action.target}")
+            count = len(set(action.pods))
+            if count >= max(len(live), 1) and not action.allow_all_replicas:
+                return _Verdict(Decision.refused, f"would delete all {count} pods of {action.target} at once; set allow_all_replicas")
+        else:
+            try:
+                env = validate_env((action.patch or {}).get("env") or {})
+            except ValueError as exc:
+                return _Verdict(Decision.refused, str(exc))
+            if not env:
+                return _Verdict(Decision.refused, "inject_fault names neither pods nor env")
+            count = desired
+        if count > self.settings.max_pods_per_action:
+            return _Verdict(Decision.refused, f"blast radius: the fault touches {count} pods, more than max_pods_per_action={self.settings.max_pods_per_action}")
+        return _Verdict(Decision.allowed, "", pods=count, cooldown_exempt=True)
 
     def _budget_and_cooldown(self, action: Action, verdict: _Verdict, flow_run_id: str | None) -> _Verdict:
         """Per-run pod budget and per-target cooldown; call with the state lock held."""
@@ -232,6 +266,14 @@ class Guard:
             return workloads._scale(self.kube, ns, name, action.replicas)
         if action.kind is ActionKind.rollout_undo:
             return workloads._rollout_undo(self.kube, ns, name)
+        if action.kind in (ActionKind.inject_fault, ActionKind.remove_fault):
+            from k8s_runbooks.drills.kube_faults import _set_env
+
+            if action.pods:
+                grace = action.grace_period_seconds if action.grace_period_seconds is not None else workloads.DEFAULT_GRACE_SECONDS
+                return workloads._delete_pods(self.kube, ns, sorted(set(action.pods)), grace)
+            patch = action.patch or {}
+            return _set_env(self.kube, ns, name, dict(patch.get("env") or {}), list(patch.get("remove_env") or []))
         assert action.patch is not None  # checked by the guard
         return workloads._patch_resources(self.kube, ns, name, action.patch)
 

@@ -147,6 +147,8 @@ class ActionKind(str, Enum):
     scale = "scale"
     rollout_undo = "rollout_undo"
     patch_resources = "patch_resources"
+    inject_fault = "inject_fault"  # drills only: env fault (patch={"env": {...}}) or pod kill (pods=[...])
+    remove_fault = "remove_fault"  # drill rollback: patch={"remove_env": [...]}
 
 
 class Action(Model):
@@ -171,6 +173,12 @@ class Action(Model):
             return f"roll back {self.target} to the previous ReplicaSet"
         if self.kind is ActionKind.patch_resources:
             return f"patch {self.target} resources"
+        if self.kind is ActionKind.inject_fault:
+            if self.pods:
+                return f"drill fault: delete pods {', '.join(self.pods)} of {self.target}"
+            return f"drill fault: set {', '.join(f'{k}={v}' for k, v in ((self.patch or {}).get('env') or {}).items())} on {self.target}"
+        if self.kind is ActionKind.remove_fault:
+            return f"drill rollback: remove {', '.join((self.patch or {}).get('remove_env') or [])} from {self.target}"
         return f"rollout restart {self.target}"
 
 
