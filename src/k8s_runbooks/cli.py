@@ -42,11 +42,13 @@ def _register() -> None:
     from k8s_runbooks.cli_sandbox import demo, sandbox_app
 
     from k8s_runbooks.cli_alerts import app as alerts_app
+    from k8s_runbooks.cli_drill import drill_app
     from k8s_runbooks.cli_run import postmortem_cmd, run_app
 
     app.add_typer(sandbox_app, name="sandbox")
     app.add_typer(run_app, name="run")
     app.add_typer(alerts_app, name="alerts")
+    app.add_typer(drill_app, name="drill")
     app.command("postmortem")(postmortem_cmd)
     app.command("demo", help="Sandbox up, crash shop/checkout, watch CrashLoopBackOff and the PodCrashLooping alert.")(demo)
 
