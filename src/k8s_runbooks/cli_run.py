@@ -132,3 +132,51 @@ def postmortem_cmd(
     console.print(f"post-mortem: {path}")
     if path.with_suffix(".html").exists():
         console.print(f"             {path.with_suffix('.html')}")
+
+
+@run_app.command("high-latency")
+def run_high_latency_cmd(
+    namespace: Annotated[str, typer.Option("--namespace", "-n", help="Namespace of the slow service.")],
+    service: Annotated[str, typer.Option("--service", "-s", help="Service whose latency is high.")],
+    deployment: Annotated[Optional[str], typer.Option("--deployment", "-d", help="Deployment behind it (default: the service name).")] = None,
+    approval: Annotated[str, typer.Option(help="required | auto | dry-run")] = "required",
+    p95_threshold_ms: Annotated[Optional[float], typer.Option(help="p95 above this is an incident (default 300 ms).")] = None,
+    approval_timeout: Annotated[Optional[int], typer.Option(help="Seconds to wait for an approval.")] = None,
+    drill: Annotated[bool, typer.Option(help="Mark the post-mortem as a drill.")] = False,
+    notes: Annotated[Optional[str], typer.Option(help="Free text for the record.")] = None,
+    sandbox_state_dir: StateDirOpt = None,
+) -> None:
+    """The high-latency runbook: metrics, pods, logs, resolve by diagnosis (approval), monitor; then the post-mortem."""
+    from flows.params import HighLatencyParams
+
+    params = _params(HighLatencyParams, namespace=namespace, service=service, deployment=deployment, approval=approval,
+                     p95_threshold_ms=p95_threshold_ms, approval_timeout_seconds=approval_timeout, drill=drill, notes=notes)
+    _prepare(sandbox_state_dir)
+    from flows.high_latency import run_high_latency
+
+    console.rule(f"high-latency runbook: {namespace}/{service} (approval: {approval})")
+    _report(*run_high_latency(params))
+
+
+@run_app.command("incident")
+def run_incident_cmd(
+    namespace: Annotated[str, typer.Option("--namespace", "-n", help="Namespace of the affected workload.")],
+    service: Annotated[str, typer.Option("--service", "-s", help="Affected service (and Deployment unless --deployment).")],
+    deployment: Annotated[Optional[str], typer.Option("--deployment", "-d")] = None,
+    alertname: Annotated[Optional[str], typer.Option(help="Alert that opened the incident (PodCrashLooping, HighLatency, ...).")] = None,
+    kind: Annotated[str, typer.Option(help="auto | pod-crash | high-latency (auto: classify from the alert or by looking).")] = "auto",
+    approval: Annotated[str, typer.Option(help="required | auto | dry-run")] = "required",
+    drill: Annotated[bool, typer.Option(help="Mark the post-mortem as a drill.")] = False,
+    notes: Annotated[Optional[str], typer.Option(help="Free text for the record.")] = None,
+    sandbox_state_dir: StateDirOpt = None,
+) -> None:
+    """The incident-response plan: identify, contain, eradicate, recover, communicate — one post-mortem."""
+    from flows.params import IncidentParams
+
+    params = _params(IncidentParams, namespace=namespace, service=service, deployment=deployment, alertname=alertname,
+                     kind=kind, approval=approval, drill=drill, notes=notes)
+    _prepare(sandbox_state_dir)
+    from flows.incident_response import run_incident
+
+    console.rule(f"incident response: {namespace}/{service} (approval: {approval})")
+    _report(*run_incident(params))

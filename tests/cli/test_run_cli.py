@@ -75,3 +75,18 @@ def test_dry_run_from_the_cli_then_rebuild_the_postmortem(sandbox_only: Sandbox,
 
     out = run_cli(box, tmp_path, "postmortem", "not-a-run-id")
     assert out.returncode == 1 and "Traceback" not in out.stderr and out.stderr.strip()
+
+
+@pytest.mark.parametrize("args, field", [
+    (["run", "high-latency", "-n", "BAD", "-s", "checkout"], "namespace"),
+    (["run", "high-latency", "-n", "shop", "-s", "checkout", "--p95-threshold-ms", "-5"], "p95_threshold_ms"),
+    (["run", "incident", "-n", "shop", "-s", "checkout", "--kind", "nope"], "kind"),
+    (["run", "incident", "-n", "shop", "-s", "bad service"], "service"),
+])
+def test_runbook_parameters_are_validated_before_anything_runs(args: list[str], field: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("PREFECT_", "K8S_RUNBOOKS_"))}
+    env["K8S_RUNBOOKS_SANDBOX_STATE_DIR"] = str(tmp_path)  # no sandbox there: nothing to fall back on
+    out = subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 1
+    assert "invalid parameters" in out.stderr and field in out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
