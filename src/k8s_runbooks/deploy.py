@@ -58,8 +58,14 @@ class DeploymentSpec:
 SPECS: tuple[DeploymentSpec, ...] = (
     DeploymentSpec("pod-crash", "flows/pod_crash.py:pod_crash", "pod-crash.md", ("runbook", "pods", "crash")),
     DeploymentSpec("high-latency", "flows/high_latency.py:high_latency", "high-latency.md", ("runbook", "latency")),
-    DeploymentSpec("incident-response", "flows/incident_response.py:incident_response", "incident-response.md",
+    DeploymentSpec("incident-response", "flows/incident_response.py:incident_response", "incident-response-plan.md",
                    ("runbook", "incident")),
+    # Drills break the sandbox's demo shop on purpose and score the response; outside the sandbox the
+    # schedules are registered paused (point the parameters at a namespace labelled for drills first).
+    DeploymentSpec("drill-pod-crash", "flows/drills.py:drill_pod_crash", "drill-pod-crash.md", ("drill", "pods", "crash"),
+                   parameters={"params": {"namespace": "shop", "deployment": "payments"}}, cron="0 3 * * 1", drill=True),
+    DeploymentSpec("drill-latency", "flows/drills.py:drill_latency", "drill-latency.md", ("drill", "latency"),
+                   parameters={"params": {"namespace": "shop", "deployment": "checkout"}}, cron="0 3 * * 3", drill=True),
 )
 
 
