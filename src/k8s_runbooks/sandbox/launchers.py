@@ -362,12 +362,12 @@ def prefect_component(state_dir: Path, ports: SandboxPorts) -> Component:
     state = Path(state_dir).resolve()
     home = state / "prefect"
     home.mkdir(parents=True, exist_ok=True)
-    prefect = Path(sys.executable).parent / "prefect"
     url = f"http://127.0.0.1:{ports.prefect}"
     return Component(
         name="prefect", port=ports.prefect, port_setting="K8S_RUNBOOKS_SANDBOX_PREFECT_PORT",
         url=f"{url}/api", health_url=f"{url}/api/health",
-        command=[str(prefect) if prefect.exists() else "prefect", "server", "start",
+        # Our wrapper of `prefect server start`: SQLite write transactions BEGIN IMMEDIATE (see its docstring).
+        command=[sys.executable, "-m", "k8s_runbooks.sandbox.prefect_server",
                  "--host", "127.0.0.1", "--port", str(ports.prefect)],
         env={
             "PREFECT_HOME": str(home),
@@ -376,6 +376,7 @@ def prefect_component(state_dir: Path, ports: SandboxPorts) -> Component:
             "DO_NOT_TRACK": "1",
             "PREFECT_UI_ENABLED": "true",
             "PREFECT_UI_API_URL": f"{url}/api",
+            "PREFECT_API_LOG_RETRYABLE_ERRORS": "true",  # a 503 "database is locked" leaves a trace in prefect.log
         },
         marker="prefect", timeout_s=240,  # a fresh DB on a busy 2-core machine took 65 s
     )
