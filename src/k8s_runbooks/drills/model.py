@@ -114,7 +114,7 @@ class DrillParams(_M):
     response_timeout_seconds: int = Field(900, ge=1, le=7_200, description="Give up waiting for the runbook after this long.")
     runbook_wait_after_recovery_seconds: int = Field(300, ge=0, le=7_200, description="Alert path: how long to wait for the runbook to finish once the target is steady again.")
     recover_timeout_seconds: int = Field(300, ge=1, le=7_200, description="Give up waiting for steady state after this long.")
-    post_verify_timeout_seconds: int = Field(120, ge=0, le=3_600, description="After rollback, wait this long for the full steady state (alerts resolved).")
+    post_verify_timeout_seconds: int = Field(120, ge=0, le=3_600, description="After rollback, wait this long for replicas, latency and no fault (alerts are reported, not waited for).")
     runbook_overrides: dict[str, Any] = Field(default_factory=dict, description="Extra parameters of the direct runbook (e.g. stable_seconds).")
     notes: str = Field("", max_length=2_000)
 

@@ -1,0 +1,207 @@
+"""Drills end to end against the session sandbox. Each test has its own Deployment (namespaces `drill-*` are
+routed by the sandbox's alert receiver; `dr-*` are not, so direct-path drills are not answered twice).
+Drills run in their own process, as the CLI runs them; this process plays the canceller."""
+
+from __future__ import annotations
+
+import json
+import random
+import string
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+from k8s_runbooks.drills.model import SteadyState
+from k8s_runbooks.drills.probes import steady_state
+from k8s_runbooks.sandbox.demo_workload import active_faults, ensure_workload, wait_ready
+from k8s_runbooks.settings import Settings
+from tests.conftest import REPO, Sandbox
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+SUFFIX = "".join(random.choices(string.ascii_lowercase, k=5))
+NS_ALERT = f"drill-{SUFFIX}"  # routed: the alert path answers
+NS = f"dr-{SUFFIX}"  # not routed: direct path only
+DIRECT = {"stable_seconds": 3, "recovery_timeout_seconds": 90, "verify_window_seconds": 30, "verify_timeout_seconds": 90}
+
+
+def wait_for(fn: Any, timeout: float, what: str, interval: float = 1.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+class Env:
+    def __init__(self, box: Sandbox, tmp: Path) -> None:
+        self.box, self.state_dir, self.reports_dir = box, tmp / "state", tmp / "reports"
+        self.env = {**box.env, "K8S_RUNBOOKS_STATE_DIR": str(self.state_dir), "K8S_RUNBOOKS_REPORTS_DIR": str(self.reports_dir),
+                    "PYTHONPATH": str(REPO), "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+        self.settings = Settings(kubeconfig=box.kubeconfig, prometheus_url=box.prometheus_url,
+                                 alertmanager_url=box.alertmanager_url, state_dir=self.state_dir)
+        api = k8s_config.new_client_from_config(str(box.kubeconfig))
+        self.core, self.apps = k8s.CoreV1Api(api), k8s.AppsV1Api(api)
+        assert box.prefect_api_url
+        self.api = httpx.Client(base_url=box.prefect_api_url, timeout=10)
+
+    def steady(self, ns: str, name: str) -> bool:
+        return steady_state(ns, name, SteadyState(), settings=self.settings).ok
+
+    def start(self, ns: str, name: str, scenario: str = "pod-crash", **params: Any) -> subprocess.Popen[str]:
+        body = {"namespace": ns, "deployment": name, "detect_timeout_seconds": 90, "recover_timeout_seconds": 150,
+                "post_verify_timeout_seconds": 90, "runbook_wait_after_recovery_seconds": 0, **params}
+        return subprocess.Popen([sys.executable, "-m", "tests.drills.run_drill", scenario, json.dumps(body)], cwd=REPO,
+                                env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+    def finish(self, proc: subprocess.Popen[str], timeout: float = 420) -> dict[str, Any]:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            raise AssertionError(f"drill process did not finish:\n{err[-4000:]}") from None
+        lines = [line for line in out.splitlines() if line.startswith("{")]
+        assert proc.returncode == 0 and lines, f"drill process failed ({proc.returncode}):\n{out[-2000:]}\n{err[-6000:]}"
+        result = json.loads(lines[-1])
+        assert result["scorecard"], f"no scorecard: {result}\n{err[-3000:]}"
+        return result
+
+    def run(self, ns: str, name: str, **params: Any) -> dict[str, Any]:
+        return self.finish(self.start(ns, name, **params))
+
+    def audit(self, run_id: str) -> list[dict[str, Any]]:
+        path = self.state_dir / "audit.jsonl"
+        lines = path.read_text().splitlines() if path.exists() else []
+        return [r for r in map(json.loads, lines) if r.get("flow_run_id") == run_id]
+
+    def faults(self, ns: str, name: str) -> dict[str, str]:
+        return active_faults(self.box.kubeconfig, ns, name)
+
+    def artifacts(self, run_id: str) -> list[dict[str, Any]]:
+        r = self.api.post("/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}})
+        r.raise_for_status()
+        return r.json()
+
+
+@pytest.fixture(scope="module")
+def env(sandbox_only: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    e = Env(sandbox_only, tmp_path_factory.mktemp("drills"))
+    kc = sandbox_only.kubeconfig
+    ensure_workload(kc, NS_ALERT, {"web": 2})
+    ensure_workload(kc, NS, {"api": 2, "cancel": 2, "trend": 2})
+    ensure_workload(kc, NS, {"flaky": 2}, env={"FAULT_CRASH_AFTER_S": "1"})  # never steady
+    ensure_workload(kc, f"nolabel-{SUFFIX}", {"web": 1})
+    e.core.patch_namespace(f"nolabel-{SUFFIX}", {"metadata": {"labels": {"k8s-runbooks.io/drills": None}}})
+    wait_ready(kc, NS_ALERT, ["web"], timeout_s=180)
+    wait_ready(kc, NS, ["api", "cancel", "trend"], timeout_s=180)
+    yield e
+    e.api.close()
+
+
+def test_unlabelled_and_protected_namespaces_are_refused(env: Env) -> None:
+    for ns in (f"nolabel-{SUFFIX}", "kube-system"):
+        result = env.run(ns, "web", response="direct")
+        card = result["scorecard"]
+        assert card["outcome"] == "refused", card
+        assert ("not labelled" if ns.startswith("nolabel") else "protected") in card["outcome_detail"]
+        assert card["injected_at"] is None and not any(a["decision"] == "allowed" for a in env.audit(result["flow_run_id"]))
+    assert env.faults(f"nolabel-{SUFFIX}", "web") == {}
+
+
+def test_not_steady_target_gets_no_fault(env: Env) -> None:
+    before = env.faults(NS, "flaky")
+    result = env.run(NS, "flaky", response="direct")
+    card = result["scorecard"]
+    assert card["outcome"] == "aborted" and "ready replicas" in card["outcome_detail"]
+    assert card["injected_at"] is None
+    assert not [a for a in env.audit(result["flow_run_id"]) if a["action"]["kind"] == "inject_fault"]
+    assert env.faults(NS, "flaky") == before
+
+
+def test_pod_crash_drill_through_the_alert_path(env: Env) -> None:
+    r = httpx.get(env.box.env.get("K8S_RUNBOOKS_RECEIVER_URL", "http://127.0.0.1:" + env.box.env["K8S_RUNBOOKS_SANDBOX_RECEIVER_PORT"]) + "/healthz", timeout=5)
+    assert r.status_code == 200, "the sandbox starts the alert receiver"
+    wait_for(lambda: env.steady(NS_ALERT, "web"), 120, "steady state of web")
+    result = env.run(NS_ALERT, "web", response="alert", fault={"kind": "crash", "value": "1", "message": "panic: drill"})
+    card = result["scorecard"]
+    phases = {p["name"]: p for p in card["phases"]}
+    assert card["response_path"] == "alert"
+    assert phases["detect"]["seconds"] is not None and phases["respond"]["seconds"] is not None, card
+    assert phases["recover"]["seconds"] is not None, card
+    assert card["runbook_run_id"] and card["outcome"] in ("passed", "failed"), card
+    assert card["rollback_ok"] is True, card
+    assert env.faults(NS_ALERT, "web") == {}
+    assert env.steady(NS_ALERT, "web") or not [p for p in card["steady_after"]["probes"] if p["name"] != "firing alerts" and not p["ok"]]
+    keys = {a["key"] for a in env.artifacts(result["flow_run_id"])}
+    assert {"drill-scorecard", "drill-pod-crash-record", "drill-pod-crash-phases"} <= keys
+    metrics = httpx.get(env.box.pushgateway_url + "/metrics", timeout=10).text
+    assert f'k8s_runbooks_drill_phase_seconds{{deployment="web",instance="",job="k8s_runbooks_drill",namespace="{NS_ALERT}",phase="recover"' in metrics
+    assert any(f'namespace="{NS_ALERT}"' in line for line in metrics.splitlines() if line.startswith("k8s_runbooks_drill_success"))
+    pm = env.reports_dir / result["flow_run_id"] / "postmortem.md"
+    assert pm.exists() and "(drill)" in pm.read_text()
+
+
+def test_failed_response_still_rolls_back_and_reports(env: Env) -> None:
+    wait_for(lambda: env.steady(NS, "api"), 120, "steady state of api")
+    result = env.run(NS, "api", response="direct", approval="required", approval_timeout_seconds=5, runbook_overrides=DIRECT,
+                     fault={"kind": "crash", "value": "1"})
+    card = result["scorecard"]
+    assert card["outcome"] == "failed" and result["state"] == "FAILED"
+    assert "Failed" in (card["runbook_state"] or ""), card
+    assert any("timed out" in r for r in card["responders"]), card["responders"]
+    phases = {p["name"]: p for p in card["phases"]}
+    assert phases["approval"]["seconds"] is not None and phases["recover"]["met"] is False
+    assert card["rollback_ok"] is True and any("remove fault: allowed" in r for r in card["rollback"]), card["rollback"]
+    assert env.faults(NS, "api") == {}
+
+
+def test_cancelling_a_drill_mid_way_rolls_back(env: Env) -> None:
+    wait_for(lambda: env.steady(NS, "cancel"), 120, "steady state of cancel")
+    proc = env.start(NS, "cancel", response="direct", approval="required", approval_timeout_seconds=600, runbook_overrides=DIRECT)
+    try:
+        wait_for(lambda: env.faults(NS, "cancel"), 120, "the fault to be injected")
+
+        def drill_run() -> str | None:
+            r = env.api.post("/flow_runs/filter", json={"flows": {"name": {"any_": ["drill-pod-crash"]}},
+                                                        "flow_runs": {"state": {"type": {"any_": ["RUNNING"]}}}})
+            r.raise_for_status()
+            return next((x["id"] for x in r.json() if x["parameters"]["params"]["deployment"] == "cancel"), None)
+        run_id = wait_for(drill_run, 30, "the running drill")
+        time.sleep(3)
+        r = env.api.post(f"/flow_runs/{run_id}/set_state", json={"state": {"type": "CANCELLING"}, "force": True})
+        assert r.status_code in (200, 201), r.text
+        result = env.finish(proc, timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    card = result["scorecard"]
+    assert card["outcome"] == "cancelled" and card["rollback_ok"] is True, card
+    assert env.faults(NS, "cancel") == {}
+    state = env.api.get(f"/flow_runs/{result['flow_run_id']}").json()["state"]["type"]
+    assert state == "CANCELLED"
+
+
+def test_trend_reads_past_drills_of_the_deployment(env: Env) -> None:
+    runs = []
+    for _ in range(2):
+        wait_for(lambda: env.steady(NS, "trend"), 120, "steady state of trend")
+        runs.append(env.run(NS, "trend", fault={"kind": "pod-kill", "pods": 1}, response="none"))
+    assert all(r["scorecard"]["outcome"] == "passed" for r in runs), [r["scorecard"] for r in runs]
+    last = runs[-1]["flow_run_id"]
+    table = [a for a in env.artifacts(last) if a["key"] == "drill-trend-table"]
+    rows = json.loads(table[-1]["data"])
+    assert {r["run"] for r in rows} >= {r["flow_run_id"] for r in runs}
+    assert all(r["recover_s"] is not None for r in rows if r["run"] in {x["flow_run_id"] for x in runs})
+    assert (env.reports_dir / last / "drill-trend.png").read_bytes()[:4] == b"\x89PNG"
