@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -14,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from k8s_runbooks.sandbox import demo_workload, supervisor
+from k8s_runbooks.sandbox import demo_workload, launchers, supervisor
 from k8s_runbooks.sandbox.binaries import SandboxError, ensure_binaries, tools_dir
 from k8s_runbooks.sandbox.demo_workload import FAULT_KINDS
 from k8s_runbooks.settings import Settings
@@ -137,6 +138,51 @@ def _run_pod_crash_drill(cfg: supervisor.SandboxConfig) -> None:
                       notes="make demo: crash injected into shop/checkout")
 
 
+def _follow_alert_runs(cfg: supervisor.SandboxConfig, since: datetime, timeout_s: float = 600.0) -> None:
+    """Show the runs the receiver created for the alert (one per alert fingerprint; the per-workload slot
+    makes them take turns), follow them to their final state and print the post-mortem paths."""
+    for line in supervisor.env_lines(cfg):
+        key, _, value = line.removeprefix("export ").partition("=")
+        os.environ[key] = value
+    os.environ["K8S_RUNBOOKS_REPORTS_DIR"] = str(cfg.state_dir / "reports")
+    from prefect import get_client  # the Prefect client retries 429/502/503 itself
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter, FlowRunFilterStartTime
+
+    ui = f"http://127.0.0.1:{cfg.ports.prefect}"
+    seen: dict[str, str] = {}
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        runs: list = []
+        while time.monotonic() < deadline:
+            runs = [r for r in client.read_flow_runs(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["pod-crash"])), limit=50)
+                if r.created and r.created >= since
+                and r.parameters.get("params", {}).get("namespace") == "shop"
+                and r.parameters.get("params", {}).get("deployment") == "checkout"]
+            for run in runs:
+                state = run.state.name if run.state else "?"
+                if seen.get(str(run.id)) != state:
+                    if str(run.id) not in seen:
+                        console.print(f"receiver created run [bold]{run.name}[/] for alert {run.idempotency_key or '-'}: "
+                                      f"{ui}/runs/flow-run/{run.id}", highlight=False)
+                    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {run.name}: {state}", highlight=False)
+                    seen[str(run.id)] = state
+            if runs and all(r.state is not None and r.state.is_final() for r in runs):
+                break
+            time.sleep(1.0)
+        else:
+            raise SandboxError(f"the alert's runbook runs did not finish within {timeout_s:.0f}s" if runs else
+                               f"the receiver created no pod-crash run within {timeout_s:.0f}s",
+                               hint=f"see {cfg.state_dir / 'logs' / 'receiver.log'} and {cfg.state_dir / 'logs' / 'runner.log'}")
+    from flows.postmortem import build_postmortem  # the CLI is the composition root that may load flows/
+
+    for run in sorted(runs, key=lambda r: r.created):
+        message = run.state.message if run.state and run.state.message else ""
+        console.print(f"{run.name}: [bold]{run.state.name if run.state else '?'}[/] {message}", highlight=False)
+        path = build_postmortem(str(run.id), cfg.state_dir / "reports" / str(run.id) / "postmortem.md")
+        console.print(f"  post-mortem: {path}", highlight=False)
+
+
 def demo(state_dir: StateDir = None) -> None:
     """The pod-crash story on the sandbox: crash, alert, runbook (auto-approved drill), post-mortem."""
     cfg = supervisor.SandboxConfig.from_settings(Settings(), state_dir)
@@ -152,6 +198,7 @@ def demo(state_dir: StateDir = None) -> None:
     kubectl = [_kubectl(), "--kubeconfig", str(cfg.kubeconfig)]
     env = {**os.environ, "KUBECONFIG": str(cfg.kubeconfig)}
     console.rule("2. inject a crash into shop/checkout")
+    injected_at = datetime.now(timezone.utc)
     supervisor.fault(cfg, "crash", "shop", "checkout", "2", "demo: payment gateway client panicked")
     console.print("$ k8s-runbooks sandbox fault crash --namespace shop --deployment checkout --value 2")
     console.rule("3. kubectl get pods -n shop")
@@ -182,8 +229,12 @@ def demo(state_dir: StateDir = None) -> None:
                       lab.get("container", ""), lab.get("severity", ""), alert.get("annotations", {}).get("runbook", ""),
                       str(alert.get("startsAt", ""))[11:19])
     console.print(table)
-    console.rule("5. the pod-crash runbook (auto-approved: this is a drill)")
-    _run_pod_crash_drill(cfg)
+    if launchers.receiver_available():
+        console.rule("5. Alertmanager → alert receiver → the pod-crash deployment on the runner (auto-approved drill route)")
+        _follow_alert_runs(cfg, since=injected_at)
+    else:
+        console.rule("5. the pod-crash runbook (auto-approved: this is a drill)")
+        _run_pod_crash_drill(cfg)
     console.rule("6. next")
     console.print(f"Prefect UI:    http://127.0.0.1:{cfg.ports.prefect}")
     console.print(f"Alertmanager:  {am_url}/api/v2/alerts")
