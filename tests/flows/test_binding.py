@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import flows.drills
 import flows.high_latency
 import flows.incident_response
 import flows.pod_crash
@@ -20,6 +21,7 @@ from flows.steps import declared_steps
 from k8s_runbooks.runbook_docs import load_runbook, runbooks_dir
 
 RUNBOOKS = [(m.FLOW, m.RUNBOOK_PATH) for m in (flows.pod_crash, flows.high_latency, flows.incident_response)]
+RUNBOOKS += [(f, flows.drills.RUNBOOKS[f]) for f in flows.drills.FLOWS]
 
 
 def _task_names() -> set[str]:
