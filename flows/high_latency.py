@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from prefect import flow, get_run_logger
+from prefect.cache_policies import NO_CACHE
 from prefect.states import State
 
 from flows.artifacts import artifact_key, publish_markdown, publish_table
@@ -30,13 +31,16 @@ from flows.params import HighLatencyParams
 from flows.snapshots import Scope, publish_charts
 from flows.steps import runbook_step
 from k8s_runbooks.charts import first_breach, lines_from_range
-from k8s_runbooks.errors import RunbookError
+from k8s_runbooks.errors import NotFound, RunbookError
 from k8s_runbooks.models import Action, ActionKind, PodDiagnosis, QueryResult, Severity, WorkloadRef, WorkloadStatus, utcnow
 from k8s_runbooks.postmortem.render import md_code_block
 from k8s_runbooks.prom import promql
 from k8s_runbooks.runbook_docs import runbooks_dir
 from tasks.logs import container_logs
 from tasks.metrics import prom_instant, prom_range
+
+# Prefect's default cache policy (inputs + run id) would answer a repeated identical query from the first call.
+fresh_instant = prom_instant.with_options(cache_policy=NO_CACHE)
 from tasks.pods import find_unhealthy_pods, workload_status
 from tasks.sentry import sentry_on_failure
 
@@ -244,9 +248,8 @@ def _detect_bad_rollout(ctx: Ctx) -> None:
     cur, prev = st.current_replicaset, st.previous_replicaset
     if cur.created_at is None or cur.created_at < utcnow() - timedelta(minutes=p.incident_window_minutes):
         return
-    owner = f"ReplicaSet/{cur.name}"
-    owned = {x.name for x in ctx.pod_diagnoses if owner in x.owner_chain}
-    if ctx.diagnosis.slow and not set(ctx.diagnosis.slow) <= owned:
+    # A ReplicaSet names its pods `<replicaset>-<suffix>`; the slow pods come from Prometheus labels.
+    if not all(pod.startswith(f"{cur.name}-") for pod in ctx.diagnosis.slow):
         return
     before: float | None = None
     try:
@@ -299,7 +302,11 @@ def analyze_logs(ctx: Ctx) -> None:
         return
     rows = []
     for pod in pods:
-        excerpt = container_logs(p.namespace, pod, tail_lines=p.log_tail_lines, since_seconds=p.incident_window_minutes * 60)
+        try:
+            excerpt = container_logs(p.namespace, pod, tail_lines=p.log_tail_lines, since_seconds=p.incident_window_minutes * 60)
+        except NotFound:  # Prometheus still remembers pods a rollout has already replaced
+            ctx.note(f"{pod} is gone; its log was not read", kind="note")
+            continue
         counts = count_patterns(excerpt.lines)
         rows.append({"pod": pod, "lines": len(excerpt.lines), "redactions": excerpt.redactions, **counts})
         body = "\n".join(excerpt.lines[-30:]) if excerpt.lines else f"(no log: {excerpt.error or 'empty'})"
@@ -336,7 +343,7 @@ def monitor(ctx: Ctx) -> None:
     p = ctx.params
     query = promql.latency_quantile(p.namespace, p.service, 0.95, p.rate_window, service_label=p.service_label)
     if ctx.record.outcome == "dry-run" or ctx.chosen is None:
-        value = _value(prom_instant(query))
+        value = _value(fresh_instant(query))
         ctx.note(f"p95 now {value * 1000:.0f} ms (not waited for: nothing was changed)" if value is not None else "p95 now: no data", kind="note")
         return
     log = get_run_logger()
@@ -344,7 +351,7 @@ def monitor(ctx: Ctx) -> None:
     below_since: float | None = None
     samples: list[str] = []
     while True:
-        value = _value(prom_instant(query))
+        value = _value(fresh_instant(query))
         now = time.monotonic()
         ms = value * 1000 if value is not None else None
         samples.append(f"{utcnow():%H:%M:%S} p95={'no data' if ms is None else f'{ms:.0f} ms'}")

@@ -100,6 +100,7 @@ class IncidentParams(_ServiceTarget):
     p95_threshold_ms: float = Field(300, gt=0, le=600_000, description="p95 above this classifies the incident as high latency.")
     service_label: str = Field("service", pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$", description="Metric label naming the service.")
     rate_window: str = Field("5m", pattern=_DURATION, description="rate() window for classification and charts.")
+    crash_window: str = Field("5m", pattern=_DURATION, description="A restart within this window counts as crash-looping.")
     chart_lookback_minutes: int = Field(15, ge=1, le=1_440, description="Charts start this long before detection.")
     runbook_overrides: dict[str, Any] = Field(
         default_factory=dict, description="Extra parameters for the dispatched runbook (e.g. stable_seconds), validated by it.")

@@ -1,0 +1,226 @@
+"""The high-latency flow end to end against the session sandbox (cluster, Prometheus, Prefect server),
+plus its pure diagnosis/ranking functions.
+
+Flows run in their own process, as the CLI runs them; this process plays the on-call engineer. Tests run
+in file order on shop/checkout: no diagnosis (payments), CPU burn under a low limit (dry-run, then
+restored), and a latency fault whose approved rollback must bring p95 back under the threshold.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from flows.high_latency import Diagnosis, cpu_millis, find_outliers, limit_patch, rank_actions
+from flows.params import HighLatencyParams
+from k8s_runbooks.models import ActionKind, ContainerTemplate, WorkloadStatus
+from k8s_runbooks.prom import promql
+from k8s_runbooks.sandbox.demo_workload import STRATEGIC, set_fault, wait_ready
+from tests.conftest import REPO, Sandbox
+from tests.flows.test_pod_crash_flow import Env, wait_for
+
+NS = "shop"
+WINDOW = "20s"
+RUNNER = """
+import json, sys
+from flows.params import HighLatencyParams, IncidentParams
+kind, body = sys.argv[1], sys.argv[2]
+if kind == "high-latency":
+    from flows.high_latency import run_high_latency as run
+    params = HighLatencyParams.model_validate_json(body)
+else:
+    from flows.incident_response import run_incident as run
+    params = IncidentParams.model_validate_json(body)
+flow_run_id, state, path = run(params)
+print(json.dumps({"flow_run_id": flow_run_id, "state": state.type.value, "name": state.name,
+                  "message": state.message, "postmortem": str(path) if path else None}), flush=True)
+"""
+
+
+# ------------------------------------------------------------------------------------ pure functions
+def _status(cpu: str | None = "100m", replicas: int = 3) -> WorkloadStatus:
+    return WorkloadStatus(namespace=NS, name="checkout", replicas=replicas,
+                          containers=[ContainerTemplate(name="checkout", image="sandbox/shop:1", cpu_limit=cpu)])
+
+
+def _params(**kw: Any) -> HighLatencyParams:
+    return HighLatencyParams(namespace=NS, service="checkout", **kw)
+
+
+def test_outliers_are_pods_much_slower_than_the_median_not_a_slow_service() -> None:
+    slow, outliers = find_outliers({"a": 20, "b": 25, "c": 900}, 300, 2.0)
+    assert slow == {"c": 900} and outliers == ["c"]
+    slow, outliers = find_outliers({"a": 800, "b": 820, "c": 810}, 300, 2.0)
+    assert set(slow) == {"a", "b", "c"} and outliers == []  # service-wide: restarting pods would not help
+
+
+def test_cpu_limit_patch_and_diff() -> None:
+    assert cpu_millis("500m") == 500 and cpu_millis("1.5") == 1500 and cpu_millis(None) is None and cpu_millis("x") is None
+    patch, diff = limit_patch(_status("100m"), 2.0)
+    assert patch == {"checkout": {"limits": {"cpu": "200m"}}}
+    assert "-  cpu: 100m" in diff and "+  cpu: 200m" in diff
+    assert limit_patch(_status(None), 2.0)[0] == {}
+
+
+def test_ranking_by_diagnosis() -> None:
+    p = _params()
+    throttled = rank_actions(Diagnosis(pods=["a", "b", "c"], throttled={"a": 0.9}, bad_rollout=True), _status(), p)
+    assert [a.kind for a in throttled] == [ActionKind.patch_resources, ActionKind.rollout_undo, ActionKind.scale]
+    rollout = rank_actions(Diagnosis(pods=["a", "b", "c"], bad_rollout=True), _status(), p)
+    assert [a.kind for a in rollout] == [ActionKind.rollout_undo]
+    outlier = rank_actions(Diagnosis(pods=["a", "b", "c"], outliers=["c"], stuck=["b"]), _status(), p)
+    assert [(a.kind, a.pods) for a in outlier] == [(ActionKind.delete_pods, ["b", "c"])]
+    every = rank_actions(Diagnosis(pods=["a", "b"], outliers=["a"], stuck=["b"]), _status(), p)
+    assert every == []  # never restart every replica unless allowed
+    assert rank_actions(Diagnosis(pods=["a", "b", "c"], slow={"a": 900, "b": 900, "c": 900}), _status(), p) == []
+
+
+# ------------------------------------------------------------------------------------ against the sandbox
+class LatencyEnv(Env):
+    def start_flow(self, kind: str, **body: Any) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-c", RUNNER, kind, json.dumps(body)], cwd=REPO, env=self.env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+    def run_flow(self, kind: str, **body: Any) -> dict[str, Any]:
+        return self.finish(self.start_flow(kind, **body), timeout=300)
+
+    def latency(self, **params: Any) -> dict[str, Any]:
+        body = {"namespace": NS, "service": "checkout", "rate_window": WINDOW, "stable_seconds": 5, "recovery_timeout_seconds": 150,
+                "monitor_stable_seconds": 10, "monitor_timeout_seconds": 150, "chart_lookback_minutes": 2, **params}
+        return body
+
+    def paused(self, flow_name: str, since: str, proc: subprocess.Popen[str]) -> str:
+        def find() -> str | None:
+            if proc.poll() is not None:
+                out, err = proc.communicate()
+                raise AssertionError(f"the {flow_name} flow ended before asking for approval:\n{out[-2000:]}\n{err[-6000:]}")
+            r = self.api.post("/flow_runs/filter", json={"flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}, "start_time": {"after_": since}},
+                                                         "flows": {"name": {"any_": [flow_name]}}})
+            r.raise_for_status()
+            return r.json()[0]["id"] if r.json() else None
+        return wait_for(find, 180, f"a paused {flow_name} run")
+
+    def record_of(self, run_id: str, flow: str) -> dict[str, Any]:
+        from k8s_runbooks.postmortem.model import RunRecord
+
+        rec = RunRecord.from_markdown(self.latest(run_id, f"{flow}-record")["data"])
+        assert rec is not None
+        return json.loads(rec.model_dump_json())
+
+    def prom(self, query: str) -> float | None:
+        r = httpx.get(f"{self.box.prometheus_url}/api/v1/query", params={"query": query}, timeout=10)
+        r.raise_for_status()
+        values = [float(s["value"][1]) for s in r.json()["data"]["result"]]
+        values = [v for v in values if v == v]
+        return max(values) if values else None
+
+    def p95_ms(self, service: str) -> float | None:
+        v = self.prom(promql.latency_quantile(NS, service, 0.95, WINDOW))
+        return None if v is None else v * 1000
+
+    def throttling(self) -> float | None:
+        return self.prom(promql.cpu_throttling_ratio(NS, "checkout", WINDOW))
+
+    def patch_checkout(self, container: dict[str, Any]) -> None:
+        body = {"spec": {"template": {"spec": {"containers": [{"name": "checkout", **container}]}}}}
+        self.apps.patch_namespaced_deployment("checkout", NS, body, _content_type=STRATEGIC)
+        wait_ready(self.box.kubeconfig, NS, ["checkout"], timeout_s=120)
+
+    def inject_latency(self) -> None:
+        set_fault(self.box.kubeconfig, NS, "checkout", "latency", "800")
+        wait_ready(self.box.kubeconfig, NS, ["checkout"], timeout_s=120)
+        wait_for(lambda: (self.p95_ms("checkout") or 0) > 300, 90, "checkout p95 above 300 ms in Prometheus")
+
+
+@pytest.fixture(scope="module")
+def env(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LatencyEnv]:
+    if not sandbox.is_sandbox:
+        pytest.skip("injects faults: sandbox only")
+    e = LatencyEnv(sandbox, tmp_path_factory.mktemp("high-latency-flow"))
+    wait_ready(sandbox.kubeconfig, NS, ["checkout", "payments"], timeout_s=120)
+    yield e
+    set_fault(sandbox.kubeconfig, NS, "checkout", "clear")
+
+
+def test_no_diagnosis_escalates_with_evidence_and_changes_nothing(env: LatencyEnv) -> None:
+    wait_for(lambda: env.p95_ms("payments"), 60, "payments latency in Prometheus")
+    before = env.snapshot()
+    # Every payments pod is "slow" against 1 ms, but nothing explains it: no throttling, no rollout, no outlier.
+    result = env.run_flow("high-latency", **env.latency(service="payments", p95_threshold_ms=1, approval="auto"))
+    after = env.snapshot()
+    assert result["state"] == "FAILED" and "no diagnosis" in (result["message"] or ""), result
+    assert before["deployments"] == after["deployments"] and set(before["pods"]) == set(after["pods"])
+    rec = env.record_of(result["flow_run_id"], "high-latency")
+    assert rec["outcome"] == "escalated" and rec["actions"] == []
+    assert {"high_latency", "no_diagnosis"} <= {f["evidence"].get("kind") for f in rec["findings"]}
+    assert any(e["kind"] == "query" and "histogram_quantile" in e["content"] for e in rec["evidence"])
+    assert env.audit(result["flow_run_id"]) == []
+    assert "escalated" in env.latest(result["flow_run_id"], "high-latency-communicate-status")["data"]
+
+
+def test_cpu_burn_under_a_low_limit_is_diagnosed_as_throttling_and_the_limit_patch_proposed(env: LatencyEnv) -> None:
+    env.patch_checkout({"env": [{"name": "FAULT_CPU_BURN", "value": "1.0"}], "resources": {"limits": {"cpu": "100m"}}})
+    try:
+        wait_for(lambda: (env.throttling() or 0) > 0.5, 90, "checkout CPU throttling in Prometheus")
+        before = env.snapshot()
+        result = env.run_flow("high-latency", **env.latency(approval="dry-run", p95_threshold_ms=20))
+        after = env.snapshot()
+    finally:
+        env.patch_checkout({"env": [{"name": "FAULT_CPU_BURN", "$patch": "delete"}], "resources": {"limits": {"cpu": "500m"}}})
+    assert result["state"] == "COMPLETED", result
+    assert before["deployments"] == after["deployments"] and set(before["pods"]) == set(after["pods"])
+    run_id = result["flow_run_id"]
+    rec = env.record_of(run_id, "high-latency")
+    throttled = [f for f in rec["findings"] if f["evidence"].get("kind") == "cpu_throttling"]
+    assert throttled and all(f["evidence"]["pod"].startswith("checkout-") for f in throttled)
+    assert rec["outcome"] == "dry-run"
+    assert [(a["action"]["kind"], a["decision"]) for a in rec["actions"]] == [("patch_resources", "dry-run")]
+    assert rec["actions"][0]["action"]["patch"] == {"checkout": {"limits": {"cpu": "200m"}}}
+    plan = env.latest(run_id, "high-latency-resolve-plan")["data"]
+    assert "patch_resources" in plan and "-  cpu: 100m" in plan and "+  cpu: 200m" in plan
+    table = json.loads(env.latest(run_id, "high-latency-check-metrics-pods")["data"])
+    assert any(row["throttled %"] and row["throttled %"] > 25 for row in table)
+
+
+def test_latency_fault_on_checkout_is_found_and_the_approved_rollback_recovers_p95(env: LatencyEnv) -> None:
+    env.inject_latency()
+    assert (env.p95_ms("payments") or 0) < 300  # the fault is on checkout only
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 5))
+    proc = env.start_flow("high-latency", **env.latency(approval="required", approval_timeout_seconds=300))
+    try:
+        run_id = env.paused("high-latency", since, proc)
+        rec = env.record_of(run_id, "high-latency")
+        latency = [f for f in rec["findings"] if f["evidence"].get("kind") == "high_latency"]
+        assert latency and latency[0]["evidence"]["p95_ms"] > 300 and latency[0]["evidence"]["service"] == "checkout"
+        slow = next(f for f in rec["findings"] if f["evidence"].get("kind") == "slow_pods")["evidence"]["pods"]
+        assert slow and all(p.startswith("checkout-") for p in slow)
+        assert any(f["evidence"].get("kind") == "latency_rollout" for f in rec["findings"])
+        description = env.api.get(f"/flow_runs/{run_id}/input/paused-1-description").json()
+        assert "rollout_undo" in description
+        answer = env.resume(run_id, {"approve": True, "action": "rollout_undo", "approver": "alice", "comment": "slow deploy"})
+        assert answer["status"] == "ACCEPT", answer
+        result = env.finish(proc, timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert result["state"] == "COMPLETED", result
+    rec = env.record_of(run_id, "high-latency")
+    assert rec["outcome"] == "resolved"
+    assert [(a["action"]["kind"], a["executed"]) for a in rec["actions"]] == [("rollout_undo", True)]
+    assert any(e["kind"] == "recovered" and e["event"].startswith("Latency recovered") for e in rec["timeline"])
+    assert (env.p95_ms("checkout") or 1e9) < 300
+    pm_path = Path(result["postmortem"])
+    pm = pm_path.read_text()
+    assert "## Charts" in pm and "![Latency of shop/checkout](<charts/latency.png>)" in pm
+    assert {p.name for p in (pm_path.parent / "charts").glob("*.png")} == {"latency.png", "error-rate.png", "restarts.png", "cpu-throttling.png"}
+    assert pm_path.with_suffix(".html").read_text().count('src="data:image/png;base64,') == 4
+    assert "latency began with revision" in pm.lower() and "Approved by alice" in pm
+    assert json.loads(env.latest(run_id, "high-latency-chart-latency")["data"])
