@@ -11,7 +11,7 @@ Two ways to register them:
   module exists and serves them with a `Runner` polling every `--query-seconds` (created→RUNNING ~1.5 s
   at 1 s, against ~2.8 s for a process worker at the same polling).
 
-Flows are referenced by entrypoint (`flows/pod_crash.py:pod_crash`) and loaded only when serving, so this
+Flows are referenced by module entrypoint (`flows.pod_crash:pod_crash`) and loaded only when serving, so this
 Prefect-free core never imports `flows/` at import time. The process must run from the repository root.
 """
 
@@ -39,7 +39,7 @@ LOCAL_WORK_POOL = "k8s-runbooks-local"
 @dataclass(frozen=True)
 class DeploymentSpec:
     name: str  # deployment name; the flow has the same name
-    entrypoint: str  # path relative to the repository root : function
+    entrypoint: str  # module:function, imported from the repository root (as prefect.yaml says too)
     runbook: str | None  # runbooks/<file>.md the description comes from
     tags: tuple[str, ...] = ()
     parameters: dict[str, Any] = field(default_factory=dict)  # defaults stored on the deployment
@@ -48,7 +48,7 @@ class DeploymentSpec:
 
     @property
     def flow_file(self) -> Path:
-        return REPO_ROOT / self.entrypoint.split(":", 1)[0]
+        return REPO_ROOT / (self.entrypoint.split(":", 1)[0].replace(".", "/") + ".py")
 
     @property
     def available(self) -> bool:
@@ -56,15 +56,15 @@ class DeploymentSpec:
 
 
 SPECS: tuple[DeploymentSpec, ...] = (
-    DeploymentSpec("pod-crash", "flows/pod_crash.py:pod_crash", "pod-crash.md", ("runbook", "pods", "crash")),
-    DeploymentSpec("high-latency", "flows/high_latency.py:high_latency", "high-latency.md", ("runbook", "latency")),
-    DeploymentSpec("incident-response", "flows/incident_response.py:incident_response", "incident-response-plan.md",
+    DeploymentSpec("pod-crash", "flows.pod_crash:pod_crash", "pod-crash.md", ("runbook", "pods", "crash")),
+    DeploymentSpec("high-latency", "flows.high_latency:high_latency", "high-latency.md", ("runbook", "latency")),
+    DeploymentSpec("incident-response", "flows.incident_response:incident_response", "incident-response-plan.md",
                    ("runbook", "incident")),
     # Drills break the sandbox's demo shop on purpose and score the response; outside the sandbox the
     # schedules are registered paused (point the parameters at a namespace labelled for drills first).
-    DeploymentSpec("drill-pod-crash", "flows/drills.py:drill_pod_crash", "drill-pod-crash.md", ("drill", "pods", "crash"),
+    DeploymentSpec("drill-pod-crash", "flows.drills:drill_pod_crash", "drill-pod-crash.md", ("drill", "pods", "crash"),
                    parameters={"params": {"namespace": "shop", "deployment": "payments"}}, cron="0 3 * * 1", drill=True),
-    DeploymentSpec("drill-latency", "flows/drills.py:drill_latency", "drill-latency.md", ("drill", "latency"),
+    DeploymentSpec("drill-latency", "flows.drills:drill_latency", "drill-latency.md", ("drill", "latency"),
                    parameters={"params": {"namespace": "shop", "deployment": "checkout"}}, cron="0 3 * * 3", drill=True),
 )
 
@@ -93,9 +93,8 @@ def load_flow(spec: DeploymentSpec) -> Any:
     next to a module import of the same file would run its step registrations twice."""
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
-    file, func = spec.entrypoint.split(":", 1)
-    module = importlib.import_module(file.removesuffix(".py").replace("/", "."))
-    return getattr(module, func)
+    module, func = spec.entrypoint.split(":", 1)
+    return getattr(importlib.import_module(module), func)
 
 
 def runner_deployment(spec: DeploymentSpec, drills_active: bool) -> Any:

@@ -46,7 +46,7 @@ def test_prefect_deploy_all_registers_every_deployment(prefect_sandbox: Sandbox,
                                                        tmp_path: Path) -> None:
     doc = prefect_yaml()
     doc["deployments"] = [{**d, "name": d["name"] + SUFFIX} for d in doc["deployments"]
-                          if (REPO / d["entrypoint"].split(":")[0]).exists()]
+                          if (REPO / (d["entrypoint"].split(":")[0].replace(".", "/") + ".py")).exists()]
     copy = tmp_path / "prefect.yaml"
     copy.write_text(yaml.safe_dump(doc, sort_keys=False))
     env = {**prefect_sandbox.env, "K8S_RUNBOOKS_CHECKOUT": str(REPO), "PREFECT_API_URL": prefect_sandbox.prefect_api_url}
@@ -60,6 +60,7 @@ def test_prefect_deploy_all_registers_every_deployment(prefect_sandbox: Sandbox,
         flow_name = entry["name"].removesuffix(SUFFIX)
         dep = client.read_deployment_by_name(f"{flow_name}/{entry['name']}")
         assert dep.work_pool_name == deploy.LOCAL_WORK_POOL
-        assert dep.pull_steps == doc["pull"]
+        # `{{ $K8S_RUNBOOKS_CHECKOUT }}` is resolved when deploying: the worker cds into that checkout.
+        assert dep.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]
         assert dep.parameter_openapi_schema["required"] == ["params"]
         assert all(not s.active for s in dep.schedules)
