@@ -50,7 +50,7 @@ def _register() -> None:
     app.add_typer(alerts_app, name="alerts")
     app.add_typer(drill_app, name="drill")
     app.command("postmortem")(postmortem_cmd)
-    app.command("demo", help="Sandbox up, crash shop/checkout, watch CrashLoopBackOff and the PodCrashLooping alert.")(demo)
+    app.command("demo", help="The pod-crash story on the sandbox: crash → PodCrashLooping alert → receiver → runbook run → post-mortem.")(demo)
 
 
 _register()

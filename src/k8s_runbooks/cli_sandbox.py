@@ -218,16 +218,12 @@ def demo(state_dir: StateDir = None) -> None:
     console.rule("4. the PodCrashLooping alert in Alertmanager")
     am_url = f"http://127.0.0.1:{cfg.ports.alertmanager}"
     alerts = supervisor.wait_for_alert(am_url, "PodCrashLooping", {"namespace": "shop", "deployment": "checkout"})
-    # Pods replaced by a rollout keep their alert for the rule's window: show the current pods' alerts first.
-    current = set(subprocess.run([*kubectl, "get", "pods", "-n", "shop", "-o", "name"], capture_output=True,
-                                 text=True, env=env, timeout=30).stdout.replace("pod/", "").split())
-    alerts = sorted(alerts, key=lambda a: (a.get("labels", {}).get("pod") not in current, a.get("startsAt", "")))
-    table = Table("alert", "namespace", "deployment", "pod", "container", "severity", "runbook", "since (UTC)")
+    table = Table("alert", "namespace", "deployment", "severity", "runbook", "since (UTC)", "summary")
     for alert in alerts:
-        lab = alert.get("labels", {})
-        table.add_row(lab.get("alertname", ""), lab.get("namespace", ""), lab.get("deployment", ""), lab.get("pod", ""),
-                      lab.get("container", ""), lab.get("severity", ""), alert.get("annotations", {}).get("runbook", ""),
-                      str(alert.get("startsAt", ""))[11:19])
+        lab, ann = alert.get("labels", {}), alert.get("annotations", {})
+        table.add_row(lab.get("alertname", ""), lab.get("namespace", ""), lab.get("deployment", ""),
+                      lab.get("severity", ""), ann.get("runbook", ""), str(alert.get("startsAt", ""))[11:19],
+                      ann.get("summary", ""))
     console.print(table)
     if launchers.receiver_available():
         console.rule("5. Alertmanager → alert receiver → the pod-crash deployment on the runner (auto-approved drill route)")
