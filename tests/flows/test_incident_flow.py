@@ -1,6 +1,6 @@
 """The incident-response flow routes an incident to the right runbook (as a subflow) and writes one
 post-mortem, with charts, for the whole incident. Runs against the session sandbox on shop/checkout:
-a crash incident (from the alert's name) first, then a latency incident found by looking."""
+a latency incident found by looking first, then a crash incident named by its alert."""
 
 from __future__ import annotations
 
@@ -49,6 +49,23 @@ def _one_postmortem_with_charts(pm_path: Path) -> str:
     return pm
 
 
+def test_latency_found_by_looking_is_routed_to_high_latency_with_one_postmortem(env: LatencyEnv) -> None:
+    env.inject_latency()
+    result = env.run_flow("incident", **_incident(runbook_overrides={
+        "stable_seconds": 5, "recovery_timeout_seconds": 150, "monitor_stable_seconds": 10, "monitor_timeout_seconds": 150}))
+    run_id = result["flow_run_id"]
+    assert result["state"] == "COMPLETED", result
+    assert "high-latency" in _subflows(env, run_id)
+    rec = env.record_of(run_id, FLOW)
+    assert any(f["evidence"].get("runbook") == "high-latency" and "p95" in f["detail"] for f in rec["findings"])
+    pm = _one_postmortem_with_charts(Path(result["postmortem"]))
+    timeline = pm[pm.index("## Timeline"):pm.index("## Charts")]
+    order = ["High latency detected", "Incident identified: high-latency", "Action allowed", "Latency recovered", "Incident recovered"]
+    positions = [timeline.index(word) for word in order]
+    assert positions == sorted(positions), timeline
+    assert "latency began with revision" in pm.lower() and "dispatched the high-latency runbook" in pm
+
+
 def test_crash_alert_is_routed_to_the_pod_crash_runbook(env: LatencyEnv) -> None:
     env.inject_crash()
     result = env.run_flow("incident", **_incident(alertname="PodCrashLooping", runbook_overrides={
@@ -67,20 +84,3 @@ def test_crash_alert_is_routed_to_the_pod_crash_runbook(env: LatencyEnv) -> None
     positions = [timeline.index(word) for word in order]
     assert positions == sorted(positions), timeline
     assert "roll back shop/deployment/checkout" in pm
-
-
-def test_latency_found_by_looking_is_routed_to_high_latency_with_one_postmortem(env: LatencyEnv) -> None:
-    env.inject_latency()
-    result = env.run_flow("incident", **_incident(runbook_overrides={
-        "stable_seconds": 5, "recovery_timeout_seconds": 150, "monitor_stable_seconds": 10, "monitor_timeout_seconds": 150}))
-    run_id = result["flow_run_id"]
-    assert result["state"] == "COMPLETED", result
-    assert "high-latency" in _subflows(env, run_id)
-    rec = env.record_of(run_id, FLOW)
-    assert any(f["evidence"].get("runbook") == "high-latency" and "p95" in f["detail"] for f in rec["findings"])
-    pm = _one_postmortem_with_charts(Path(result["postmortem"]))
-    timeline = pm[pm.index("## Timeline"):pm.index("## Charts")]
-    order = ["High latency detected", "Incident identified: high-latency", "Action allowed", "Latency recovered", "Incident recovered"]
-    positions = [timeline.index(word) for word in order]
-    assert positions == sorted(positions), timeline
-    assert "latency began with revision" in pm.lower() and "dispatched the high-latency runbook" in pm
