@@ -22,11 +22,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from prefect import flow, get_run_logger
-from prefect.cache_policies import NO_CACHE
 from prefect.states import State
 
 from flows.artifacts import artifact_key, publish_markdown, publish_table
 from flows.common import RunCtx, StopRunbook, communicate_outcome, drive, execute_and_wait, run_and_build, seek_approval, start_run
+from flows.concurrency import remediation_slot
 from flows.params import HighLatencyParams
 from flows.snapshots import Scope, publish_charts
 from flows.steps import runbook_step
@@ -40,7 +40,6 @@ from tasks.logs import container_logs
 from tasks.metrics import prom_instant, prom_range
 
 # Prefect's default cache policy (inputs + run id) would answer a repeated identical query from the first call.
-fresh_instant = prom_instant.with_options(cache_policy=NO_CACHE)
 from tasks.pods import find_unhealthy_pods, workload_status
 from tasks.sentry import sentry_on_failure
 
@@ -343,7 +342,7 @@ def monitor(ctx: Ctx) -> None:
     p = ctx.params
     query = promql.latency_quantile(p.namespace, p.service, 0.95, p.rate_window, service_label=p.service_label)
     if ctx.record.outcome == "dry-run" or ctx.chosen is None:
-        value = _value(fresh_instant(query))
+        value = _value(prom_instant(query))
         ctx.note(f"p95 now {value * 1000:.0f} ms (not waited for: nothing was changed)" if value is not None else "p95 now: no data", kind="note")
         return
     log = get_run_logger()
@@ -351,7 +350,7 @@ def monitor(ctx: Ctx) -> None:
     below_since: float | None = None
     samples: list[str] = []
     while True:
-        value = _value(fresh_instant(query))
+        value = _value(prom_instant(query))
         now = time.monotonic()
         ms = value * 1000 if value is not None else None
         samples.append(f"{utcnow():%H:%M:%S} p95={'no data' if ms is None else f'{ms:.0f} ms'}")
@@ -391,8 +390,9 @@ def high_latency(params: HighLatencyParams, standalone: bool = True) -> State:
     """`standalone=False` when a parent flow (the incident response) writes charts and one post-mortem."""
     ctx = start_run(Ctx, FLOW, RUNBOOK_PATH, params)
     charts = (lambda c: publish_charts(c, scope_of(params), [c.record])) if standalone else None
-    return drive(ctx, (check_metrics, inspect_pods, analyze_logs, resolve, monitor), communicate,
-                 before_communicate=charts, write_postmortem=standalone)
+    with remediation_slot(ctx.target):  # one runbook per workload at a time (see flows/concurrency.py)
+        return drive(ctx, (check_metrics, inspect_pods, analyze_logs, resolve, monitor), communicate,
+                     before_communicate=charts, write_postmortem=standalone)
 
 
 def run_high_latency(params: HighLatencyParams) -> tuple[str, State, Path | None]:

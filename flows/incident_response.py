@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow
-from prefect.cache_policies import NO_CACHE
 from prefect.states import State
 
 from flows.artifacts import artifact_key
@@ -35,8 +34,6 @@ from tasks.metrics import crash_condition_active, prom_instant
 
 # Identification and recovery ask the same question; Prefect's default cache policy would answer the
 # second time from the first.
-crash_now = crash_condition_active.with_options(cache_policy=NO_CACHE)
-p95_now = prom_instant.with_options(cache_policy=NO_CACHE)
 from tasks.sentry import sentry_on_failure
 
 FLOW = "incident-response"
@@ -63,7 +60,7 @@ def _update(ctx: Ctx, kind: UpdateKind, summary: str) -> None:
 
 def _p95_breached(p: IncidentParams) -> tuple[bool, str]:
     query = promql.latency_quantile(p.namespace, p.service, 0.95, p.rate_window, service_label=p.service_label)
-    result = p95_now(query)
+    result = prom_instant(query)
     values = [v for _, v in result.samples if v == v]
     return bool(values and values[0] * 1000 > p.p95_threshold_ms), (f"p95 {values[0] * 1000:.0f} ms" if values else "p95 no data")
 
@@ -75,7 +72,7 @@ def classify(p: IncidentParams) -> tuple[str, str]:
     alertname = p.alertname or p.alert_labels.get("alertname", "")
     if alertname in ALERT_RUNBOOKS:
         return ALERT_RUNBOOKS[alertname], f"alert {alertname}"
-    crash = crash_now(p.namespace, p.deployment, window=p.crash_window)
+    crash = crash_condition_active(p.namespace, p.deployment, window=p.crash_window)
     if crash.breached:
         return "pod-crash", f"crash-looping pods (PodCrashLooping condition = {crash.value:g})"
     slow, text = _p95_breached(p)
@@ -157,7 +154,7 @@ def recover(ctx: Ctx) -> None:
     if sub is None or ctx.record.outcome == "dry-run":
         return
     if ctx.runbook == "pod-crash":
-        check = crash_now(p.namespace, p.deployment, window=p.crash_window)
+        check = crash_condition_active(p.namespace, p.deployment, window=p.crash_window)
         clear, text = not (check.breached or check.no_data), f"PodCrashLooping condition = {check.value}"
     else:
         slow, text = _p95_breached(p)

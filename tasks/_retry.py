@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from prefect import Task, task
+from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 from prefect.tasks import exponential_backoff
@@ -60,7 +61,12 @@ def retry_only_transient(task_: Task[..., Any], task_run: TaskRun, state: State[
 
 
 def runbook_task(*, name: str, timeout_seconds: float = 120, retries: int = RETRIES, **kwargs: Any) -> Callable[[F], F]:
-    """`@task` with the shared retry policy. Extra keyword arguments go to `prefect.task`."""
+    """`@task` with the shared retry policy. Extra keyword arguments go to `prefect.task`.
+
+    Caching is off: Prefect 3's default policy returns the first result for identical inputs within a
+    flow run, and runbooks poll the same question (is it healthy yet? is the alert condition clear?)
+    until the answer changes. Evidence must always be read fresh."""
+    kwargs.setdefault("cache_policy", NO_CACHE)
     return task(  # type: ignore[return-value]
         name=name,
         retries=retries,

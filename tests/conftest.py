@@ -84,6 +84,7 @@ def sandbox_env(state_dir: Path, ports: dict[str, int], pod_subnet: str) -> dict
     env.update({PORT_SETTINGS[name]: str(port) for name, port in ports.items()})
     env["K8S_RUNBOOKS_SANDBOX_POD_SUBNET"] = pod_subnet
     env["K8S_RUNBOOKS_SANDBOX_STATE_DIR"] = str(state_dir)
+    env["K8S_RUNBOOKS_SANDBOX_RECEIVER_ROUTES"] = str(REPO / "tests" / "alert-routes.test.yaml")
     env["KUBECONFIG"] = str(state_dir / "kubeconfig")
     env["K8S_RUNBOOKS_KUBECONFIG"] = str(state_dir / "kubeconfig")
     env["K8S_RUNBOOKS_PROMETHEUS_URL"] = f"http://127.0.0.1:{ports['prometheus']}"

@@ -78,6 +78,10 @@ class Settings(BaseSettings):
         default=None,
         description="Where the Prometheus/Alertmanager/Pushgateway binaries are extracted; default <sandbox_state_dir>/tools/bin.",
     )
+    sandbox_receiver_routes: Path | None = Field(
+        default=None,
+        description="Routes file of the sandbox's alert receiver; default deployments/alert-routes.sandbox.yaml.",
+    )
     sandbox_alert_webhook_url: str | None = Field(
         default=None,
         description="Where the sandbox Alertmanager sends notifications; default is the sandbox alert receiver.",

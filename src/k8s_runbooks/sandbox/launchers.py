@@ -454,7 +454,12 @@ def receiver_available() -> bool:
 
 
 def receiver_routes() -> Path:
-    """Sandbox routes: auto-approval for the demo namespaces (shop, drill-*)."""
+    """Sandbox routes: auto-approval for the demo namespaces (shop, drill-*), unless
+    K8S_RUNBOOKS_SANDBOX_RECEIVER_ROUTES names another file (the test suite routes only drill-*, so the
+    alert path never races the runbook tests that crash `shop` on purpose)."""
+    chosen = os.environ.get("K8S_RUNBOOKS_SANDBOX_RECEIVER_ROUTES")
+    if chosen:
+        return Path(chosen).resolve()
     sandbox = repo_root() / "deployments" / "alert-routes.sandbox.yaml"
     return sandbox if sandbox.exists() else repo_root() / "deployments" / "alert-routes.yaml"
 
