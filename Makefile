@@ -31,8 +31,9 @@ sandbox-up: venv
 sandbox-down: venv
 	$(BIN)/k8s-runbooks sandbox down
 
+SCENARIO ?= crash
 demo: venv
-	$(BIN)/k8s-runbooks demo
+	$(BIN)/k8s-runbooks demo --scenario $(SCENARIO)
 
 # The integration fixtures start (and stop) their own sandbox on free ports; they need only the tools.
 # pytest exit code 5 means "no tests collected": reported, not a failure of the make target.

@@ -138,7 +138,8 @@ def _run_pod_crash_drill(cfg: supervisor.SandboxConfig) -> None:
                       notes="make demo: crash injected into shop/checkout")
 
 
-def _follow_alert_runs(cfg: supervisor.SandboxConfig, since: datetime, timeout_s: float = 600.0) -> None:
+def _follow_alert_runs(cfg: supervisor.SandboxConfig, since: datetime, deployment: str = "pod-crash",
+                       target: tuple[str, str] = ("deployment", "checkout"), timeout_s: float = 600.0) -> None:
     """Show the runs the receiver created for the alert (one per alert fingerprint; the per-workload slot
     makes them take turns), follow them to their final state and print the post-mortem paths."""
     for line in supervisor.env_lines(cfg):
@@ -155,10 +156,10 @@ def _follow_alert_runs(cfg: supervisor.SandboxConfig, since: datetime, timeout_s
         runs: list = []
         while time.monotonic() < deadline:
             runs = [r for r in client.read_flow_runs(
-                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["pod-crash"])), limit=50)
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment])), limit=50)
                 if r.created and r.created >= since
                 and r.parameters.get("params", {}).get("namespace") == "shop"
-                and r.parameters.get("params", {}).get("deployment") == "checkout"]
+                and r.parameters.get("params", {}).get(target[0]) == target[1]]
             for run in runs:
                 state = run.state.name if run.state else "?"
                 if seen.get(str(run.id)) != state:
@@ -172,7 +173,7 @@ def _follow_alert_runs(cfg: supervisor.SandboxConfig, since: datetime, timeout_s
             time.sleep(1.0)
         else:
             raise SandboxError(f"the alert's runbook runs did not finish within {timeout_s:.0f}s" if runs else
-                               f"the receiver created no pod-crash run within {timeout_s:.0f}s",
+                               f"the receiver created no {deployment} run within {timeout_s:.0f}s",
                                hint=f"see {cfg.state_dir / 'logs' / 'receiver.log'} and {cfg.state_dir / 'logs' / 'runner.log'}")
     from flows.postmortem import build_postmortem  # the CLI is the composition root that may load flows/
 
@@ -183,8 +184,22 @@ def _follow_alert_runs(cfg: supervisor.SandboxConfig, since: datetime, timeout_s
         console.print(f"  post-mortem: {path}", highlight=False)
 
 
-def demo(state_dir: StateDir = None) -> None:
-    """The pod-crash story on the sandbox: crash, alert, runbook (auto-approved drill), post-mortem."""
+SCENARIOS = {
+    # scenario: (fault kind, value, what the pods show, alert, deployment the receiver runs, its target param)
+    "crash": ("crash", "2", "CrashLoopBackOff", "PodCrashLooping", "pod-crash", ("deployment", "checkout")),
+    "latency": ("latency", "800", None, "HighLatency", "incident-response", ("service", "checkout")),
+}
+
+
+def demo(
+    state_dir: StateDir = None,
+    scenario: Annotated[str, typer.Option(help="crash: the pod-crash story; latency: a latency incident through the incident-response plan, with charts.")] = "crash",
+) -> None:
+    """Sandbox up, inject a fault into shop/checkout, watch the alert fire, and let the alert path run the runbook
+    (auto-approved drill route) to a post-mortem."""
+    if scenario not in SCENARIOS:
+        raise SandboxError(f"unknown scenario {scenario!r}", hint=f"use one of {', '.join(SCENARIOS)}")
+    kind, value, pod_status, alertname, runbook_deployment, target = SCENARIOS[scenario]
     cfg = supervisor.SandboxConfig.from_settings(Settings(), state_dir)
     console.rule("1. sandbox up")
     with console.status("starting the sandbox ..."):
@@ -197,10 +212,11 @@ def demo(state_dir: StateDir = None) -> None:
         demo_workload.wait_ready(cfg.kubeconfig, names=list(result.faulted), timeout_s=120)
     kubectl = [_kubectl(), "--kubeconfig", str(cfg.kubeconfig)]
     env = {**os.environ, "KUBECONFIG": str(cfg.kubeconfig)}
-    console.rule("2. inject a crash into shop/checkout")
+    console.rule(f"2. inject a {kind} fault into shop/checkout")
     injected_at = datetime.now(timezone.utc)
-    supervisor.fault(cfg, "crash", "shop", "checkout", "2", "demo: payment gateway client panicked")
-    console.print("$ k8s-runbooks sandbox fault crash --namespace shop --deployment checkout --value 2")
+    message = "demo: payment gateway client panicked" if kind == "crash" else None
+    supervisor.fault(cfg, kind, "shop", "checkout", value, message)
+    console.print(f"$ k8s-runbooks sandbox fault {kind} --namespace shop --deployment checkout --value {value}")
     console.rule("3. kubectl get pods -n shop")
     deadline, last = time.monotonic() + 120, ""
     while time.monotonic() < deadline:
@@ -209,28 +225,31 @@ def demo(state_dir: StateDir = None) -> None:
         if out != last:
             console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] $ kubectl get pods -n shop\n{out}", highlight=False)
             last = out
-        if "CrashLoopBackOff" in out:
+        if pod_status is None or pod_status in out:
             break
         time.sleep(2)
     else:
-        raise SandboxError("no checkout pod reached CrashLoopBackOff within 120s",
+        raise SandboxError(f"no checkout pod reached {pod_status} within 120s",
                            hint=f"see {cfg.state_dir / 'logs' / 'cluster.log'}")
-    console.rule("4. the PodCrashLooping alert in Alertmanager")
+    console.rule(f"4. the {alertname} alert in Alertmanager")
     am_url = f"http://127.0.0.1:{cfg.ports.alertmanager}"
-    alerts = supervisor.wait_for_alert(am_url, "PodCrashLooping", {"namespace": "shop", "deployment": "checkout"})
-    table = Table("alert", "namespace", "deployment", "severity", "runbook", "since (UTC)", "summary")
+    labels = {"namespace": "shop", "deployment": "checkout"} if kind == "crash" else {"namespace": "shop", "service": "checkout"}
+    alerts = supervisor.wait_for_alert(am_url, alertname, labels)
+    table = Table("alert", "namespace", "deployment/service", "severity", "runbook", "since (UTC)", "summary")
     for alert in alerts:
         lab, ann = alert.get("labels", {}), alert.get("annotations", {})
-        table.add_row(lab.get("alertname", ""), lab.get("namespace", ""), lab.get("deployment", ""),
+        table.add_row(lab.get("alertname", ""), lab.get("namespace", ""), lab.get("deployment") or lab.get("service", ""),
                       lab.get("severity", ""), ann.get("runbook", ""), str(alert.get("startsAt", ""))[11:19],
                       ann.get("summary", ""))
     console.print(table)
     if launchers.receiver_available():
-        console.rule("5. Alertmanager → alert receiver → the pod-crash deployment on the runner (auto-approved drill route)")
-        _follow_alert_runs(cfg, since=injected_at)
-    else:
+        console.rule(f"5. Alertmanager → alert receiver → the {runbook_deployment} deployment on the runner (auto-approved drill route)")
+        _follow_alert_runs(cfg, since=injected_at, deployment=runbook_deployment, target=target)
+    elif kind == "crash":
         console.rule("5. the pod-crash runbook (auto-approved: this is a drill)")
         _run_pod_crash_drill(cfg)
+    else:
+        raise SandboxError("the alert receiver is not installed; the latency scenario needs the alert path")
     console.rule("6. next")
     console.print(f"Prefect UI:    http://127.0.0.1:{cfg.ports.prefect}")
     console.print(f"Alertmanager:  {am_url}/api/v2/alerts")
