@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import logging
 
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -50,7 +50,8 @@ def test_tasks_in_a_flow(prom_env: RunningPrometheus) -> None:
     assert ready_now is None
 
 
-def test_prometheus_down_is_retried_then_fails_transient(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_prometheus_down_is_retried_then_fails_transient(monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("K8S_RUNBOOKS_PROMETHEUS_URL", f"http://127.0.0.1:{free_port()}")
     get_settings.cache_clear()
     fast = metrics.restart_rate.with_options(retry_delay_seconds=0)
@@ -58,24 +59,15 @@ def test_prometheus_down_is_retried_then_fails_transient(monkeypatch: pytest.Mon
     @flow
     def restarts() -> dict:
         state = fast("shop", "checkout", return_state=True)
-        return {"failed": state.is_failed(), "message": state.message, "task_run_id": state.state_details.task_run_id}
+        return {"failed": state.is_failed(), "message": state.message}
 
-    outcome = restarts()
+    with caplog.at_level(logging.INFO, logger="prefect.task_runs"):
+        outcome = restarts()
     get_settings.cache_clear()
     assert outcome["failed"]
     assert "TransientError: cannot connect to Prometheus" in outcome["message"]
-    from prefect.client.orchestration import get_client
-
-    from prefect.exceptions import ObjectNotFound
-
-    # Task-run states reach the server as events, written asynchronously: wait until the final run count lands.
-    expected, run_count, deadline = 1 + metrics.restart_rate.retries, None, time.monotonic() + 30
-    with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline and run_count != expected:
-            try:
-                run_count = client.read_task_run(outcome["task_run_id"]).run_count
-            except ObjectNotFound:
-                pass
-            if run_count != expected:
-                time.sleep(0.5)
-    assert run_count == expected
+    # Every attempt is logged by the task engine in this process (reading the task run back from the server
+    # depends on its events pipeline, which is asynchronous and was seen to drop items under load).
+    attempts = [r for r in caplog.records if r.name == "prefect.task_runs"
+                and "Task run failed with exception: TransientError('cannot connect to Prometheus" in r.getMessage()]
+    assert len(attempts) == 1 + metrics.restart_rate.retries

@@ -45,6 +45,7 @@ def test_env_prints_exports_for_the_configured_ports(tmp_path: Path) -> None:
         "K8S_RUNBOOKS_PROMETHEUS_URL": f"http://127.0.0.1:{env['K8S_RUNBOOKS_SANDBOX_PROMETHEUS_PORT']}",
         "K8S_RUNBOOKS_ALERTMANAGER_URL": f"http://127.0.0.1:{env['K8S_RUNBOOKS_SANDBOX_ALERTMANAGER_PORT']}",
         "K8S_RUNBOOKS_PUSHGATEWAY_URL": f"http://127.0.0.1:{env['K8S_RUNBOOKS_SANDBOX_PUSHGATEWAY_PORT']}",
+        "K8S_RUNBOOKS_RECEIVER_URL": f"http://127.0.0.1:{env['K8S_RUNBOOKS_SANDBOX_RECEIVER_PORT']}",
     }
 
 
