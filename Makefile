@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv tools sandbox-up sandbox-down demo test clean-sandbox
+.PHONY: venv tools sandbox-up sandbox-down demo test bench clean-sandbox
 
 venv: $(STAMP)
 
@@ -40,6 +40,11 @@ demo: venv
 test: venv tools
 	@$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
+
+# Benchmarks start their own sandbox pieces; figures land in bench/results/ (see BENCHMARKS.md).
+BENCH_ARGS ?=
+bench: venv tools
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean-sandbox: sandbox-down
 	rm -rf .sandbox/pids .sandbox/logs .sandbox/prometheus .sandbox/alertmanager .sandbox/prefect .sandbox/pods

@@ -169,7 +169,9 @@ def test_no_diagnosis_escalates_with_evidence_and_changes_nothing(env: LatencyEn
 def test_cpu_burn_under_a_low_limit_is_diagnosed_as_throttling_and_the_limit_patch_proposed(env: LatencyEnv) -> None:
     env.patch_checkout({"env": [{"name": "FAULT_CPU_BURN", "value": "1.0"}], "resources": {"limits": {"cpu": "100m"}}})
     try:
-        wait_for(lambda: (env.throttling() or 0) > 0.5, 90, "checkout CPU throttling in Prometheus")
+        # Both preconditions of the diagnosis, read the way the flow reads them: throttled pods and a slow service.
+        wait_for(lambda: (env.throttling() or 0) > 0.5 and (env.p95_ms("checkout") or 0) > 40, 120,
+                 "checkout CPU throttling and p95 above 40 ms in Prometheus")
         before = env.snapshot()
         result = env.run_flow("high-latency", **env.latency(approval="dry-run", p95_threshold_ms=20))
         after = env.snapshot()
@@ -180,7 +182,9 @@ def test_cpu_burn_under_a_low_limit_is_diagnosed_as_throttling_and_the_limit_pat
     run_id = result["flow_run_id"]
     rec = env.record_of(run_id, "high-latency")
     throttled = [f for f in rec["findings"] if f["evidence"].get("kind") == "cpu_throttling"]
-    assert throttled and all(f["evidence"]["pod"].startswith("checkout-") for f in throttled)
+    pods_table = env.latest(run_id, "high-latency-check-metrics-pods")["data"]
+    assert throttled, f"outcome {rec['outcome']}: {rec['outcome_detail']}\nfindings: {rec['findings']}\npods: {pods_table}"
+    assert all(f["evidence"]["pod"].startswith("checkout-") for f in throttled)
     assert rec["outcome"] == "dry-run"
     assert [(a["action"]["kind"], a["decision"]) for a in rec["actions"]] == [("patch_resources", "dry-run")]
     assert rec["actions"][0]["action"]["patch"] == {"checkout": {"limits": {"cpu": "200m"}}}

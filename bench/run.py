@@ -1,0 +1,72 @@
+"""`make bench`: run every benchmark in its own process (so one's memory never colours another's) and
+collect the JSON each one writes to bench/results/<name>.json.
+
+    .venv/bin/python bench/run.py [--quick] [--only NAME ...]
+
+Each benchmark is a script `bench/<name>.py` with `--quick` (smaller sizes, for a smoke run) and `--out FILE`
+(where it writes its figures). Figures are published by hand in BENCHMARKS.md with the machine and date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+# Order: cheapest first, so a quick look at the first figures needs no wait.
+BENCHES = ["postmortem_assembly", "fanout", "overhead", "storm", "alert_to_running"]
+
+
+def machine() -> dict[str, object]:
+    mem = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem = round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    return {"cpus": os.cpu_count(), "mem_gib": mem, "python": platform.python_version(),
+            "platform": platform.platform(), "load_avg_1m": os.getloadavg()[0],
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes: a smoke run, not publishable figures")
+    parser.add_argument("--only", nargs="*", choices=BENCHES, help="run only these benchmarks")
+    args = parser.parse_args()
+    out_dir = HERE / "results"
+    out_dir.mkdir(exist_ok=True)
+    summary: dict[str, object] = {"machine": machine(), "quick": args.quick, "results": {}}
+    failed = []
+    for name in args.only or BENCHES:
+        script = HERE / f"{name}.py"
+        if not script.exists():
+            print(f"== {name}: not present, skipped", flush=True)
+            continue
+        out = out_dir / f"{name}.json"
+        cmd = [sys.executable, str(script), "--out", str(out)] + (["--quick"] if args.quick else [])
+        print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
+        started = time.monotonic()
+        rc = subprocess.call(cmd, cwd=REPO)
+        took = time.monotonic() - started
+        print(f"== {name}: exit {rc} after {took:.0f}s", flush=True)
+        if rc != 0:
+            failed.append(name)
+        results = summary["results"]
+        assert isinstance(results, dict)
+        results[name] = json.loads(out.read_text()) if rc == 0 and out.exists() else {"error": f"exit {rc}"}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"figures: {out_dir / 'summary.json'}" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
