@@ -1,16 +1,23 @@
-"""Drills end to end against the session sandbox. Each test has its own Deployment (namespaces `drill-*` are
+"""Drills end to end against the session sandbox. Each drill has its own Deployment (namespaces `drill-*` are
 routed by the sandbox's alert receiver; `dr-*` are not, so direct-path drills are not answered twice).
-Drills run in their own process, as the CLI runs them; this process plays the canceller."""
+Drills run in their own process, as the CLI runs them; this process plays the canceller.
+
+The drills of the selected tests start together (fixture `launched`) once their targets are steady, and each
+test collects its own drill's result: a drill mostly waits (scrapes, alert windows, rollouts), so running them
+side by side on separate Deployments makes the module as long as its longest drill, not the sum of them."""
 
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
 import string
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +37,42 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 SUFFIX = "".join(random.choices(string.ascii_lowercase, k=5))
 NS_ALERT = f"drill-{SUFFIX}"  # routed: the alert path answers
 NS = f"dr-{SUFFIX}"  # not routed: direct path only
+NOLABEL = f"nolabel-{SUFFIX}"
 DIRECT = {"stable_seconds": 3, "recovery_timeout_seconds": 90, "verify_window_seconds": 30, "verify_timeout_seconds": 90}
+
+
+@dataclass(frozen=True)
+class Drill:
+    namespace: str
+    deployment: str
+    scenario: str = "pod-crash"
+    params: dict[str, Any] = field(default_factory=dict)
+    steady_first: bool = True  # wait for the target's steady state before starting (False: the test wants it refused/aborted)
+
+
+DRILLS: dict[str, Drill] = {
+    "latency": Drill(NS_ALERT, "slow", "latency", {"response": "alert", "fault": {"kind": "latency", "value": "800"},
+                                                   "detect_timeout_seconds": 150, "recover_timeout_seconds": 240,
+                                                   "runbook_wait_after_recovery_seconds": 180}),
+    "alert-crash": Drill(NS_ALERT, "web", params={"response": "alert", "fault": {"kind": "crash", "value": "1", "message": "panic: drill"}}),
+    "failed": Drill(NS, "api", params={"response": "direct", "approval": "required", "approval_timeout_seconds": 5,
+                                       "runbook_overrides": DIRECT, "fault": {"kind": "crash", "value": "1"}}),
+    "cancel": Drill(NS, "cancel", params={"response": "direct", "approval": "required", "approval_timeout_seconds": 600,
+                                          "runbook_overrides": DIRECT}),
+    "trend": Drill(NS, "trend", params={"fault": {"kind": "pod-kill", "pods": 1}, "response": "none"}),
+    "unlabelled": Drill(NOLABEL, "web", params={"response": "direct"}, steady_first=False),
+    "protected": Drill("kube-system", "web", params={"response": "direct"}, steady_first=False),
+    "not-steady": Drill(NS, "flaky", params={"response": "direct"}, steady_first=False),
+}
+USES = {  # test -> the drills it collects
+    "test_unlabelled_and_protected_namespaces_are_refused": ["unlabelled", "protected"],
+    "test_not_steady_target_gets_no_fault": ["not-steady"],
+    "test_cancelling_a_drill_mid_way_rolls_back": ["cancel"],
+    "test_trend_reads_past_drills_of_the_deployment": ["trend"],
+    "test_failed_response_still_rolls_back_and_reports": ["failed"],
+    "test_pod_crash_drill_through_the_alert_path": ["alert-crash"],
+    "test_latency_drill_through_the_alert_path": ["latency"],
+}
 
 
 def wait_for(fn: Any, timeout: float, what: str, interval: float = 1.0) -> Any:
@@ -60,6 +102,7 @@ class Env:
         return steady_state(ns, name, SteadyState(), settings=self.settings).ok
 
     def start(self, ns: str, name: str, scenario: str = "pod-crash", **params: Any) -> subprocess.Popen[str]:
+        """The drill in its own process (own session, so the teardown can stop what it left behind)."""
         body = {"namespace": ns, "deployment": name, "detect_timeout_seconds": 90, "recover_timeout_seconds": 150,
                 "post_verify_timeout_seconds": 90, "runbook_wait_after_recovery_seconds": 0, **params}
         return subprocess.Popen([sys.executable, "-m", "tests.drills.run_drill", scenario, json.dumps(body)], cwd=REPO,
@@ -78,8 +121,8 @@ class Env:
         assert result["scorecard"], f"no scorecard: {result}\n{err[-3000:]}"
         return result
 
-    def run(self, ns: str, name: str, **params: Any) -> dict[str, Any]:
-        return self.finish(self.start(ns, name, **params))
+    def launch(self, drill: Drill) -> subprocess.Popen[str]:
+        return self.start(drill.namespace, drill.deployment, drill.scenario, **drill.params)
 
     def audit(self, run_id: str) -> list[dict[str, Any]]:
         path = self.state_dir / "audit.jsonl"
@@ -99,42 +142,116 @@ class Env:
 def env(sandbox_only: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     e = Env(sandbox_only, tmp_path_factory.mktemp("drills"))
     kc = sandbox_only.kubeconfig
-    ensure_workload(kc, NS_ALERT, {"web": 2})
+    ensure_workload(kc, NS_ALERT, {"web": 2, "slow": 2})
     ensure_workload(kc, NS, {"api": 2, "cancel": 2, "trend": 2})
     ensure_workload(kc, NS, {"flaky": 2}, env={"FAULT_CRASH_AFTER_S": "1"})  # never steady
-    ensure_workload(kc, f"nolabel-{SUFFIX}", {"web": 1})
-    e.core.patch_namespace(f"nolabel-{SUFFIX}", {"metadata": {"labels": {"k8s-runbooks.io/drills": None}}})
-    wait_ready(kc, NS_ALERT, ["web"], timeout_s=180)
+    ensure_workload(kc, NOLABEL, {"web": 1})
+    e.core.patch_namespace(NOLABEL, {"metadata": {"labels": {"k8s-runbooks.io/drills": None}}})
+    wait_ready(kc, NS_ALERT, ["web", "slow"], timeout_s=180)
     wait_ready(kc, NS, ["api", "cancel", "trend"], timeout_s=180)
     yield e
     e.api.close()
 
 
-def test_unlabelled_and_protected_namespaces_are_refused(env: Env) -> None:
-    for ns in (f"nolabel-{SUFFIX}", "kube-system"):
-        result = env.run(ns, "web", response="direct")
+@pytest.fixture(scope="module")
+def launched(env: Env, request: pytest.FixtureRequest) -> Iterator[dict[str, subprocess.Popen[str]]]:
+    """The drills of the selected tests of this module, started together once their targets are steady."""
+    selected = {item.originalname for item in request.session.items if item.module is request.module}
+    keys = [k for k in DRILLS if any(k in USES.get(name, []) for name in selected)]
+    pending = {(d.namespace, d.deployment) for k in keys if (d := DRILLS[k]).steady_first}
+    procs: dict[str, subprocess.Popen[str]] = {}
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            pending = {t for t in pending if not env.steady(*t)}
+            for k in keys:  # start each drill as soon as its target is steady
+                d = DRILLS[k]
+                if k not in procs and (not d.steady_first or (d.namespace, d.deployment) not in pending):
+                    procs[k] = env.launch(d)
+            if not pending or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert not pending, f"targets never steady: {sorted(pending)}"
+        yield procs
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:  # a failed test left its drill running: stop it (its own session)
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+
+
+def test_unlabelled_and_protected_namespaces_are_refused(env: Env, launched: dict[str, subprocess.Popen[str]]) -> None:
+    for key in ("unlabelled", "protected"):
+        result = env.finish(launched[key])
         card = result["scorecard"]
         assert card["outcome"] == "refused", card
-        assert ("not labelled" if ns.startswith("nolabel") else "protected") in card["outcome_detail"]
+        assert ("not labelled" if key == "unlabelled" else "protected") in card["outcome_detail"]
         assert card["injected_at"] is None and not any(a["decision"] == "allowed" for a in env.audit(result["flow_run_id"]))
-    assert env.faults(f"nolabel-{SUFFIX}", "web") == {}
+    assert env.faults(NOLABEL, "web") == {}
 
 
-def test_not_steady_target_gets_no_fault(env: Env) -> None:
-    before = env.faults(NS, "flaky")
-    result = env.run(NS, "flaky", response="direct")
+def test_not_steady_target_gets_no_fault(env: Env, launched: dict[str, subprocess.Popen[str]]) -> None:
+    result = env.finish(launched["not-steady"])
     card = result["scorecard"]
     assert card["outcome"] == "aborted" and "ready replicas" in card["outcome_detail"]
     assert card["injected_at"] is None
     assert not [a for a in env.audit(result["flow_run_id"]) if a["action"]["kind"] == "inject_fault"]
-    assert env.faults(NS, "flaky") == before
+    assert env.faults(NS, "flaky") == {"FAULT_CRASH_AFTER_S": "1"}  # only the fault it was created with
 
 
-def test_pod_crash_drill_through_the_alert_path(env: Env) -> None:
+def test_cancelling_a_drill_mid_way_rolls_back(env: Env, launched: dict[str, subprocess.Popen[str]]) -> None:
+    proc = launched["cancel"]
+    wait_for(lambda: env.faults(NS, "cancel"), 180, "the fault to be injected")
+
+    def runs(flow: str, state: str) -> list[dict[str, Any]]:
+        r = env.api.post("/flow_runs/filter", json={"flows": {"name": {"any_": [flow]}},
+                                                    "flow_runs": {"state": {"type": {"any_": [state]}}}})
+        r.raise_for_status()
+        return [x for x in r.json() if (x["parameters"].get("params") or {}).get("deployment") == "cancel"
+                and x["parameters"]["params"].get("namespace") == NS]
+
+    # mid-way: the fault is in and the responding runbook waits for its approval
+    wait_for(lambda: runs("pod-crash", "PAUSED"), 180, "the runbook to wait for its approval")
+    (run,) = runs("drill-pod-crash", "RUNNING")
+    r = env.api.post(f"/flow_runs/{run['id']}/set_state", json={"state": {"type": "CANCELLING"}, "force": True})
+    assert r.status_code in (200, 201), r.text
+    result = env.finish(proc, timeout=240)
+    card = result["scorecard"]
+    assert card["outcome"] == "cancelled" and card["rollback_ok"] is True, card
+    assert env.faults(NS, "cancel") == {}
+    state = env.api.get(f"/flow_runs/{result['flow_run_id']}").json()["state"]["type"]
+    assert state == "CANCELLED"
+
+
+def test_trend_reads_past_drills_of_the_deployment(env: Env, launched: dict[str, subprocess.Popen[str]]) -> None:
+    runs = [env.finish(launched["trend"])]
+    wait_for(lambda: env.steady(NS, "trend"), 120, "steady state of trend")
+    runs.append(env.finish(env.launch(DRILLS["trend"])))
+    assert all(r["scorecard"]["outcome"] == "passed" for r in runs), [r["scorecard"] for r in runs]
+    last = runs[-1]["flow_run_id"]
+    table = [a for a in env.artifacts(last) if a["key"] == "drill-trend-table"]
+    rows = json.loads(table[-1]["data"])
+    assert {r["run"] for r in rows} >= {r["flow_run_id"] for r in runs}
+    assert all(r["recover_s"] is not None for r in rows if r["run"] in {x["flow_run_id"] for x in runs})
+    assert (env.reports_dir / last / "drill-trend.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_failed_response_still_rolls_back_and_reports(env: Env, launched: dict[str, subprocess.Popen[str]]) -> None:
+    result = env.finish(launched["failed"])
+    card = result["scorecard"]
+    assert card["outcome"] == "failed" and result["state"] == "FAILED"
+    assert "Failed" in (card["runbook_state"] or ""), card
+    assert any("timed out" in r for r in card["responders"]), card["responders"]
+    phases = {p["name"]: p for p in card["phases"]}
+    assert phases["approval"]["seconds"] is not None and phases["recover"]["met"] is False
+    assert card["rollback_ok"] is True and any("remove fault: allowed" in r for r in card["rollback"]), card["rollback"]
+    assert env.faults(NS, "api") == {}
+
+
+def test_pod_crash_drill_through_the_alert_path(env: Env, launched: dict[str, subprocess.Popen[str]]) -> None:
     r = httpx.get(env.box.env.get("K8S_RUNBOOKS_RECEIVER_URL", "http://127.0.0.1:" + env.box.env["K8S_RUNBOOKS_SANDBOX_RECEIVER_PORT"]) + "/healthz", timeout=5)
     assert r.status_code == 200, "the sandbox starts the alert receiver"
-    wait_for(lambda: env.steady(NS_ALERT, "web"), 120, "steady state of web")
-    result = env.run(NS_ALERT, "web", response="alert", fault={"kind": "crash", "value": "1", "message": "panic: drill"})
+    result = env.finish(launched["alert-crash"])
     card = result["scorecard"]
     phases = {p["name"]: p for p in card["phases"]}
     assert card["response_path"] == "alert"
@@ -153,55 +270,24 @@ def test_pod_crash_drill_through_the_alert_path(env: Env) -> None:
     assert pm.exists() and "(drill)" in pm.read_text()
 
 
-def test_failed_response_still_rolls_back_and_reports(env: Env) -> None:
-    wait_for(lambda: env.steady(NS, "api"), 120, "steady state of api")
-    result = env.run(NS, "api", response="direct", approval="required", approval_timeout_seconds=5, runbook_overrides=DIRECT,
-                     fault={"kind": "crash", "value": "1"})
+def test_latency_drill_through_the_alert_path(env: Env, launched: dict[str, subprocess.Popen[str]]) -> None:
+    """Latency fault → HighLatency fires → receiver → high-latency runbook deployment (rollout undo) → p95 back
+    under the threshold; rollback always; the scorecard artifact says so."""
+    result = env.finish(launched["latency"])
     card = result["scorecard"]
-    assert card["outcome"] == "failed" and result["state"] == "FAILED"
-    assert "Failed" in (card["runbook_state"] or ""), card
-    assert any("timed out" in r for r in card["responders"]), card["responders"]
     phases = {p["name"]: p for p in card["phases"]}
-    assert phases["approval"]["seconds"] is not None and phases["recover"]["met"] is False
-    assert card["rollback_ok"] is True and any("remove fault: allowed" in r for r in card["rollback"]), card["rollback"]
-    assert env.faults(NS, "api") == {}
-
-
-def test_cancelling_a_drill_mid_way_rolls_back(env: Env) -> None:
-    wait_for(lambda: env.steady(NS, "cancel"), 120, "steady state of cancel")
-    proc = env.start(NS, "cancel", response="direct", approval="required", approval_timeout_seconds=600, runbook_overrides=DIRECT)
-    try:
-        wait_for(lambda: env.faults(NS, "cancel"), 120, "the fault to be injected")
-
-        def drill_run() -> str | None:
-            r = env.api.post("/flow_runs/filter", json={"flows": {"name": {"any_": ["drill-pod-crash"]}},
-                                                        "flow_runs": {"state": {"type": {"any_": ["RUNNING"]}}}})
-            r.raise_for_status()
-            return next((x["id"] for x in r.json() if x["parameters"]["params"]["deployment"] == "cancel"), None)
-        run_id = wait_for(drill_run, 30, "the running drill")
-        time.sleep(3)
-        r = env.api.post(f"/flow_runs/{run_id}/set_state", json={"state": {"type": "CANCELLING"}, "force": True})
-        assert r.status_code in (200, 201), r.text
-        result = env.finish(proc, timeout=240)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    card = result["scorecard"]
-    assert card["outcome"] == "cancelled" and card["rollback_ok"] is True, card
-    assert env.faults(NS, "cancel") == {}
-    state = env.api.get(f"/flow_runs/{result['flow_run_id']}").json()["state"]["type"]
-    assert state == "CANCELLED"
-
-
-def test_trend_reads_past_drills_of_the_deployment(env: Env) -> None:
-    runs = []
-    for _ in range(2):
-        wait_for(lambda: env.steady(NS, "trend"), 120, "steady state of trend")
-        runs.append(env.run(NS, "trend", fault={"kind": "pod-kill", "pods": 1}, response="none"))
-    assert all(r["scorecard"]["outcome"] == "passed" for r in runs), [r["scorecard"] for r in runs]
-    last = runs[-1]["flow_run_id"]
-    table = [a for a in env.artifacts(last) if a["key"] == "drill-trend-table"]
-    rows = json.loads(table[-1]["data"])
-    assert {r["run"] for r in rows} >= {r["flow_run_id"] for r in runs}
-    assert all(r["recover_s"] is not None for r in rows if r["run"] in {x["flow_run_id"] for x in runs})
-    assert (env.reports_dir / last / "drill-trend.png").read_bytes()[:4] == b"\x89PNG"
+    assert (card["scenario"], card["response_path"], card["fault"]) == ("latency", "alert", "FAULT_LATENCY_MS=800"), card
+    assert phases["detect"]["seconds"] is not None and phases["respond"]["seconds"] is not None, card
+    assert phases["recover"]["seconds"] is not None, card
+    assert card["injected_at"] and card["runbook_run_id"], card
+    runbook = env.api.get(f"/flow_runs/{card['runbook_run_id']}").json()
+    assert runbook["parameters"]["params"]["namespace"] == NS_ALERT and runbook["parameters"]["params"]["service"] == "slow"
+    assert any("to the previous ReplicaSet: allowed, executed" in r for r in card["responders"]), card["responders"]
+    assert card["rollback_ok"] is True, card
+    assert env.faults(NS_ALERT, "slow") == {}
+    arts = env.artifacts(result["flow_run_id"])
+    assert {"drill-scorecard", "drill-latency-record", "drill-latency-phases"} <= {a["key"] for a in arts}
+    text = next(a["data"] for a in arts if a["key"] == "drill-scorecard")
+    for name in ("detect", "respond", "recover"):  # the human-readable table, not only the machine-readable block
+        assert f"| {name} | {phases[name]['seconds']:.1f} s |" in text, text
+    assert "## Rollback\n- verified" in text and "to the previous ReplicaSet: allowed, executed" in text
