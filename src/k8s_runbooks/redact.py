@@ -35,7 +35,7 @@ def _keep_prefix(kind: str, group: str = "prefix", suffix: str | None = None) ->
 
 
 _SECRET_KEY_WORDS = (
-    r"password|passwd|secret|token|api[_ -]?key|apikey|access[_-]?key|secret[_-]?key|"
+    r"password|passwd|pwd|passphrase|credentials?|secret|token|api[_ -]?key|apikey|access[_-]?key|secret[_-]?key|"
     r"private[_-]?key|account[_-]?key|auth[_-]?key|client[_-]?secret|session[_-]?id|"
     r"signing[_-]?key|encryption[_-]?key"
 )
@@ -46,7 +46,9 @@ _RULES: list[tuple[str, re.Pattern[str], Replacer]] = [
         "private_key",
         re.compile(
             r"-----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY( BLOCK)?-----"
-            r"(?:[\s\S]{0,20000}?-----END[A-Z0-9 ]{0,40}PRIVATE KEY( BLOCK)?-----|[A-Za-z0-9+/=\s\\]{0,20000})"
+            # The body never holds a double quote: a truncated key inside JSON must not reach for the END line
+            # of another key further down the document.
+            r"(?:[^\"]{0,20000}?-----END[A-Z0-9 ]{0,40}PRIVATE KEY( BLOCK)?-----|[A-Za-z0-9+/=\s\\]{0,20000})"
         ),
         _whole("private_key"),
     ),
@@ -79,7 +81,9 @@ _RULES: list[tuple[str, re.Pattern[str], Replacer]] = [
         re.compile(
             r"(?i)(?P<prefix>\b(?:proxy-)?authorization[\"']?\s{0,5}[:=]\s{0,5}[\"']?"
             r"(?:(?:bearer|basic|token|digest|apikey|negotiate|aws4-hmac-sha256)\s{1,5})?)"
-            r"(?!\[REDACTED)[^\r\n\"']{1,4000}"
+            # A backslash starting a JSON escape (\n, \") ends the value: inside JSON text it is the next log line
+            # or the closing quote, and eating it would break the JSON.
+            r"(?!\[REDACTED)(?:[^\r\n\"'\\]|\\(?![\\\"nrt/u])){1,4000}"
         ),
         _keep_prefix("authorization"),
     ),
@@ -88,7 +92,7 @@ _RULES: list[tuple[str, re.Pattern[str], Replacer]] = [
         re.compile(r"(?i)(?P<prefix>\bbearer\s{1,5})(?!\[REDACTED)[A-Za-z0-9\-._~+/]{12,4000}=*"),
         _keep_prefix("bearer"),
     ),
-    ("aws_access_key_id", re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|A3T[A-Z0-9])[A-Z0-9]{16}\b"), _whole("aws_access_key_id")),
+    ("aws_access_key_id", re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}\b"), _whole("aws_access_key_id")),
     (
         "aws_secret_key",
         re.compile(
@@ -101,8 +105,31 @@ _RULES: list[tuple[str, re.Pattern[str], Replacer]] = [
     ("gcp_oauth_token", re.compile(r"\bya29\.[0-9A-Za-z\-_]{20,2000}"), _whole("gcp_oauth_token")),
     ("github_token", re.compile(r"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36,255}\b"), _whole("github_token")),
     ("github_token", re.compile(r"\bgithub_pat_[A-Za-z0-9_]{22,255}\b"), _whole("github_token")),
-    ("gitlab_token", re.compile(r"\bglpat-[A-Za-z0-9_\-]{20,100}\b"), _whole("gitlab_token")),
-    ("slack_token", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,250}"), _whole("slack_token")),
+    # GitLab: personal/project/group (glpat), runner (glrt), deploy (gldt), trigger (glptt), feed, OAuth app, CI job, ...
+    ("gitlab_token", re.compile(r"\bgl(?:pat|rt|dt|ptt|ft|soat|oas|cbt|imt|agent|ffct)-[A-Za-z0-9_\-]{20,100}\b"), _whole("gitlab_token")),
+    ("slack_token", re.compile(r"\bxox[abposre]-[A-Za-z0-9-]{10,250}"), _whole("slack_token")),
+    ("slack_token", re.compile(r"\bxapp-\d-[A-Za-z0-9-]{10,250}"), _whole("slack_token")),
+    ("discord_webhook", re.compile(r"(?P<prefix>https://(?:ptb\.|canary\.)?discord(?:app)?\.com/api/webhooks/\d{5,30}/)[A-Za-z0-9_\-]{20,200}"),
+     _keep_prefix("discord_webhook")),
+    # Sentry org/user auth tokens (the DSN's key is public-ish and handled above).
+    ("sentry_token", re.compile(r"\bsntry[su]_[A-Za-z0-9_=+/\-]{20,400}"), _whole("sentry_token")),
+    ("huggingface_token", re.compile(r"\bhf_[A-Za-z0-9]{30,60}\b"), _whole("huggingface_token")),
+    # HashiCorp Vault service/batch/recovery tokens (and the legacy s./b. forms only after a "vault"-ish word is too
+    # vague to match; the generic token= rule covers those).
+    ("vault_token", re.compile(r"\bhv[sbr]\.[A-Za-z0-9_\-]{20,500}"), _whole("vault_token")),
+    ("databricks_token", re.compile(r"\bdapi[0-9a-f]{32}(?:-\d)?\b"), _whole("databricks_token")),
+    ("telegram_bot_token", re.compile(r"\b\d{6,12}:AA[A-Za-z0-9_\-]{30,40}\b"), _whole("telegram_bot_token")),
+    # Entra ID (Azure AD) client secrets: 3 chars, a digit, "Q~", then 31-34 chars.
+    ("azure_client_secret", re.compile(r"(?<![A-Za-z0-9_~.\-])[A-Za-z0-9_~.\-]{3}\dQ~[A-Za-z0-9_~.\-]{31,34}(?![A-Za-z0-9_~.\-])"),
+     _whole("azure_client_secret")),
+    # Azure SAS (and any signed URL's) signature query parameter.
+    ("signed_url", re.compile(r"(?i)(?P<prefix>[?&](?:sig|x-amz-signature|x-goog-signature|signature)=)(?!\[REDACTED)[^&\s\"'#]{8,2000}"),
+     _keep_prefix("signed_url")),
+    # Base64 of "-----BEGIN" (a PEM inside a Kubernetes Secret's data, a values file, an env var).
+    ("private_key", re.compile(r"\bLS0tLS1CRUdJTi[A-Za-z0-9+/=]{20,20000}"), _whole("private_key")),
+    # Docker config.json / .dockerconfigjson: "auth": "<base64 user:password>"
+    ("docker_auth", re.compile(r'(?P<prefix>"auth"\s*:\s*")(?!\[REDACTED)[A-Za-z0-9+/=]{8,4000}(?P<q>")'),
+     _keep_prefix("docker_auth", suffix="q")),
     ("stripe_key", re.compile(r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,250}\b"), _whole("stripe_key")),
     ("stripe_key", re.compile(r"\bwhsec_[A-Za-z0-9]{16,250}\b"), _whole("stripe_key")),
     ("sendgrid_key", re.compile(r"\bSG\.[A-Za-z0-9_\-]{16,32}\.[A-Za-z0-9_\-]{16,64}\b"), _whole("sendgrid_key")),
@@ -127,7 +154,15 @@ _RULES: list[tuple[str, re.Pattern[str], Replacer]] = [
 _GENERIC = re.compile(
     r"(?i)(?P<prefix>(?<![A-Za-z0-9])[\w.-]{0,40}?(?:" + _SECRET_KEY_WORDS + r")[\"']?\s{0,5}(?:=|:(?!//))\s{0,5})"
     r"(?:\"(?P<dq>(?!\[REDACTED)(?:[^\"\\\r\n]|\\.){1,4000})\"|'(?P<sq>(?!\[REDACTED)[^'\r\n]{1,4000})'"
-    r"|(?P<bare>(?!\[REDACTED)[^\s\"',;&})\]]{1,4000}))"
+    r"|(?P<bare>(?!\[REDACTED)(?:[^\s\"',;&})\]\\]|\\(?![\\\"nrt/u])){1,4000}))"
+)
+
+
+# The same inside a JSON string that itself holds JSON (a structured log line whose message is a JSON
+# document): \"password\": \"value\". The value ends at the next escaped quote.
+_ESCAPED_JSON = re.compile(
+    r'(?i)(?P<prefix>\\"[\w.-]{0,40}?(?:' + _SECRET_KEY_WORDS + r'|private[_-]?key[_-]?id|auth)\\"\s{0,5}:\s{0,5}\\")'
+    r'(?!\[REDACTED)(?:[^"\\\r\n]|\\[^"\r\n]){1,4000}(?P<q>\\")'
 )
 
 
@@ -152,6 +187,8 @@ def redact(text: Any) -> tuple[str, int]:
     for _kind, pattern, build in _RULES:
         text, n = pattern.subn(build, text)
         total += n
+    text, n = _ESCAPED_JSON.subn(lambda m: f"{m.group('prefix')}{_mark('secret')}{m.group('q')}", text)
+    total += n
     text, n = _GENERIC.subn(_generic, text)
     return text, total + n
 
