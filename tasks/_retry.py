@@ -13,6 +13,7 @@ Usage:
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -26,7 +27,9 @@ from prefect.tasks import exponential_backoff
 from k8s_runbooks.errors import is_transient
 
 RETRIES = 3
-BACKOFF_FACTOR = 1.0  # delays 1 s, 2 s, 4 s before jitter
+# Delays 1 s, 2 s, 4 s before jitter. K8S_RUNBOOKS_TASK_RETRY_BACKOFF_SECONDS scales them (read once at import;
+# the fault tests use 0.1 so an outage that exhausts every retry of a dozen queries takes seconds, not minutes).
+BACKOFF_FACTOR = float(os.environ.get("K8S_RUNBOOKS_TASK_RETRY_BACKOFF_SECONDS", "1.0"))
 RETRY_DELAYS: list[float] = exponential_backoff(backoff_factor=BACKOFF_FACTOR)(RETRIES)
 JITTER_FACTOR = 0.5
 MAX_RETRY_AFTER_SECONDS = 60.0  # never let an upstream Retry-After stall a runbook longer than this

@@ -1,16 +1,24 @@
 """The one client seam: build the official `ApiClient` from settings, call it with timeouts, map errors.
 
 Every request goes through `Kube.call`, which sets `_request_timeout=(connect, read)` and maps
-`ApiException` / urllib3 / socket errors to `k8s_runbooks.errors`. urllib3's own retries are disabled:
-retrying is the job of the Prefect task policy (`tasks/_retry.py`), so a retry is visible in the run.
+`ApiException` / urllib3 / socket errors to `k8s_runbooks.errors`. urllib3's own retries are disabled.
+Reads (get/list) that fail transiently are retried here a couple of times with a short backoff (honouring
+Retry-After, capped): a task makes several reads, and with task-level retries alone a flaky API server fails
+nearly every attempt of a task with many reads. Each such retry is logged (logger `k8s_runbooks.kube`).
+Writes are never retried here: that is the job of the Prefect task policy (`tasks/_retry.py`), visible in
+the run, and writes that must not be repeated blindly check their own outcome first (kube/workloads.py).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,6 +41,12 @@ from k8s_runbooks.errors import (
 from k8s_runbooks.settings import Settings, get_settings
 
 T = TypeVar("T")
+log = logging.getLogger("k8s_runbooks.kube")
+
+READ_VERBS = frozenset({"get", "list"})
+READ_RETRIES = 2  # extra attempts of a read inside one call
+READ_BACKOFF_SECONDS = 0.5  # 0.5 s, 1 s
+MAX_READ_RETRY_AFTER_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -122,13 +136,24 @@ class Kube:
         self.timeout: tuple[float, float] = (min(timeout_seconds, 5.0), timeout_seconds)
         self.core = k8s.CoreV1Api(api_client)
         self.apps = k8s.AppsV1Api(api_client)
+        self.read_retries = 0  # reads retried inside `call` (for tests and diagnostics)
 
     def call(self, op: Op, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         kwargs.setdefault("_request_timeout", self.timeout)
-        try:
-            return fn(*args, **kwargs)
-        except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise map_error(exc, op) from exc
+        attempt = 0
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+                err = map_error(exc, op)
+                if not (err.transient and op.verb in READ_VERBS and attempt < READ_RETRIES):
+                    raise err from exc
+            attempt += 1
+            self.read_retries += 1
+            retry_after = getattr(err, "retry_after", None)
+            delay = min(retry_after, MAX_READ_RETRY_AFTER_SECONDS) if retry_after else READ_BACKOFF_SECONDS * attempt
+            log.warning("retrying '%s' in %.1fs (attempt %d of %d): %s", op, delay, attempt + 1, READ_RETRIES + 1, err.message)
+            time.sleep(delay)
 
     def close(self) -> None:
         self.api_client.close()
@@ -146,13 +171,28 @@ def _kubeconfig_path(settings: Settings) -> Path | None:
     return default if default.is_file() else None
 
 
-def build_api_client(settings: Settings) -> k8s.ApiClient:
+def _contexts_hint(path: Path) -> str:
+    try:
+        contexts, _ = k8s_config.list_kube_config_contexts(config_file=str(path))
+    except (ConfigException, OSError, ValueError):
+        return "check the kubeconfig file and K8S_RUNBOOKS_KUBE_CONTEXT"
+    return f"contexts in {path}: {', '.join(sorted(c['name'] for c in contexts)) or 'none'}"
+
+
+def build_api_client(settings: Settings, context: str | None = None) -> k8s.ApiClient:
+    """`context` (a run's kube_context) overrides `settings.kube_context`; both None: the current context."""
+    context = context or settings.kube_context
     cfg = k8s.Configuration()
     path = _kubeconfig_path(settings)
     try:
         if path is not None:
             k8s_config.load_kube_config(
-                config_file=str(path), context=settings.kube_context, client_configuration=cfg, persist_config=False
+                config_file=str(path), context=context, client_configuration=cfg, persist_config=False
+            )
+        elif context:
+            raise ConfigError(
+                f"kube context {context!r} requested but no kubeconfig found",
+                hint="set K8S_RUNBOOKS_KUBECONFIG or $KUBECONFIG to a kubeconfig that has this context",
             )
         elif os.environ.get("KUBERNETES_SERVICE_HOST"):
             k8s_config.load_incluster_config(client_configuration=cfg)
@@ -162,12 +202,37 @@ def build_api_client(settings: Settings) -> k8s.ApiClient:
                 hint="set K8S_RUNBOOKS_KUBECONFIG or $KUBECONFIG, create ~/.kube/config, or run in a cluster",
             )
     except (ConfigException, OSError, ValueError) as exc:
+        where = f"{path}" + (f" (context {context!r})" if context else "") if path else "in-cluster"
         raise ConfigError(
-            f"cannot load Kubernetes configuration from {path or 'in-cluster'}: {exc}",
-            hint="check the kubeconfig file and K8S_RUNBOOKS_KUBE_CONTEXT",
+            f"cannot load Kubernetes configuration from {where}: {exc}",
+            hint=_contexts_hint(path) if path is not None else "check the kubeconfig file and K8S_RUNBOOKS_KUBE_CONTEXT",
         ) from exc
     cfg.retries = False  # no hidden urllib3 retries: the task policy retries, visibly
     return k8s.ApiClient(cfg)
+
+
+# The kube context of the runbook run in progress (its `kube_context` parameter). A ContextVar, so it follows
+# the flow into its tasks (Prefect runs tasks in the flow's thread or in a copy of its context) without
+# threading a parameter through every task and core function.
+_run_context: ContextVar[str | None] = ContextVar("k8s_runbooks_kube_context", default=None)
+
+
+@contextmanager
+def kube_context(name: str | None) -> Iterator[None]:
+    """Within the block, `get_kube()` talks to kubeconfig context `name`; None keeps the settings' context."""
+    if not name:
+        yield
+        return
+    token = _run_context.set(name)
+    try:
+        yield
+    finally:
+        _run_context.reset(token)
+
+
+def current_context(settings: Settings) -> str | None:
+    """The context `get_kube(settings)` uses now: the run's, else the settings', else None (kubeconfig's current)."""
+    return _run_context.get() or settings.kube_context
 
 
 _cache: dict[tuple[str | None, str | None, float], Kube] = {}
@@ -178,11 +243,12 @@ def get_kube(settings: Settings | None = None) -> Kube:
     """A shared `Kube` per (kubeconfig, context, timeout); building one parses the kubeconfig."""
     settings = settings or get_settings()
     path = _kubeconfig_path(settings)
-    key = (str(path) if path else None, settings.kube_context, settings.kube_timeout_seconds)
+    context = current_context(settings)
+    key = (str(path) if path else None, context, settings.kube_timeout_seconds)
     with _cache_lock:
         kube = _cache.get(key)
         if kube is None:
-            kube = Kube(build_api_client(settings), settings.kube_timeout_seconds)
+            kube = Kube(build_api_client(settings, context), settings.kube_timeout_seconds)
             _cache[key] = kube
         return kube
 

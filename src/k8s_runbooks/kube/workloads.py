@@ -13,8 +13,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
 
-from k8s_runbooks.errors import InvalidInput, NotFound
+from k8s_runbooks.errors import InvalidInput, NotFound, PermanentError, TransientError
 from k8s_runbooks.kube.client import Kube, Op, get_kube
 from k8s_runbooks.kube.pods import (
     RESTARTED_AT,
@@ -52,10 +53,51 @@ def _delete_pods(kube: Kube, namespace: str, names: list[str], grace_period_seco
     return detail + (f"; already gone: {', '.join(gone)}" if gone else "")
 
 
+VERIFY_ATTEMPTS = 3
+
+
+def _outcome_unknown(exc: TransientError) -> bool:
+    """No HTTP answer (connection dropped, read timeout) or a 504: the write may have been applied."""
+    cause = exc.__cause__
+    return cause.status == 504 if isinstance(cause, ApiException) else True
+
+
+def _write_once(kube: Kube, op: Op, applied: Callable[[k8s.V1Deployment], bool], fn: Callable[..., Any], *args: Any,
+                **kwargs: Any) -> None:
+    """A write that must not be repeated blindly (a second `rollout undo` rolls forward again). When its
+    outcome is unknown, read the Deployment back: applied → done; not applied → TransientError (retrying is
+    safe); still unknown → PermanentError, so the task policy does not retry and the runbook escalates."""
+    try:
+        kube.call(op, fn, *args, **kwargs)
+        return
+    except TransientError as exc:
+        if not _outcome_unknown(exc):
+            raise
+        first = exc
+    for attempt in range(VERIFY_ATTEMPTS):
+        try:
+            dep = read_deployment(kube, op.namespace or "", op.name or "")
+        except TransientError:
+            time.sleep(1.0 + attempt)
+            continue
+        if applied(dep):
+            return
+        raise first
+    raise PermanentError(
+        f"'{op}' may or may not have been applied: {first.message}; the Deployment could not be read back to check",
+        hint=f"check `kubectl rollout history deployment/{op.name} -n {op.namespace}` before acting again",
+    )
+
+
 def _rollout_restart(kube: Kube, namespace: str, name: str) -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
-    kube.call(Op("patch", "deployments", namespace, name), kube.apps.patch_namespaced_deployment, name, namespace, body)
+
+    def applied(dep: k8s.V1Deployment) -> bool:
+        return ((dep.spec.template.metadata.annotations or {}) if dep.spec.template.metadata else {}).get(RESTARTED_AT) == stamp
+
+    _write_once(kube, Op("patch", "deployments", namespace, name), applied, kube.apps.patch_namespaced_deployment,
+                name, namespace, body)
     return f"rollout restart of {namespace}/{name} requested ({RESTARTED_AT}={stamp})"
 
 
@@ -89,14 +131,14 @@ def _rollout_undo(kube: Kube, namespace: str, name: str) -> str:
     template, rs_name, revision = previous_template(kube, namespace, name)
     # JSON patch replacing the whole template, as `kubectl rollout undo` does; a merge would keep new env vars.
     ops = [{"op": "replace", "path": "/spec/template", "value": template}]
-    kube.call(
-        Op("patch", "deployments", namespace, name),
-        kube.apps.patch_namespaced_deployment,
-        name,
-        namespace,
-        ops,
-        _content_type="application/json-patch+json",
-    )
+
+    def applied(dep: k8s.V1Deployment) -> bool:
+        now = kube.api_client.sanitize_for_serialization(dep.spec.template)
+        ((now.get("metadata") or {}).get("labels") or {}).pop(POD_TEMPLATE_HASH, None)
+        return bool(now == template)
+
+    _write_once(kube, Op("patch", "deployments", namespace, name), applied, kube.apps.patch_namespaced_deployment,
+                name, namespace, ops, _content_type="application/json-patch+json")
     return f"rolled back {namespace}/{name} to the template of ReplicaSet {rs_name} (revision {revision})"
 
 
@@ -153,7 +195,22 @@ def wait_until_healthy(
     detail = ""
     desired = ready = restarts = 0
     while True:
-        dep, ready, restarts, reasons, live = _snapshot(kube, namespace, deployment)
+        try:
+            dep, ready, restarts, reasons, live = _snapshot(kube, namespace, deployment)
+        except TransientError as exc:
+            # One failed poll is a missing observation, not a verdict: keep polling until the timeout
+            # (a task retry would restart the whole wait, and a few API hiccups would fail the recovery).
+            detail = f"{ready}/{desired} ready at the last poll; the API failed the latest one: {exc.message}"
+            if on_progress:
+                on_progress(detail)
+            if time.monotonic() - started >= timeout_seconds:
+                return HealthReport(
+                    namespace=namespace, name=deployment, healthy=False, ready_replicas=ready, desired_replicas=desired,
+                    restarts_stable=False, total_restarts=restarts, waited_seconds=round(time.monotonic() - started, 1),
+                    detail=f"not healthy after {timeout_seconds:g}s: {detail}",
+                )
+            time.sleep(max(poll_seconds, min(exc.retry_after or 0.0, 10.0)))
+            continue
         desired = expected_replicas if expected_replicas is not None else (dep.spec.replicas or 0)
         st = dep.status or k8s.V1DeploymentStatus()
         rolled_out = (st.observed_generation or 0) >= (dep.metadata.generation or 0) and (st.updated_replicas or 0) >= desired
@@ -197,11 +254,16 @@ def wait_for_ready_replicas(
     kube = get_kube(settings)
     started = time.monotonic()
     while True:
-        _dep, ready, _restarts, _reasons, pods = _snapshot(kube, namespace, deployment)
-        if ready >= replicas and pods <= replicas:
-            return True
-        if on_progress:
-            on_progress(f"{ready}/{replicas} ready ({pods} pods)")
+        try:
+            _dep, ready, _restarts, _reasons, pods = _snapshot(kube, namespace, deployment)
+        except TransientError as exc:  # a missing observation: poll again (see wait_until_healthy)
+            if on_progress:
+                on_progress(f"the API failed a poll: {exc.message}")
+        else:
+            if ready >= replicas and pods <= replicas:
+                return True
+            if on_progress:
+                on_progress(f"{ready}/{replicas} ready ({pods} pods)")
         if time.monotonic() - started >= timeout_seconds:
             return False
         time.sleep(poll_seconds)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import json
 import logging
 import re
@@ -652,6 +653,8 @@ class _Handler(BaseHTTPRequestHandler):
                     return
                 if decision.error is not None:
                     raise decision.error
+                if decision.drop_response:
+                    return self._serve_then_drop(method, path, query, body)
                 self._kube(method, path, query, body)
         except ApiError as err:
             self._send_error(err)
@@ -664,13 +667,33 @@ class _Handler(BaseHTTPRequestHandler):
             except OSError:
                 self.close_connection = True
 
+    def _serve_then_drop(self, method: str, path: str, query: Query, body: bytes) -> None:
+        """Fault `drop_phase: response`: apply the request, discard the answer, close the connection."""
+        real = self.wfile
+        self.wfile = io.BytesIO()  # type: ignore[assignment]
+        try:
+            self._kube(method, path, query, body)
+        except ApiError:
+            pass
+        finally:
+            self.wfile = real
+        self.close_connection = True
+        self.connection.shutdown(socket.SHUT_RDWR)
+
     def _sandbox(self, method: str, path: str, body: bytes) -> None:
+        if path == "/sandbox/faults/injected":
+            if method == "GET":
+                return self._send_json(200, {"injected": self.api.faults.injected()})
+            if method == "DELETE":
+                self.api.faults.reset_injected()
+                return self._send_json(200, {"injected": {}})
+            raise ApiError.method_not_allowed()
         if path == "/sandbox/faults":
             if method == "GET":
                 return self._send_json(200, {"fault": self.api.faults.current()})
             if method in ("POST", "PUT"):
-                cfg = self.api.faults.set(self._json_body(body))
-                return self._send_json(200, {"fault": cfg.to_json()})
+                self.api.faults.set(self._json_body(body))
+                return self._send_json(200, {"fault": self.api.faults.current()})
             if method == "DELETE":
                 self.api.faults.clear()
                 return self._send_json(200, {"fault": None})
@@ -927,6 +950,7 @@ class _Handler(BaseHTTPRequestHandler):
         # Streaming lists (client-go's WatchList, used by kubectl rollout status): the current state as ADDED
         # events, then a bookmark annotated k8s.io/initial-events-end, then the changes.
         initial_events = _truthy(_q(query, "sendInitialEvents"))
+        cut_after = self.api.faults.watch_deadline(urlsplit(self.path).path)
         self._start_chunked("application/json")
         last_rv = start or 0
         try:
@@ -941,6 +965,10 @@ class _Handler(BaseHTTPRequestHandler):
                         "metadata": {"resourceVersion": str(list_rv),
                                      "annotations": {"k8s.io/initial-events-end": "true"}}}))
             last_bookmark = time.monotonic()
+            if cut_after is not None and cut_after < timeout:
+                timeout = cut_after
+            else:
+                cut_after = None  # the client's own timeout comes first: end the stream cleanly
             events = self.store.watch(res.plural, route.namespace, start, label_selector=label_selector,
                                       field_selector=field_selector, timeout=timeout, stop=self.api.stopping)
             for event in events:
@@ -958,6 +986,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._chunk(json.dumps({"type": "ERROR", "object": err.status()}).encode() + b"\n")
         except OSError:
             self.close_connection = True
+            return
+        if cut_after is not None and not self.api.stopping.is_set() and not self._client_gone():
+            # Fault: the stream is cut mid-way (no final chunk), as a dying API server or proxy would.
+            self.api.faults.watch_cut()
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
             return
         self._end_chunked()
 
