@@ -27,7 +27,10 @@ _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
-_DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
+# [0-9], not \d: \d also matches other scripts' digits ("٥m"), which Python's int() reads but PromQL does
+# not, so such a window passed validation and broke the query. At most 9 digits: Prometheus refuses
+# durations that overflow.
+_DURATION = re.compile(r"^([0-9]{1,9})(ms|s|m|h|d)$")
 
 POD_OWNER_METRIC = "kube_pod_owner"
 RS_OWNER_METRIC = "kube_replicaset_owner"
