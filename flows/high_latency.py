@@ -32,6 +32,7 @@ from flows.snapshots import Scope, publish_charts
 from flows.steps import runbook_step
 from k8s_runbooks.charts import first_breach, lines_from_range
 from k8s_runbooks.errors import NotFound, RunbookError
+from k8s_runbooks.kube.client import kube_context
 from k8s_runbooks.models import Action, ActionKind, PodDiagnosis, QueryResult, Severity, WorkloadRef, WorkloadStatus, utcnow
 from k8s_runbooks.postmortem.render import md_code_block
 from k8s_runbooks.prom import promql
@@ -388,11 +389,12 @@ def scope_of(p: HighLatencyParams) -> Scope:
 @flow(name=FLOW, on_failure=[sentry_on_failure(FLOW)], log_prints=True)
 def high_latency(params: HighLatencyParams, standalone: bool = True) -> State:
     """`standalone=False` when a parent flow (the incident response) writes charts and one post-mortem."""
-    ctx = start_run(Ctx, FLOW, RUNBOOK_PATH, params)
-    charts = (lambda c: publish_charts(c, scope_of(params), [c.record])) if standalone else None
-    with remediation_slot(ctx.target):  # one runbook per workload at a time (see flows/concurrency.py)
-        return drive(ctx, (check_metrics, inspect_pods, analyze_logs, resolve, monitor), communicate,
-                     before_communicate=charts, write_postmortem=standalone)
+    with kube_context(params.kube_context):  # every Kubernetes call of this run goes to that cluster
+        ctx = start_run(Ctx, FLOW, RUNBOOK_PATH, params)
+        charts = (lambda c: publish_charts(c, scope_of(params), [c.record])) if standalone else None
+        with remediation_slot(ctx.target):  # one runbook per workload at a time (see flows/concurrency.py)
+            return drive(ctx, (check_metrics, inspect_pods, analyze_logs, resolve, monitor), communicate,
+                         before_communicate=charts, write_postmortem=standalone)
 
 
 def run_high_latency(params: HighLatencyParams) -> tuple[str, State, Path | None]:

@@ -26,6 +26,7 @@ from flows.snapshots import Scope, publish_charts
 from flows.steps import runbook_step
 from k8s_runbooks.communicate import StatusUpdate, UpdateKind
 from k8s_runbooks.errors import RunbookError
+from k8s_runbooks.kube.client import kube_context
 from k8s_runbooks.models import Severity
 from k8s_runbooks.postmortem.model import RunRecord
 from k8s_runbooks.prom import promql
@@ -101,7 +102,7 @@ def identify(ctx: Ctx) -> None:
 def _sub_params(ctx: Ctx) -> Any:
     p = ctx.params
     common = {"namespace": p.namespace, "deployment": p.deployment, "approval": p.approval,
-              "approval_timeout_seconds": p.approval_timeout_seconds, "drill": p.drill,
+              "approval_timeout_seconds": p.approval_timeout_seconds, "drill": p.drill, "kube_context": p.kube_context,
               "notes": f"dispatched by incident-response run {ctx.flow_run_id}" + (f"; {p.notes}" if p.notes else "")}
     if ctx.runbook == "high-latency":
         common |= {"service": p.service, "service_label": p.service_label, "p95_threshold_ms": p.p95_threshold_ms,
@@ -181,8 +182,9 @@ def _charts(ctx: Ctx) -> None:
 
 @flow(name=FLOW, on_failure=[sentry_on_failure(FLOW)], log_prints=True)
 def incident_response(params: IncidentParams) -> State:
-    ctx = start_run(Ctx, FLOW, RUNBOOK_PATH, params)
-    return drive(ctx, (identify, contain, eradicate, recover), communicate, before_communicate=_charts)
+    with kube_context(params.kube_context):  # every Kubernetes call of this run goes to that cluster
+        ctx = start_run(Ctx, FLOW, RUNBOOK_PATH, params)
+        return drive(ctx, (identify, contain, eradicate, recover), communicate, before_communicate=_charts)
 
 
 def run_incident(params: IncidentParams) -> tuple[str, State, Path | None]:

@@ -9,6 +9,17 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 # RFC 1123 label (namespaces) and subdomain (deployment names), as the API server validates them.
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# Kubeconfig context names are free-form; this admits the usual ones (gke_project_region_name, kind-x,
+# arn:aws:eks:region:acct:cluster/name, user@cluster) and nothing that could smuggle quotes or whitespace.
+KUBE_CONTEXT = r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,252}$"
+
+
+def kube_context_field() -> Any:
+    return Field(
+        None, pattern=KUBE_CONTEXT, max_length=253,
+        description="Kubeconfig context of the cluster to act on, so one installation serves several clusters. "
+        "Empty: the installation's default (K8S_RUNBOOKS_KUBE_CONTEXT, else the kubeconfig's current context).",
+    )
 
 
 class PodCrashParams(BaseModel):
@@ -33,6 +44,7 @@ class PodCrashParams(BaseModel):
     allow_all_replicas: bool = Field(False, description="Allow an action to touch every replica at once (e.g. scale a canary to 0).")
     drill: bool = Field(False, description="This incident was injected on purpose (marks the post-mortem as a drill).")
     notes: str = Field("", max_length=2_000, description="Free text for the record (alert link, ticket, ...).")
+    kube_context: str | None = kube_context_field()
 
 
 _APPROVAL_HELP = (
@@ -82,6 +94,7 @@ class HighLatencyParams(_ServiceTarget):
     allow_all_replicas: bool = Field(False, description="Allow an action to touch every replica at once.")
     drill: bool = Field(False, description="This incident was injected on purpose (marks the post-mortem as a drill).")
     notes: str = Field("", max_length=2_000, description="Free text for the record (alert link, ticket, ...).")
+    kube_context: str | None = kube_context_field()
 
 
 class IncidentParams(_ServiceTarget):
@@ -106,3 +119,4 @@ class IncidentParams(_ServiceTarget):
         default_factory=dict, description="Extra parameters for the dispatched runbook (e.g. stable_seconds), validated by it.")
     drill: bool = Field(False, description="This incident was injected on purpose.")
     notes: str = Field("", max_length=2_000, description="Free text for the record (alert link, ticket, ...).")
+    kube_context: str | None = kube_context_field()

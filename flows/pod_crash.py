@@ -25,6 +25,7 @@ from flows.concurrency import remediation_slot
 from flows.params import PodCrashParams
 from flows.steps import runbook_step
 from k8s_runbooks.errors import RunbookError
+from k8s_runbooks.kube.client import kube_context
 from k8s_runbooks.models import Action, ActionKind, PodDiagnosis, Severity, WorkloadStatus, utcnow
 from k8s_runbooks.postmortem.render import md_code_block, md_text
 from k8s_runbooks.runbook_docs import runbooks_dir
@@ -285,11 +286,12 @@ def communicate(ctx: Ctx) -> None:
 @flow(name=FLOW, on_failure=[sentry_on_failure(FLOW)], log_prints=True)
 def pod_crash(params: PodCrashParams, standalone: bool = True) -> State:
     """`standalone=False` when a parent flow (the incident response) writes one post-mortem for the whole incident."""
-    ctx = start_run(Ctx, FLOW, RUNBOOK_PATH, params)
-    # One runbook per workload at a time, identify included: a run that waited re-reads the cluster and
-    # finds the earlier run's fix instead of acting (e.g. undoing its roll-back) on stale evidence.
-    with remediation_slot(ctx.target):
-        return drive(ctx, (identify, contain, recover, verify), communicate, write_postmortem=standalone)
+    with kube_context(params.kube_context):  # every Kubernetes call of this run goes to that cluster
+        ctx = start_run(Ctx, FLOW, RUNBOOK_PATH, params)
+        # One runbook per workload at a time, identify included: a run that waited re-reads the cluster and
+        # finds the earlier run's fix instead of acting (e.g. undoing its roll-back) on stale evidence.
+        with remediation_slot(ctx.target):
+            return drive(ctx, (identify, contain, recover, verify), communicate, write_postmortem=standalone)
 
 
 def run_pod_crash(params: PodCrashParams) -> tuple[str, State, Path | None]:
