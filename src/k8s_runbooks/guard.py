@@ -106,13 +106,10 @@ class Guard:
         if action.kind is ActionKind.delete_pods:
             if not action.pods:
                 return _Verdict(Decision.refused, "delete_pods names no pods")
-            live = {p.metadata.name for p in deployment_pods(self.kube, dep) if p.metadata.deletion_timestamp is None}
-            foreign = sorted(set(action.pods) - live)
-            if foreign:
-                return _Verdict(Decision.refused, f"pods {', '.join(foreign)} are not live pods of {action.target}")
-            count = len(set(action.pods))
-            if count >= max(len(live), 1) and not action.allow_all_replicas:
-                return _Verdict(Decision.refused, f"would delete all {count} pods of {action.target} at once; {all_flag}")
+            checked = self._check_pod_deletion(action, dep)
+            if isinstance(checked, _Verdict):
+                return checked
+            count = checked
         elif action.kind is ActionKind.scale:
             if action.replicas is None or action.replicas < 0:
                 return _Verdict(Decision.refused, "scale needs a target replica count >= 0")
@@ -148,6 +145,19 @@ class Guard:
             )
         return _Verdict(Decision.allowed, "", pods=count)
 
+    def _check_pod_deletion(self, action: Action, dep: Any) -> _Verdict | int:
+        """Deleting `action.pods` (a runbook's delete_pods or a drill's pod kill): only live pods of the
+        workload, never every replica at once unless the action allows it. The pod count, or a refusal."""
+        live = {p.metadata.name for p in deployment_pods(self.kube, dep) if p.metadata.deletion_timestamp is None}
+        foreign = sorted(set(action.pods) - live)
+        if foreign:
+            return _Verdict(Decision.refused, f"pods {', '.join(foreign)} are not live pods of {action.target}")
+        count = len(set(action.pods))
+        if count >= max(len(live), 1) and not action.allow_all_replicas:
+            return _Verdict(Decision.refused, f"would delete all {count} pods of {action.target} at once; "
+                                              "set allow_all_replicas on the action to allow it explicitly")
+        return count
+
     def _drill_blast(self, action: Action, dep: Any, desired: int) -> _Verdict:
         """A drill fault: only in namespaces labelled for drills; pod kills never take every replica unless
         asked; exempt from the cooldown so the response being drilled is not refused because of the drill."""
@@ -158,13 +168,10 @@ class Guard:
         if not allowed:
             return _Verdict(Decision.refused, why)
         if action.pods:
-            live = {p.metadata.name for p in deployment_pods(self.kube, dep) if p.metadata.deletion_timestamp is None}
-            foreign = sorted(set(action.pods) - live)
-            if foreign:
-                return _Verdict(Decision.refused, f"pods {', '.join(foreign)} are not live pods of {action.target}")
-            count = len(set(action.pods))
-            if count >= max(len(live), 1) and not action.allow_all_replicas:
-                return _Verdict(Decision.refused, f"would delete all {count} pods of {action.target} at once; set allow_all_replicas")
+            checked = self._check_pod_deletion(action, dep)
+            if isinstance(checked, _Verdict):
+                return checked
+            count = checked
         else:
             try:
                 env = validate_env((action.patch or {}).get("env") or {})
@@ -256,7 +263,7 @@ class Guard:
 
     def _run(self, action: Action) -> str:
         ns, name = action.target.namespace, action.target.name
-        if action.kind is ActionKind.delete_pods:
+        if action.kind is ActionKind.delete_pods or (action.kind is ActionKind.inject_fault and action.pods):
             grace = action.grace_period_seconds if action.grace_period_seconds is not None else workloads.DEFAULT_GRACE_SECONDS
             return workloads._delete_pods(self.kube, ns, sorted(set(action.pods)), grace)
         if action.kind is ActionKind.rollout_restart:
@@ -269,9 +276,6 @@ class Guard:
         if action.kind in (ActionKind.inject_fault, ActionKind.remove_fault):
             from k8s_runbooks.drills.kube_faults import _set_env
 
-            if action.pods:
-                grace = action.grace_period_seconds if action.grace_period_seconds is not None else workloads.DEFAULT_GRACE_SECONDS
-                return workloads._delete_pods(self.kube, ns, sorted(set(action.pods)), grace)
             patch = action.patch or {}
             return _set_env(self.kube, ns, name, dict(patch.get("env") or {}), list(patch.get("remove_env") or []))
         assert action.patch is not None  # checked by the guard
