@@ -735,7 +735,7 @@ class _Handler(BaseHTTPRequestHandler):
             verb = "watch" if _truthy(_q(query, "watch")) else ("get" if route.name else "list")
         else:
             verb = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}[method]
-        self.api.audit.record(verb, route.res.plural, route.sub, route.namespace)
+        self.api.audit.record(verb, route.res.plural, route.sub, route.namespace, group=route.res.group)
 
     def _resource(self, method: str, route: Route, query: Query, body: bytes) -> None:
         res = route.res

@@ -186,15 +186,15 @@ class FaultSwitch:
 
 
 class Audit:
-    """Counts of (verb, resource, subresource, namespace) in RBAC terms."""
+    """Counts of (verb, resource, subresource, namespace, API group) in RBAC terms (see k8s_runbooks.rbac)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._counts: Counter[tuple[str, str, str, str]] = Counter()
+        self._counts: Counter[tuple[str, str, str, str, str]] = Counter()
 
-    def record(self, verb: str, resource: str, subresource: str | None, namespace: str | None) -> None:
+    def record(self, verb: str, resource: str, subresource: str | None, namespace: str | None, group: str = "") -> None:
         with self._lock:
-            self._counts[(verb, resource, subresource or "", namespace or "")] += 1
+            self._counts[(verb, resource, subresource or "", namespace or "", group)] += 1
 
     def reset(self) -> None:
         with self._lock:
@@ -203,5 +203,5 @@ class Audit:
     def to_json(self) -> dict[str, Any]:
         with self._lock:
             items = sorted(self._counts.items())
-        return {"requests": [{"verb": v, "resource": r, "subresource": s, "namespace": n, "count": c}
-                             for (v, r, s, n), c in items]}
+        return {"requests": [{"verb": v, "resource": r, "subresource": s, "namespace": n, "group": g, "count": c}
+                             for (v, r, s, n, g), c in items]}
