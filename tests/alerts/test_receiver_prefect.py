@@ -318,3 +318,67 @@ def test_missing_prefect_api_url_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 1 and "PREFECT_API_URL is not set" in result.stderr
 
 
+
+
+class _ResolvesDuringCreate:
+    """The real Prefect client, except that the alert's resolved notification is stored (as the app would,
+    through its own spool connection) while create_flow_run_from_deployment is in flight."""
+
+    def __init__(self, api: str, spool_path: Path, resolved: Any) -> None:
+        from prefect.client.orchestration import get_client
+
+        self._client = get_client(sync_client=True, httpx_settings={"timeout": 10})
+        self._spool_path, self._resolved = spool_path, resolved
+
+    def __enter__(self) -> _ResolvesDuringCreate:
+        self._client.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._client.__exit__(*exc)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def create_flow_run_from_deployment(self, *args: Any, **kwargs: Any) -> Any:
+        from k8s_runbooks.alerts.spool import Spool
+
+        other = Spool(self._spool_path)
+        try:
+            assert other.record([(self._resolved, None)], time.time())[0][0] == "resolved"
+        finally:
+            other.close()
+        return self._client.create_flow_run_from_deployment(*args, **kwargs)
+
+
+def test_alert_resolved_while_its_run_is_created_gets_the_run_cancelled(prefect_server: PrefectServer, tmp_path: Path) -> None:
+    import dataclasses
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from k8s_runbooks.alerts.dispatcher import RESOLVED_DURING_CREATION, Dispatcher
+    from k8s_runbooks.alerts.metrics import ReceiverMetrics
+    from k8s_runbooks.alerts.payloads import AlertmanagerPayload
+    from k8s_runbooks.alerts.routing import load_routes
+    from k8s_runbooks.alerts.spool import Spool
+
+    fp = "racefeedface0001"
+    alert = AlertmanagerPayload.model_validate_json(_crash_alert(fp)).normalise()[0]
+    spool_path = tmp_path / "spool.sqlite3"
+    spool = Spool(spool_path)
+    spool.record([(alert, load_routes(REPO / "deployments" / "alert-routes.yaml").decide(alert))], time.time())
+    resolved = dataclasses.replace(alert, status="resolved", ends_at="2026-11-25T10:30:00Z")
+    metrics = ReceiverMetrics()
+    with temporary_settings({PREFECT_API_URL: prefect_server.api}):
+        dispatcher = Dispatcher(spool_path, metrics,
+                                client_factory=lambda: _ResolvesDuringCreate(prefect_server.api, spool_path, resolved))
+        dispatcher.start()
+        try:
+            row = _wait("the dispatcher to handle the row", lambda: (r := spool.get(alert.dedup_key)) and r.flow_run_id and r)
+        finally:
+            dispatcher.stop()
+    spool.close()
+    assert row.state == "resolved" and row.reason == RESOLVED_DURING_CREATION
+    (run,) = _by_key(prefect_server.runs("pod-crash/pod-crash"), fp)
+    assert run["id"] == row.flow_run_id and run["state"]["type"] == "CANCELLED"
+    assert metrics.runs_cancelled._value.get() == 1 and metrics.runs_created.labels("pod-crash/pod-crash")._value.get() == 0

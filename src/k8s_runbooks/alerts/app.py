@@ -1,4 +1,5 @@
-"""The receiver's ASGI app. Request path: size check, auth, parse, route, one spool transaction, 200.
+"""The receiver's ASGI app. Request path: size check, auth, parse, route, spool commit (grouped with the
+requests handled at the same time, see groupcommit.py), 200.
 
 Everything slow (Prefect calls, events) happens in the dispatcher thread. Every rejection is a JSON 4xx
 `{"error": "...", "detail": ...}`; a spool that cannot be written answers 503 so the sender retries.
@@ -6,10 +7,11 @@ Everything slow (Prefect calls, events) happens in the dispatcher thread. Every 
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -22,12 +24,14 @@ from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, SecretStr, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 from k8s_runbooks.alerts import auth
 from k8s_runbooks.alerts.dispatcher import Dispatcher
+from k8s_runbooks.alerts.groupcommit import GroupCommit
 from k8s_runbooks.alerts.metrics import ReceiverMetrics
 from k8s_runbooks.alerts.payloads import Alert, AlertmanagerPayload, GrafanaPayload, SentryIssueAlertPayload, Source
-from k8s_runbooks.alerts.routing import Router
+from k8s_runbooks.alerts.routing import Decision, Router
 from k8s_runbooks.alerts.spool import Spool
 
 log = logging.getLogger("k8s_runbooks.alerts")
@@ -63,8 +67,15 @@ def _error(status: int, error: str, detail: Any = None, headers: dict[str, str] 
     return _json(status, {"error": error, "detail": detail}, headers)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
+Headers = dict[str, str]  # lower-case names, as ASGI gives them
+
+
+def _headers(scope: dict[str, Any]) -> Headers:
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+async def _read_body(receive: Receive, headers: Headers, limit: int) -> bytes:
+    declared = headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
             raise ApiError(400, "bad request", "Content-Length is not a number")
@@ -72,16 +83,21 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise ApiError(413, "payload too large", f"body of {declared} bytes exceeds the limit of {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ApiError(400, "bad request", "the client disconnected before sending the whole body")
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise ApiError(413, "payload too large", f"body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
-def _check_json_content_type(request: Request) -> None:
-    ctype = request.headers.get("content-type", "")
+def _check_json_content_type(headers: Headers) -> None:
+    ctype = headers.get("content-type", "")
     if ctype.split(";", 1)[0].strip().lower() != "application/json":
         raise ApiError(415, "unsupported media type", f"expected Content-Type: application/json, got {ctype or 'none'!r}")
 
@@ -100,9 +116,75 @@ def _parse(model: type[BaseModel], body: bytes) -> Any:
         raise ApiError(422, f"invalid {model.__name__} payload: {summary}", detail) from None
 
 
+class _Decider:
+    """Routes a firing alert when the spool asks (only new alerts); remembers the decision for the reply."""
+
+    __slots__ = ("router", "alert", "decision")
+
+    def __init__(self, router: Router, alert: Alert) -> None:
+        self.router, self.alert = router, alert
+        self.decision: Decision | None = None
+
+    def __call__(self) -> Decision:
+        if self.decision is None:
+            self.decision = self.router.decide(self.alert)
+        return self.decision
+
+
+Reply = tuple[int, bytes, dict[str, str] | None]  # status, JSON body, extra headers
+
+
+def _reply(status: int, body: Any, headers: dict[str, str] | None = None) -> Reply:
+    return status, orjson.dumps(body), headers
+
+
+def _error_reply(status: int, error: str, detail: Any = None, headers: dict[str, str] | None = None) -> Reply:
+    return _reply(status, {"error": error, "detail": detail}, headers)
+
+
+class ReceiverApp(FastAPI):
+    """FastAPI, except that the webhook POSTs go straight to their handler (raw ASGI).
+
+    Why: under an alert storm FastAPI's per-request machinery (middleware stack, routing, dependency
+    solving, Request/Response objects) cost more CPU than parsing, routing and storing the alert together.
+    The FastAPI routes stay registered with the same handlers: they document the API (OpenAPI) and answer
+    whatever the fast path does not take (other methods: 405, other paths: 404).
+    """
+
+    webhooks: dict[str, Callable[[dict[str, Any], Receive], Awaitable[Reply]]]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            handler = self.webhooks.get(scope["path"])
+            if handler is not None:
+                try:
+                    status, body, headers = await handler(scope, receive)
+                except Exception as exc:  # the same JSON 500 as the app's exception handler, details in the log
+                    log.exception("unexpected error in the alert receiver")
+                    status, body, headers = _error_reply(500, "internal error", f"{type(exc).__name__}; see the receiver log")
+                raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+                raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+                await send({"type": "http.response.start", "status": status, "headers": raw})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await super().__call__(scope, receive, send)
+
+
+MODELS: dict[Source, type[BaseModel]] = {
+    "alertmanager": AlertmanagerPayload, "grafana": GrafanaPayload, "sentry": SentryIssueAlertPayload}
+
+
 def _openapi_body(model: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {
         "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
+
+
+# FastAPI >= 0.150's native OpenTelemetry bridge looks its providers up on every request; the receiver exports
+# Prometheus metrics instead (older FastAPI has no such argument).
+_NO_TELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters else {}
+)
 
 
 def create_app(
@@ -128,13 +210,15 @@ def create_app(
             if dispatcher:
                 dispatcher.stop()
 
-    app = FastAPI(
+    app = ReceiverApp(
+        **_NO_TELEMETRY,
         title="k8s-runbooks alert receiver",
         description="Durable webhook receiver: alerts are spooled, routed and turned into Prefect deployment runs.",
         version="1",
         lifespan=lifespan,
     )
     app.state.spool, app.state.router, app.state.metrics, app.state.dispatcher = spool, router, metrics, dispatcher
+    commits = app.state.group_commit = GroupCommit(spool)
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> Response:
@@ -154,17 +238,18 @@ def create_app(
         log.exception("unexpected error in the alert receiver")
         return _error(500, "internal error", f"{type(exc).__name__}; see the receiver log")
 
-    def ingest(source: Source, alerts: list[Alert]) -> dict[str, Any]:
-        items = [(a, router.decide(a) if a.status == "firing" else None) for a in alerts]
+    async def ingest(source: Source, alerts: list[Alert]) -> dict[str, Any]:
+        deciders = [_Decider(router, a) if a.status == "firing" else None for a in alerts]
         try:
-            results = spool.record(items, time.time())
+            results = await commits.record(list(zip(alerts, deciders)), time.time())
         except sqlite3.Error as exc:
             log.error("cannot write the alert spool %s: %s", spool.path, exc)
             raise ApiError(503, "spool unavailable", "the alert could not be stored; retry later",
                            {"Retry-After": "5"}) from None
         out = []
         queued = False
-        for (alert, decision), (outcome, _row) in zip(items, results):
+        for alert, decider, (outcome, _row) in zip(alerts, deciders, results):
+            decision = decider.decision if decider else None
             metrics.received.labels(source, alert.status).inc()
             if outcome in ("duplicate", "resolved-duplicate"):
                 metrics.deduplicated.labels(source).inc()
@@ -177,6 +262,8 @@ def create_app(
             entry: dict[str, Any] = {"fingerprint": alert.fingerprint, "status": alert.status, "outcome": outcome}
             if decision is not None and decision.route:
                 entry["route"] = decision.route
+            elif decider is not None and decision is None and (route := router.match(alert)) is not None:
+                entry["route"] = route.name  # a repeat: stored without routing it again
             if decision is not None and decision.reason and outcome in ("ignored", "rejected"):
                 entry["reason"] = decision.reason
             out.append(entry)
@@ -184,56 +271,69 @@ def create_app(
             dispatcher.wake()
         return {"accepted": len(alerts), "alerts": out}
 
-    async def handle(request: Request, source: Source, check_auth: Callable[[bytes], None],
-                     model: type[BaseModel]) -> Response:
+    async def handle(scope: dict[str, Any], receive: Receive, source: Source) -> Reply:
         started = time.perf_counter()
         code = 500
         try:
-            body = await _read_body(request, max_body_bytes)
-            check_auth(body)
-            _check_json_content_type(request)
-            payload = _parse(model, body)
+            headers = _headers(scope)
+            body = await _read_body(receive, headers, max_body_bytes)
+            check_auth[source](headers, body)
+            _check_json_content_type(headers)
+            payload = _parse(MODELS[source], body)
             if source == "alertmanager" and payload.truncated_alerts:
                 log.warning("Alertmanager truncated %d alerts of group %s (max_alerts)", payload.truncated_alerts, payload.group_key)
-            result = ingest(source, payload.normalise())
+            result = await ingest(source, payload.normalise())
             code = 200
-            return _json(200, result)
+            return _reply(200, result)
         except auth.AuthError as exc:
             code = 401
-            return _error(401, "unauthorized", exc.detail, {"WWW-Authenticate": exc.scheme})
+            return _error_reply(401, "unauthorized", exc.detail, {"WWW-Authenticate": exc.scheme})
         except ApiError as exc:
             code = exc.status
-            return _error(exc.status, exc.error, exc.detail, exc.headers)
+            return _error_reply(exc.status, exc.error, exc.detail, exc.headers)
         finally:
             metrics.requests.labels(source, str(code)).inc()
             metrics.ack_latency.labels(source).observe(time.perf_counter() - started)
 
+    def check_sentry(headers: Headers, body: bytes) -> None:
+        auth.check_sentry_signature(body, headers.get("sentry-hook-signature"), authc.sentry_secret)
+        resource = headers.get("sentry-hook-resource", "event_alert")
+        if resource != "event_alert":
+            # Installation/issue webhooks share the integration's URL: verify, acknowledge, do nothing.
+            raise ApiError(202, "ignored", f"Sentry-Hook-Resource {resource!r} is not handled; only event_alert")
+
+    check_auth: dict[Source, Callable[[Headers, bytes], None]] = {
+        "alertmanager": lambda h, _b: auth.check_bearer(h.get("authorization"), authc.token),
+        "grafana": lambda h, _b: auth.check_bearer_or_basic(
+            h.get("authorization"), authc.token, authc.grafana_basic_user, authc.grafana_basic_password),
+        "sentry": check_sentry,
+    }
+
+    def webhook(source: Source) -> Callable[[dict[str, Any], Receive], Awaitable[Reply]]:
+        async def run(scope: dict[str, Any], receive: Receive) -> Reply:
+            return await handle(scope, receive, source)
+        return run
+
+    app.webhooks = {f"/v1/alerts/{source}": webhook(source) for source in MODELS}
+
+    async def routed(request: Request, source: Source) -> Response:
+        status, body, headers = await handle(request.scope, request.receive, source)
+        return Response(body, status_code=status, media_type="application/json", headers=headers)
+
     @app.post("/v1/alerts/alertmanager", openapi_extra=_openapi_body(AlertmanagerPayload),
               summary="Alertmanager webhook (version 4)", response_model=None)
     async def alertmanager(request: Request) -> Response:
-        header = request.headers.get("authorization")
-        return await handle(request, "alertmanager", lambda _b: auth.check_bearer(header, authc.token), AlertmanagerPayload)
+        return await routed(request, "alertmanager")
 
     @app.post("/v1/alerts/grafana", openapi_extra=_openapi_body(GrafanaPayload),
               summary="Grafana unified-alerting webhook contact point", response_model=None)
     async def grafana(request: Request) -> Response:
-        header = request.headers.get("authorization")
-        return await handle(request, "grafana", lambda _b: auth.check_bearer_or_basic(
-            header, authc.token, authc.grafana_basic_user, authc.grafana_basic_password), GrafanaPayload)
+        return await routed(request, "grafana")
 
     @app.post("/v1/alerts/sentry", openapi_extra=_openapi_body(SentryIssueAlertPayload),
               summary="Sentry issue-alert webhook (Sentry-Hook-Resource: event_alert)", response_model=None)
     async def sentry(request: Request) -> Response:
-        signature = request.headers.get("sentry-hook-signature")
-        resource = request.headers.get("sentry-hook-resource", "event_alert")
-        if resource != "event_alert":
-            # Installation/issue webhooks share the integration's URL: verify, acknowledge, do nothing.
-            def check(body: bytes) -> None:
-                auth.check_sentry_signature(body, signature, authc.sentry_secret)
-                raise ApiError(202, "ignored", f"Sentry-Hook-Resource {resource!r} is not handled; only event_alert")
-            return await handle(request, "sentry", check, SentryIssueAlertPayload)
-        return await handle(request, "sentry", lambda b: auth.check_sentry_signature(b, signature, authc.sentry_secret),
-                            SentryIssueAlertPayload)
+        return await routed(request, "sentry")
 
     @app.get("/healthz", summary="Liveness, spool depth, dispatcher state")
     async def healthz() -> Response:

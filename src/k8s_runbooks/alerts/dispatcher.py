@@ -5,12 +5,18 @@ pending. Every flow run is created with the row's idempotency key (source|finger
 receiver dies between "run created" and "row marked", the replay gets the same run back from Prefect instead of
 a second one. While the Prefect API is unreachable or answers 5xx/429 (incl. SQLite "database is locked" 503s
 the client already retried), the whole dispatcher backs off exponentially with jitter.
+
+Nothing acts on a resolved alert: each row is re-checked right before its run is created, and if the resolved
+notification is committed while the create call is in flight, the run is cancelled at once (it is still
+Scheduled: runners need a second or more to pick a run up) and the row stays resolved, naming that run.
+The dispatcher also checkpoints the spool's WAL about once a second, so the request path never pays for it.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import sqlite3
 import threading
 import time
 import uuid
@@ -27,6 +33,8 @@ from k8s_runbooks.alerts.spool import OutboxItem, Spool, SpoolRow, Synchronous
 log = logging.getLogger("k8s_runbooks.alerts.dispatcher")
 
 EVENT_PREFIX = "k8s-runbooks.alert"
+CHECKPOINT_EVERY_S = 1.0
+RESOLVED_DURING_CREATION = "resolved while its run was being created; the run was cancelled before it started"
 
 
 class _ApiUnavailable(Exception):
@@ -118,6 +126,7 @@ class Dispatcher:
         self._deployment_ids: dict[str, Any] = {}
         self._api_failures = 0
         self._api_retry_at = 0.0
+        self._checkpointed_at = 0.0
         self.last_error: str | None = None
         self.api_ok: bool | None = None
 
@@ -152,12 +161,23 @@ class Dispatcher:
                 while not self._stop.is_set():
                     self._wake.clear()
                     self._pass(client, spool)
-                    self._wake.wait(self._sleep_for(spool))
+                    self._checkpoint(spool)
+                    self._wake.wait(min(CHECKPOINT_EVERY_S, self._sleep_for(spool)))
         except Exception:  # the thread must never die silently; /healthz reports alive=false
             log.exception("alert dispatcher stopped unexpectedly")
             raise
         finally:
             spool.close()
+
+    def _checkpoint(self, spool: Spool) -> None:
+        now = time.monotonic()
+        if now - self._checkpointed_at < CHECKPOINT_EVERY_S:
+            return
+        self._checkpointed_at = now
+        try:
+            spool.checkpoint()
+        except sqlite3.Error as exc:  # a busy checkpoint is retried next time; nothing is lost
+            log.warning("spool checkpoint failed: %s", exc)
 
     def _sleep_for(self, spool: Spool) -> float:
         now = time.time()
@@ -179,6 +199,7 @@ class Dispatcher:
                     break
                 for row in rows:
                     self._dispatch(client, spool, row)
+                self._checkpoint(spool)
             self._emit_events(client, spool)
         except _ApiUnavailable as exc:
             self._api_failures += 1
@@ -192,6 +213,8 @@ class Dispatcher:
         self.api_ok = True
 
     def _dispatch(self, client: Any, spool: Spool, row: SpoolRow) -> None:
+        if not spool.is_pending(row.id):
+            return  # resolved since the batch was read: no run
         try:
             run_id = self._create_run(client, row)
         except _ApiUnavailable as exc:
@@ -213,10 +236,25 @@ class Dispatcher:
                 spool.mark_retry(row.id, str(exc), time.time() + backoff_delay(row.attempts + 1, self.backoff_base, self.backoff_cap))
             return
         now = time.time()
-        spool.mark_dispatched(row.id, run_id, now)
+        if not spool.mark_dispatched(row.id, run_id, now):
+            self._cancel_resolved(client, spool, row, run_id)
+            return
         self.metrics.runs_created.labels(row.deployment or "").inc()
         self.metrics.dispatch_latency.observe(max(0.0, now - row.received_at))
         log.info("alert %s -> flow run %s of %s", row.dedup_key, run_id, row.deployment)
+
+    def _cancel_resolved(self, client: Any, spool: Spool, row: SpoolRow, run_id: str) -> None:
+        from prefect.states import Cancelled
+
+        reason = RESOLVED_DURING_CREATION
+        try:
+            client.set_flow_run_state(uuid.UUID(run_id), Cancelled(message=f"alert {row.dedup_key} resolved"), force=True)
+            self.metrics.runs_cancelled.inc()
+            log.info("alert %s resolved while flow run %s was created: run cancelled", row.dedup_key, run_id)
+        except Exception as exc:  # noqa: BLE001 - recorded on the row and logged; the run may still start
+            reason = f"resolved while its run was being created; cancelling run {run_id} failed: {_detail(exc)}"
+            log.error("alert %s: %s", row.dedup_key, reason)
+        spool.mark_cancelled_run(row.id, run_id, reason)
 
     def _create_run(self, client: Any, row: SpoolRow) -> str:
         from prefect.exceptions import ObjectNotFound

@@ -26,6 +26,9 @@ class ReceiverMetrics:
         self.dispatch_failures = Counter(f"{PREFIX}_dispatch_failures",
                                          "Failed dispatch attempts (transient: retried; permanent: row failed).",
                                          ["kind"], registry=r)
+        self.runs_cancelled = Counter(f"{PREFIX}_flow_runs_cancelled",
+                                      "Flow runs cancelled at once because their alert resolved while they were created.",
+                                      registry=r)
         self.events_emitted = Counter(f"{PREFIX}_events_emitted", "Prefect events emitted.", registry=r)
         self.dispatch_latency = Histogram(
             f"{PREFIX}_dispatch_latency_seconds", "From alert accepted to flow run created.", registry=r,

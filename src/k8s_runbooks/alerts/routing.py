@@ -158,17 +158,23 @@ class Router:
         self.rules = {**DEFAULT_RULES, **config.label_rules}
         self._routes = [_CompiledRoute(r) for r in config.routes]
 
-    def decide(self, alert: Alert) -> Decision:
+    def match(self, alert: Alert) -> Route | None:
+        """The first route whose matchers accept the alert (parameters not rendered)."""
         for compiled in self._routes:
             if compiled.matches(alert):
-                route = compiled.route
-                try:
-                    params = self._render(route.parameters, alert, route, path="")
-                except InvalidInput as exc:
-                    return Decision("rejected", route=route.name, deployment=route.deployment, reason=str(exc))
-                return Decision("dispatch", route=route.name, deployment=route.deployment, parameters=params,
-                                approval=route.approval, tags=tuple(route.tags))
-        return Decision("ignored", reason=f"no route matches alertname={alert.alertname!r} (source {alert.source})")
+                return compiled.route
+        return None
+
+    def decide(self, alert: Alert) -> Decision:
+        route = self.match(alert)
+        if route is None:
+            return Decision("ignored", reason=f"no route matches alertname={alert.alertname!r} (source {alert.source})")
+        try:
+            params = self._render(route.parameters, alert, route, path="")
+        except InvalidInput as exc:
+            return Decision("rejected", route=route.name, deployment=route.deployment, reason=str(exc))
+        return Decision("dispatch", route=route.name, deployment=route.deployment, parameters=params,
+                        approval=route.approval, tags=tuple(route.tags))
 
     def validate_label(self, name: str, value: str) -> str:
         rule = self.rules.get(name, DEFAULT_RULE)

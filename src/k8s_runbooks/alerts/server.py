@@ -36,7 +36,8 @@ def build_app(settings: Settings, routes: Path | None = None, spool_path: Path |
     """The configured app (routes validated, spool opened) with its dispatcher; raises ConfigError on bad config."""
     router = load_routes(routes or settings.receiver_routes)
     path = spool_path or settings.receiver_spool
-    spool = Spool(path, settings.receiver_spool_synchronous)
+    # With a dispatcher, its thread checkpoints the WAL; the request path then only commits.
+    spool = Spool(path, settings.receiver_spool_synchronous, autocheckpoint=not dispatch)
     metrics = ReceiverMetrics()
     dispatcher = None
     if dispatch:
@@ -55,6 +56,18 @@ def build_app(settings: Settings, routes: Path | None = None, spool_path: Path |
                       metrics=metrics, dispatcher=dispatcher)
 
 
+def _fast_io() -> tuple[str, str]:
+    """uvloop and httptools (the C event loop and HTTP parser) when installed: about half the CPU per webhook
+    of asyncio + h11 (see BENCHMARKS.md, alert storm)."""
+    import importlib.util
+
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    if (loop, http) != ("uvloop", "httptools"):
+        log.warning("uvloop/httptools not installed: serving with %s + %s (slower under alert storms)", loop, http)
+    return loop, http
+
+
 def serve(settings: Settings | None = None, *, host: str | None = None, port: int | None = None,
           routes: Path | None = None, spool: Path | None = None) -> None:
     import uvicorn
@@ -71,8 +84,11 @@ def serve(settings: Settings | None = None, *, host: str | None = None, port: in
              _prefect_api_url())
     if settings.receiver_token is None:
         log.warning("K8S_RUNBOOKS_RECEIVER_TOKEN is not set: Alertmanager and Grafana requests are not authenticated")
+    loop, http = _fast_io()
+    # One worker process: the spool has one writer, and group commit needs the requests in one process.
     config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=10, server_header=False)
+                            timeout_graceful_shutdown=10, server_header=False, loop=loop, http=http, backlog=1024,
+                            proxy_headers=False)
     server = uvicorn.Server(config)
     server.run()
     if not server.started:

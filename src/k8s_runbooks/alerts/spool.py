@@ -18,6 +18,13 @@ returns, so a killed receiver (SIGKILL, OOM, crash) loses nothing it acknowledge
 loss may roll back the last commits. FULL would fsync every notification (milliseconds each on shared disks,
 against a 20 ms p99 ack budget), and senders re-notify firing alerts anyway (Alertmanager repeat_interval),
 so NORMAL is the default; `K8S_RUNBOOKS_RECEIVER_SPOOL_SYNCHRONOUS=FULL` trades latency for power-loss safety.
+
+Group commit: `record_many` stores the notifications of several concurrent requests in one transaction (one
+SAVEPOINT each, so a request that fails rolls back alone); the app acknowledges each request only after that
+COMMIT returned, so the guarantee above holds per request, with one WAL append (and under FULL one fsync) per
+group instead of per request. Checkpoints (copying the WAL into the database file, with an fsync) are taken
+by the dispatcher thread (`checkpoint`), not on the request path; the request connection only checkpoints by
+itself as a backstop when the WAL passes `BACKSTOP_CHECKPOINT_PAGES`.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -38,6 +45,10 @@ from k8s_runbooks.errors import ConfigError
 
 Outcome = Literal["queued", "duplicate", "ignored", "rejected", "resolved", "resolved-duplicate"]
 Synchronous = Literal["NORMAL", "FULL"]
+# Per alert: its routing decision, None for resolved alerts, or a function that decides (called only when the
+# alert is new: a repeat of a stored alert needs no routing).
+Items = Iterable[tuple[Alert, "Decision | Callable[[], Decision] | None"]]
+BACKSTOP_CHECKPOINT_PAGES = 10_000  # ~40 MB of WAL: only reached if the dispatcher stopped checkpointing
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -133,7 +144,9 @@ def idempotency_key(alert: Alert) -> str:
 class Spool:
     """One connection to the spool file. Not thread-safe by design: each thread opens its own Spool."""
 
-    def __init__(self, path: Path, synchronous: Synchronous = "NORMAL") -> None:
+    def __init__(self, path: Path, synchronous: Synchronous = "NORMAL", *, autocheckpoint: bool = True) -> None:
+        """`autocheckpoint=False`: someone else calls `checkpoint()` (the dispatcher); this connection then
+        checkpoints only as a backstop, so its commits (the request path) rarely pay for one."""
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -144,6 +157,8 @@ class Spool:
                 raise ConfigError(f"the alert spool {path} cannot use WAL mode (got {mode}); put it on a local disk")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             self._db.execute("PRAGMA busy_timeout=30000")
+            if not autocheckpoint:
+                self._db.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_CHECKPOINT_PAGES}")
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise ConfigError(f"cannot open the alert spool {path}: {exc}",
@@ -154,7 +169,7 @@ class Spool:
         self._db.close()
 
     # --- request path -------------------------------------------------------------------------
-    def record(self, items: Iterable[tuple[Alert, Decision | None]], now: float) -> list[tuple[Outcome, int]]:
+    def record(self, items: Items, now: float) -> list[tuple[Outcome, int]]:
         """Store one notification's alerts in one transaction; (outcome, row id) per alert, in order.
 
         `decision` is None for resolved alerts (they are never routed to a run).
@@ -172,8 +187,60 @@ class Spool:
                 raise
         return out
 
-    def _record_one(self, db: sqlite3.Connection, alert: Alert, decision: Decision | None, now: float) -> tuple[Outcome, int]:
+    def record_many(self, requests: list[tuple[Items, float]]) -> list[list[tuple[Outcome, int]] | Exception]:
+        """Group commit: several notifications (each `(items, now)`) in one transaction.
+
+        Each notification is all-or-nothing on its own: if one raises (say, a value that cannot be stored),
+        the group is rolled back and stored again with a SAVEPOINT per notification, so only that one fails
+        (its exception is returned in its place). A failing BEGIN/COMMIT (sqlite3.Error) raises: then nothing
+        of the group is stored.
+        """
+        requests = [(list(items), now) for items, now in requests]  # iterated twice if the fast try fails
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                try:
+                    out: list[list[tuple[Outcome, int]] | Exception] = [
+                        [self._record_one(db, alert, decision, now) for alert, decision in items]
+                        for items, now in requests
+                    ]
+                except sqlite3.Error:
+                    raise
+                except Exception:  # noqa: BLE001 - one bad notification: redo the group one savepoint each
+                    db.execute("ROLLBACK")
+                    db.execute("BEGIN IMMEDIATE")
+                    out = [self._record_isolated(db, items, now) for items, now in requests]
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        return out
+
+    def _record_isolated(self, db: sqlite3.Connection, items: list[Any], now: float) -> list[tuple[Outcome, int]] | Exception:
+        db.execute("SAVEPOINT notification")
+        try:
+            result: list[tuple[Outcome, int]] | Exception = [self._record_one(db, a, d, now) for a, d in items]
+        except sqlite3.Error:
+            raise
+        except Exception as exc:  # noqa: BLE001 - returned to that request's caller
+            db.execute("ROLLBACK TO notification")
+            result = exc
+        db.execute("RELEASE notification")
+        return result
+
+    def _record_one(self, db: sqlite3.Connection, alert: Alert, decide: Decision | Callable[[], Decision] | None,
+                    now: float) -> tuple[Outcome, int]:
         key = alert.dedup_key
+        if alert.status == "firing":
+            # Most notifications repeat an alert already stored: one UPDATE, no routing, no INSERT attempt.
+            row = db.execute(
+                "UPDATE alerts SET repeats = repeats + 1, last_seen_at = ? WHERE dedup_key = ? RETURNING id", (now, key)
+            ).fetchone()
+            if row is not None:
+                return "duplicate", row[0]
+        decision = decide() if callable(decide) else decide
         if alert.status == "resolved":
             row = db.execute(
                 # Nothing acts on a resolved alert: a row still waiting for its run is closed instead.
@@ -235,9 +302,32 @@ class Spool:
             row = self._db.execute("SELECT MIN(next_attempt_at) FROM alerts WHERE state = 'pending'").fetchone()
         return row[0]
 
-    def mark_dispatched(self, row_id: int, flow_run_id: str, now: float) -> None:
-        self._exec("UPDATE alerts SET state = 'dispatched', flow_run_id = ?, dispatched_at = ?, attempts = attempts + 1,"
-                   " last_error = NULL WHERE id = ?", (flow_run_id, now, row_id))
+    def is_pending(self, row_id: int) -> bool:
+        """Still waiting for its run (not resolved meanwhile): checked right before the run is created."""
+        with self._lock:
+            row = self._db.execute("SELECT state FROM alerts WHERE id = ?", (row_id,)).fetchone()
+        return row is not None and row[0] == "pending"
+
+    def mark_dispatched(self, row_id: int, flow_run_id: str, now: float) -> bool:
+        """Record the run; False (and the row keeps its state) if the alert resolved while the run was created."""
+        with self._lock:
+            row = self._db.execute(
+                "UPDATE alerts SET state = 'dispatched', flow_run_id = ?, dispatched_at = ?, attempts = attempts + 1,"
+                " last_error = NULL WHERE id = ? AND state = 'pending' RETURNING id", (flow_run_id, now, row_id),
+            ).fetchone()
+        return row is not None
+
+    def mark_cancelled_run(self, row_id: int, flow_run_id: str, reason: str) -> None:
+        """A run created for an alert that resolved meanwhile: the row stays resolved, the run is named."""
+        self._exec("UPDATE alerts SET flow_run_id = ?, reason = ?, attempts = attempts + 1 WHERE id = ?",
+                   (flow_run_id, reason[:2000], row_id))
+
+    def checkpoint(self) -> tuple[int, int]:
+        """Copy committed WAL frames into the database file without blocking writers (PASSIVE);
+        (frames in the WAL, frames checkpointed)."""
+        with self._lock:
+            _busy, log_frames, done = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return log_frames, done
 
     def mark_retry(self, row_id: int, error: str, next_attempt_at: float) -> None:
         self._exec("UPDATE alerts SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?",
