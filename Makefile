@@ -31,6 +31,7 @@ sandbox-up: venv
 sandbox-down: venv
 	$(BIN)/k8s-runbooks sandbox down
 
+# SCENARIO: crash (pod-crash story), latency (incident with charts), drill (a scored pod-crash drill with rollback)
 SCENARIO ?= crash
 demo: venv
 	$(BIN)/k8s-runbooks demo --scenario $(SCENARIO)

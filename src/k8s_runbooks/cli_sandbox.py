@@ -189,17 +189,48 @@ SCENARIOS = {
     "crash": ("crash", "2", "CrashLoopBackOff", "PodCrashLooping", "pod-crash", ("deployment", "checkout")),
     "latency": ("latency", "800", None, "HighLatency", "incident-response", ("service", "checkout")),
 }
+DEMO_SCENARIOS = [*SCENARIOS, "drill"]  # drill: the drill-pod-crash flow injects, measures and rolls back itself
+
+
+def _demo_drill(cfg: supervisor.SandboxConfig, steady_timeout_s: float = 180.0) -> None:
+    """A pod-crash drill on shop/checkout in this process: steady state, crash fault, the alert path answers
+    (the sandbox routes auto-approve shop), each phase timed, the fault always rolled back, scorecard printed."""
+    for line in supervisor.env_lines(cfg):
+        key, _, value = line.removeprefix("export ").partition("=")
+        os.environ[key] = value
+    os.environ["K8S_RUNBOOKS_STATE_DIR"] = str(cfg.state_dir / "runbooks")  # one audit log with the runner's runbooks
+    os.environ["K8S_RUNBOOKS_REPORTS_DIR"] = str(cfg.state_dir / "reports")
+    os.environ.setdefault("K8S_RUNBOOKS_COOLDOWN_SECONDS", "30")
+    from k8s_runbooks.cli_drill import pod_crash_cmd
+    from k8s_runbooks.drills.model import SteadyState
+    from k8s_runbooks.drills.probes import steady_state
+
+    console.rule("2. wait for shop/checkout to be steady (a drill never breaks what is already broken)")
+    deadline, report = time.monotonic() + steady_timeout_s, None
+    with console.status("probing ready replicas, p95 latency, firing alerts, leftover faults ..."):
+        while time.monotonic() < deadline:
+            report = steady_state("shop", "checkout", SteadyState())
+            if report.ok:
+                break
+            time.sleep(2)
+    if report is None or not report.ok:
+        raise SandboxError(f"shop/checkout is not steady after {steady_timeout_s:.0f}s: {report.summary() if report else 'no probe ran'}",
+                           hint="an alert from an earlier demo resolves within a minute or two; run `make demo SCENARIO=drill` again then")
+    console.print(f"steady: {report.summary()}", highlight=False)
+    console.rule("3. the pod-crash drill: inject → alert → receiver → pod-crash runbook → recover → roll back → score")
+    pod_crash_cmd(namespace="shop", deployment="checkout", dry_run=False, approval="auto", response="auto",
+                  fault="crash", value="2")
 
 
 def demo(
     state_dir: StateDir = None,
-    scenario: Annotated[str, typer.Option(help="crash: the pod-crash story; latency: a latency incident through the incident-response plan, with charts.")] = "crash",
+    scenario: Annotated[str, typer.Option(help="crash: the pod-crash story; latency: a latency incident through the incident-response plan, "
+                                                "with charts; drill: a scored pod-crash drill (steady state, inject, respond, recover, roll back).")] = "crash",
 ) -> None:
     """Sandbox up, inject a fault into shop/checkout, watch the alert fire, and let the alert path run the runbook
     (auto-approved drill route) to a post-mortem."""
-    if scenario not in SCENARIOS:
-        raise SandboxError(f"unknown scenario {scenario!r}", hint=f"use one of {', '.join(SCENARIOS)}")
-    kind, value, pod_status, alertname, runbook_deployment, target = SCENARIOS[scenario]
+    if scenario not in DEMO_SCENARIOS:
+        raise SandboxError(f"unknown scenario {scenario!r}", hint=f"use one of {', '.join(DEMO_SCENARIOS)}")
     cfg = supervisor.SandboxConfig.from_settings(Settings(), state_dir)
     console.rule("1. sandbox up")
     with console.status("starting the sandbox ..."):
@@ -210,6 +241,11 @@ def demo(
         for name in result.faulted:
             supervisor.fault(cfg, "clear", "shop", name)
         demo_workload.wait_ready(cfg.kubeconfig, names=list(result.faulted), timeout_s=120)
+    if scenario == "drill":
+        _demo_drill(cfg)
+        _next_steps(cfg)
+        return
+    kind, value, pod_status, alertname, runbook_deployment, target = SCENARIOS[scenario]
     kubectl = [_kubectl(), "--kubeconfig", str(cfg.kubeconfig)]
     env = {**os.environ, "KUBECONFIG": str(cfg.kubeconfig)}
     console.rule(f"2. inject a {kind} fault into shop/checkout")
@@ -250,8 +286,12 @@ def demo(
         _run_pod_crash_drill(cfg)
     else:
         raise SandboxError("the alert receiver is not installed; the latency scenario needs the alert path")
-    console.rule("6. next")
+    _next_steps(cfg)
+
+
+def _next_steps(cfg: supervisor.SandboxConfig) -> None:
+    console.rule("next")
     console.print(f"Prefect UI:    http://127.0.0.1:{cfg.ports.prefect}")
-    console.print(f"Alertmanager:  {am_url}/api/v2/alerts")
+    console.print(f"Alertmanager:  http://127.0.0.1:{cfg.ports.alertmanager}/api/v2/alerts")
     console.print(f"Prometheus:    http://127.0.0.1:{cfg.ports.prometheus}/api/v1/alerts")
     console.print("Stop everything: make sandbox-down")
