@@ -151,11 +151,12 @@ class ReceiverApp(FastAPI):
     whatever the fast path does not take (other methods: 405, other paths: 404).
     """
 
-    webhooks: dict[str, Callable[[dict[str, Any], Receive], Awaitable[Reply]]]
+    # (not `webhooks`: FastAPI uses that name for OpenAPI webhook routes)
+    webhook_handlers: dict[str, Callable[[dict[str, Any], Receive], Awaitable[Reply]]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            handler = self.webhooks.get(scope["path"])
+            handler = self.webhook_handlers.get(scope["path"])
             if handler is not None:
                 try:
                     status, body, headers = await handler(scope, receive)
@@ -314,7 +315,7 @@ def create_app(
             return await handle(scope, receive, source)
         return run
 
-    app.webhooks = {f"/v1/alerts/{source}": webhook(source) for source in MODELS}
+    app.webhook_handlers = {f"/v1/alerts/{source}": webhook(source) for source in MODELS}
 
     async def routed(request: Request, source: Source) -> Response:
         status, body, headers = await handle(request.scope, request.receive, source)
