@@ -7,7 +7,9 @@ The guard's audit log (settings.state_dir/audit.jsonl) adds decisions the record
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import asyncio
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -19,6 +21,7 @@ from k8s_runbooks.postmortem.model import PostMortem, RunRecord
 
 _STATES_SHOWN = {"RUNNING", "PAUSED", "COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 _MAX_DEPTH = 3
+_RECORD_CANDIDATES = 5
 
 
 def _uuid(flow_run_id: str | UUID) -> UUID:
@@ -28,35 +31,79 @@ def _uuid(flow_run_id: str | UUID) -> UUID:
         raise InvalidInput(f"{flow_run_id!r} is not a flow run id", hint="pass the UUID shown by `prefect flow-run ls`") from None
 
 
-async def _subflow_runs(client: Any, root: UUID) -> list[Any]:
+@dataclass
+class _SubRun:
+    id: UUID
+    name: str
+    flow_name: str
+
+
+@dataclass
+class _Runs:
+    run: Any
+    subruns: list[_SubRun]
+    states: dict[UUID, list[Any]]
+    records: dict[UUID, RunRecord]
+
+
+async def _gather_runs(client: Any, run_id: UUID) -> _Runs:
+    """The run, its subflow runs (up to _MAX_DEPTH levels) with their flow names, every run's states and
+    newest run record.
+
+    Requests that do not depend on each other go out together, level by level: on a busy server the
+    post-mortem waits for a few round trips instead of one per run, per state history and per record."""
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+    from prefect.exceptions import ObjectNotFound
 
+    async def children(parents: list[UUID]) -> list[Any]:
+        return await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=parents)))
+
+    try:
+        run, level, root_states, root_record = await asyncio.gather(
+            client.read_flow_run(run_id), children([run_id]), client.read_flow_run_states(run_id),
+            _newest_record(client, run_id))
+    except ObjectNotFound:
+        raise NotFound(f"flow run {run_id} does not exist on this Prefect server", hint="check PREFECT_API_URL") from None
+    states: dict[UUID, list[Any]] = {run_id: root_states}
+    records: dict[UUID, RunRecord | None] = {run_id: root_record}
     found: list[Any] = []
-    frontier = [root]
-    for _ in range(_MAX_DEPTH):
-        if not frontier:
-            break
-        runs = await client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=frontier))
-        )
-        found.extend(runs)
-        frontier = [r.id for r in runs]
-    return found
+    depth = 1
+    while level:
+        found.extend(level)
+        ids = [r.id for r in level]
+        more = [children(ids)] if depth < _MAX_DEPTH else []
+        answers = await asyncio.gather(*more, *(client.read_flow_run_states(i) for i in ids),
+                                       *(_newest_record(client, i) for i in ids))
+        states.update(zip(ids, answers[len(more):len(more) + len(ids)]))
+        records.update(zip(ids, answers[len(more) + len(ids):]))
+        level = answers[0] if more else []
+        depth += 1
+    flow_ids = list({r.flow_id for r in found})
+    flows = dict(zip(flow_ids, await asyncio.gather(*(client.read_flow(f) for f in flow_ids))))
+    subruns = [_SubRun(id=r.id, name=r.name, flow_name=flows[r.flow_id].name) for r in found]
+    return _Runs(run=run, subruns=subruns, states=states,
+                 records={k: v for k, v in records.items() if v is not None})
 
 
-async def _records(client: Any, run_ids: list[UUID]) -> dict[UUID, RunRecord]:
-    """Each run's newest run record (artifact key `<flow>-record`)."""
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+async def _newest_record(client: Any, run_id: UUID) -> RunRecord | None:
+    """The run's newest run record (artifact key `<flow>-record`).
 
-    artifacts = await client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=run_ids)))
-    newest: dict[UUID, Any] = {}
-    for a in artifacts:
-        if not (a.key and a.key.endswith("-record") and isinstance(a.data, str) and a.flow_run_id):
-            continue
-        if a.flow_run_id not in newest or (a.created or datetime.min) >= (newest[a.flow_run_id].created or datetime.min):
-            newest[a.flow_run_id] = a
-    out = {run_id: RunRecord.from_markdown(a.data) for run_id, a in newest.items()}
-    return {k: v for k, v in out.items() if v is not None}
+    Only record artifacts are fetched, newest first: the run's other artifacts (tables, logs, plans)
+    and its older record versions never cross the wire, and a run with more artifacts than the
+    server's page (200) still yields its newest record."""
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    artifacts = await client.read_artifacts(
+        artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]),
+                                       key=ArtifactFilterKey(like_="-record")),
+        sort=ArtifactSort.CREATED_DESC, limit=_RECORD_CANDIDATES,
+    )
+    for a in artifacts:  # `like_` also matches keys that merely contain "-record"
+        if a.key and a.key.endswith("-record") and isinstance(a.data, str):
+            return RunRecord.from_markdown(a.data)
+    return None
 
 
 def merge_records(root: RunRecord | None, subs: list[RunRecord], fallback_flow: str) -> RunRecord:
@@ -113,23 +160,16 @@ def _ui_url(flow_run_id: UUID) -> str | None:
 
 
 async def assemble(flow_run_id: str | UUID, client: Any, state_dir: Path | None = None) -> PostMortem:
-    from prefect.exceptions import ObjectNotFound
-
     run_id = _uuid(flow_run_id)
-    try:
-        run = await client.read_flow_run(run_id)
-    except ObjectNotFound:
-        raise NotFound(f"flow run {run_id} does not exist on this Prefect server", hint="check PREFECT_API_URL") from None
-    subruns = await _subflow_runs(client, run_id)
-    records = await _records(client, [run_id] + [r.id for r in subruns])
+    runs = await _gather_runs(client, run_id)
+    run, subruns, states, records = runs.run, runs.subruns, runs.states, runs.records
     subs = sorted((records[r.id] for r in subruns if r.id in records), key=lambda rec: rec.started_at)
     record = merge_records(records.get(run_id), subs, run.name)
 
     timeline = list(record.timeline)
-    timeline += _state_entries("runbook", await client.read_flow_run_states(run_id))
+    timeline += _state_entries("runbook", states[run_id])
     for sub in subruns:
-        flow_name = (await client.read_flow(sub.flow_id)).name
-        timeline += _state_entries(f"subflow {flow_name} ({sub.name})", await client.read_flow_run_states(sub.id))
+        timeline += _state_entries(f"subflow {sub.flow_name} ({sub.name})", states[sub.id])
     timeline.sort(key=lambda e: e.at)
 
     audit = list(record.audit)

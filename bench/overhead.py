@@ -1,0 +1,215 @@
+"""Runbook overhead: the pod-crash runbook (auto approval) versus the same steps typed with kubectl.
+
+    .venv/bin/python bench/overhead.py [--quick] [--out FILE] [--rounds 3]
+
+Starts a full sandbox (`k8s-runbooks sandbox up --no-demo` on free ports). Each round, each contender
+gets its own copy of the same workload — a 3-replica `sandbox/shop:1` Deployment rolled out to a
+crashing revision (`FAULT_CRASH_AFTER_S=2`, a bad rollout, as `k8s-runbooks sandbox fault crash` does)
+— and starts once a crashed container has a previous log:
+
+- script: `bench/manual_pod_crash.sh` (get pods, describe, logs --previous, rollout history, rollout
+  undo, rollout status) with real kubectl, each command timed;
+- runbook: a fresh process running `run_pod_crash` (what `k8s-runbooks run pod-crash --approval auto`
+  runs: the flow against the sandbox's Prefect server, then the post-mortem rebuild), with the shortest
+  verification windows the parameters allow (`stable_seconds=1`, `verify_window_seconds=30`).
+
+The runbook also does what the script does not: events, restart-rate query, Sentry look-up, guard
+checks, artifacts, the audit, a status update, verification that the crash alert condition cleared and
+the post-mortem. So two ratios: to the same point (the workload rolled back and ready: the runbook's
+"Recovered" note, less its 1 s stability window) and end to end. The breakdown comes from the run's own
+record (step start notes) and its task runs on the Prefect server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import _harness as h
+
+NAMESPACE = "bench"
+REPLICAS = 3
+SCRIPT = h.REPO / "bench" / "manual_pod_crash.sh"
+PARAMS = {"approval": "auto", "stable_seconds": 1, "verify_window_seconds": 30, "verify_timeout_seconds": 150,
+          "recovery_timeout_seconds": 180}
+RUNBOOK_CODE = """
+import json, sys, time
+t0 = time.monotonic()
+from flows.params import PodCrashParams
+from flows.pod_crash import run_pod_crash
+imported = time.monotonic() - t0
+run_id, state, path = run_pod_crash(PodCrashParams(**json.loads(sys.argv[1])))
+print(json.dumps({"flow_run_id": run_id, "state": state.name, "message": state.message, "import_s": imported,
+                  "postmortem": str(path)}))
+"""
+
+
+# ----------------------------------------------------------------------------------------- workload
+def prepare(box: h.Sandbox, name: str) -> float:
+    """A healthy copy of the workload, then the crash fault as a rollout; returns seconds until it crashed."""
+    from kubernetes import client
+
+    from k8s_runbooks.sandbox import demo_workload
+
+    demo_workload.ensure_workload(box.kubeconfig, NAMESPACE, {name: REPLICAS})
+    demo_workload.wait_ready(box.kubeconfig, NAMESPACE, [name], timeout_s=180)
+    demo_workload.set_fault(box.kubeconfig, NAMESPACE, name, "crash", "2")
+    core = client.CoreV1Api(demo_workload.api_client(box.kubeconfig))
+    started = time.monotonic()
+    while time.monotonic() - started < 180:
+        pods = core.list_namespaced_pod(NAMESPACE, label_selector=f"app={name}", _request_timeout=30).items
+        if any(cs.restart_count >= 1 and cs.last_state and cs.last_state.terminated
+               for p in pods for cs in (p.status.container_statuses or [])):
+            return time.monotonic() - started
+        time.sleep(0.5)
+    raise RuntimeError(f"{NAMESPACE}/{name} did not crash within 180 s")
+
+
+# ----------------------------------------------------------------------------------------- contenders
+def run_script(box: h.Sandbox, name: str) -> dict[str, Any]:
+    env = {**box.env, "KUBECTL": str(h.REPO / ".venv" / "bin" / "kubectl")}
+    started = time.monotonic()
+    out = subprocess.run(["bash", str(SCRIPT), NAMESPACE, name], capture_output=True, text=True, env=env, timeout=300)
+    wall = time.monotonic() - started
+    if out.returncode != 0:
+        raise RuntimeError(f"manual script failed ({out.returncode}): {out.stderr[-1500:]}")
+    steps = {line.split()[1]: int(line.split()[2]) / 1000 for line in out.stdout.splitlines() if line.startswith("STEP ")}
+    return {"wall_s": round(wall, 3), "steps_s": steps}
+
+
+def run_runbook(box: h.Sandbox, name: str) -> dict[str, Any]:
+    params = {"namespace": NAMESPACE, "deployment": name, **PARAMS}
+    env = {**box.env, "PREFECT_LOGGING_LEVEL": "WARNING"}
+    started = time.monotonic()
+    t_wall = datetime.now().astimezone()
+    out = subprocess.run([sys.executable, "-c", RUNBOOK_CODE, json.dumps(params)], capture_output=True, text=True,
+                         env=env, timeout=600, cwd=h.REPO)
+    wall = time.monotonic() - started
+    if out.returncode != 0:
+        raise RuntimeError(f"runbook process failed ({out.returncode}): {out.stderr[-2500:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if result["state"] != "Completed":
+        raise RuntimeError(f"runbook ended {result['state']}: {result['message']}")
+    return {"wall_s": round(wall, 3), **result, **breakdown(result["flow_run_id"], t_wall, wall)}
+
+
+def breakdown(flow_run_id: str, process_start: datetime, wall: float) -> dict[str, Any]:
+    """Where the runbook's time went: process start-up, each step (from the run record's step notes),
+    the post-mortem, and the task runs grouped by task."""
+    from uuid import UUID
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId
+
+    from flows.common import read_record
+
+    record = read_record(flow_run_id)
+    assert record is not None, "the run published no record"
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(UUID(flow_run_id))
+        subs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[UUID(flow_run_id)])))
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)])),
+                                      limit=200)
+    marks = [(e.event.removeprefix("Step ").removesuffix(" started"), e.at) for e in record.timeline
+             if e.event.startswith("Step ") and e.event.endswith(" started")]
+    finished = next((e.at for e in record.timeline if e.event.startswith("Runbook finished")), None)
+    recovered = next((e.at for e in record.timeline if e.event.startswith("Recovered:")), None)
+    steps: dict[str, float] = {}
+    for (step, at), nxt in zip(marks, [m[1] for m in marks[1:]] + [finished]):
+        if nxt is not None:
+            steps[step] = round((nxt - at).total_seconds(), 3)
+    started = run.start_time
+    ended = run.end_time
+    postmortem_sub = next((s for s in subs if s.start_time and s.end_time), None)
+    by_task: dict[str, dict[str, float]] = {}
+    for t in tasks:
+        if t.start_time is None or t.end_time is None:
+            continue
+        key = t.name.rsplit("-", 1)[0]
+        entry = by_task.setdefault(key, {"count": 0, "seconds": 0.0})
+        entry["count"] += 1
+        entry["seconds"] = round(entry["seconds"] + (t.end_time - t.start_time).total_seconds(), 3)
+    first = marks[0][1] if marks else started
+    return {
+        "process_to_flow_running_s": round((started - process_start).total_seconds(), 3) if started else None,
+        "flow_running_to_first_step_s": round((first - started).total_seconds(), 3) if started and first else None,
+        "steps_s": steps,
+        "postmortem_subflow_s": round((postmortem_sub.end_time - postmortem_sub.start_time).total_seconds(), 3)
+        if postmortem_sub else None,
+        "flow_run_s": round((ended - started).total_seconds(), 3) if started and ended else None,
+        "after_flow_s": round(wall - (ended - process_start).total_seconds(), 3) if ended else None,
+        "to_recovered_s": round((recovered - process_start).total_seconds() - PARAMS["stable_seconds"], 3)
+        if recovered else None,
+        "tasks": dict(sorted(by_task.items(), key=lambda kv: -kv[1]["seconds"])),
+    }
+
+
+# ----------------------------------------------------------------------------------------- main
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out")
+    parser.add_argument("--rounds", type=int)
+    args = parser.parse_args()
+    rounds = args.rounds or (1 if args.quick else 3)
+    results: list[dict[str, Any]] = []
+    with h.state_dir("overhead") as directory:
+        t0 = time.monotonic()
+        with h.full_sandbox(directory) as box:
+            print(f"sandbox up in {time.monotonic() - t0:.0f} s ({directory})", flush=True)
+            for key in ("PREFECT_API_URL", "KUBECONFIG", "K8S_RUNBOOKS_KUBECONFIG"):
+                os.environ[key] = box.env[key]
+            for r in range(rounds):
+                # Alternate who goes first, so a load spike does not always land on the same contender.
+                order = ["script", "runbook"] if r % 2 == 0 else ["runbook", "script"]
+                row: dict[str, Any] = {"round": r + 1, "order": order}
+                for who in order:
+                    name = f"{who}-{r + 1}"
+                    crashed_after = prepare(box, name)
+                    load = os.getloadavg()[0]
+                    row[who] = run_script(box, name) if who == "script" else run_runbook(box, name)
+                    row[who]["load_avg_1m"] = round(load, 2)
+                    print(f"round {r + 1} {who}: {row[who]['wall_s']:.1f} s (crashing {crashed_after:.0f} s after the "
+                          f"fault; load {load:.1f})", flush=True)
+                s, rb = row["script"], row["runbook"]
+                row["ratio_to_recovered"] = round(rb["to_recovered_s"] / s["wall_s"], 2) if rb["to_recovered_s"] else None
+                row["ratio_end_to_end"] = round(rb["wall_s"] / s["wall_s"], 2)
+                results.append(row)
+    med = lambda xs: round(statistics.median(xs), 3)  # noqa: E731
+    data = {
+        "rounds": results, "params": PARAMS, "target_ratio": 1.5,
+        "script_s_median": med([r["script"]["wall_s"] for r in results]),
+        "runbook_s_median": med([r["runbook"]["wall_s"] for r in results]),
+        "runbook_to_recovered_s_median": med([r["runbook"]["to_recovered_s"] for r in results]),
+        "ratio_to_recovered_median": med([r["ratio_to_recovered"] for r in results]),
+        "ratio_end_to_end_median": med([r["ratio_end_to_end"] for r in results]),
+    }
+    h.write_out(args.out, data)
+    print("runbook overhead (pod-crash, auto approval) versus the manual kubectl steps:")
+    for r in results:
+        s, rb = r["script"], r["runbook"]
+        print(f"  round {r['round']}: script {s['wall_s']:.1f} s "
+              f"({', '.join(f'{k} {v:.1f}' for k, v in s['steps_s'].items())})")
+        print(f"           runbook {rb['wall_s']:.1f} s: process→flow RUNNING {rb['process_to_flow_running_s']:.1f} s, "
+              f"steps {', '.join(f'{k} {v:.1f}' for k, v in rb['steps_s'].items())}, post-mortem subflow "
+              f"{rb['postmortem_subflow_s'] or 0:.1f} s, after the flow {rb['after_flow_s']:.1f} s; recovered at "
+              f"{rb['to_recovered_s']:.1f} s")
+        top = list(rb["tasks"].items())[:6]
+        print("           slowest tasks: " + ", ".join(f"{k} {v['seconds']:.1f} s x{v['count']}" for k, v in top))
+    print(f"  ratio to the same point (rolled back, ready): {data['ratio_to_recovered_median']:.2f}x "
+          f"(target ≤ 1.5x); end to end with verification and post-mortem: {data['ratio_end_to_end_median']:.2f}x")
+    print(f"  load avg {h.machine()['load_avg']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
