@@ -47,7 +47,7 @@ def publish_table(key: str, rows: list[dict[str, Any]], description: str = "") -
 
 
 def publish_link(key: str, link: str, text: str, description: str = "") -> UUID:
-    return create_link_artifact(link=link, link_text=clean(text), key=artifact_key(key), description=clean(description) or None)
+    return create_link_artifact(link=clean(link), link_text=clean(text), key=artifact_key(key), description=clean(description) or None)
 
 
 class Progress:
