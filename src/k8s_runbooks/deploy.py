@@ -8,8 +8,10 @@ unless `--drills-active` (the sandbox) asks otherwise.
 Two ways to register them:
 - `prefect --no-prompt deploy --all` with `prefect.yaml` (users: a process work pool and `prefect worker start`);
 - `python -m k8s_runbooks.deploy serve` (the sandbox): one process registers every deployment whose flow
-  module exists and serves them with a `Runner` polling every `--query-seconds` (created→RUNNING ~1.5 s
-  at 1 s, against ~2.8 s for a process worker at the same polling).
+  module exists and serves them, polling every `--query-seconds`. `--runner warm` (default,
+  K8S_RUNBOOKS_RUNNER_MODE) runs them as forks of a pre-imported fork server and polls at once on a
+  `prefect.flow-run.Scheduled` event (see `warm_runner/`); `--runner stock` is Prefect's `Runner`, which
+  spawns `python -m prefect.engine` per run (BENCHMARKS.md, section 1, compares them).
 
 Flows are referenced by module entrypoint (`flows.pod_crash:pod_crash`) and loaded only when serving, so this
 Prefect-free core never imports `flows/` at import time. The process must run from the repository root.
@@ -24,16 +26,18 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from k8s_runbooks.errors import ConfigError, RunbookError
 from k8s_runbooks.runbook_docs import load_runbook, runbooks_dir
+from k8s_runbooks.settings import Settings
 
 REPO_ROOT = runbooks_dir().parent
 READY_FILE_ENV = "K8S_RUNBOOKS_RUNNER_READY_FILE"
 DEFAULT_QUERY_SECONDS = 1.0  # 0.25 s saves ~0.2 s per start but multiplies SQLite writers' lock contention
 RUNNER_NAME = "k8s-runbooks"
 LOCAL_WORK_POOL = "k8s-runbooks-local"
+RunnerMode = Literal["warm", "stock"]
 
 
 @dataclass(frozen=True)
@@ -111,13 +115,25 @@ def runner_deployment(spec: DeploymentSpec, drills_active: bool) -> Any:
     )
 
 
-def serve(query_seconds: float = DEFAULT_QUERY_SECONDS, drills_active: bool = False,
-          ready_file: Path | None = None) -> None:
-    """Register every available deployment and run them as they are created, until SIGTERM."""
-    from prefect.runner import Runner
+def make_runner(mode: RunnerMode, query_seconds: float, nudge: bool, name: str = RUNNER_NAME) -> Any:
+    if mode == "stock":
+        from prefect.runner import Runner
 
+        return Runner(name=name, query_seconds=query_seconds, pause_on_shutdown=False)
+    if mode != "warm":
+        raise ConfigError(f"unknown runner mode {mode!r}", hint="K8S_RUNBOOKS_RUNNER_MODE is warm or stock")
+    from k8s_runbooks.warm_runner.runner import WarmRunner
+
+    return WarmRunner(name=name, query_seconds=query_seconds, pause_on_shutdown=False,
+                      repo_root=str(REPO_ROOT), nudge=nudge)
+
+
+def serve(query_seconds: float = DEFAULT_QUERY_SECONDS, drills_active: bool = False,
+          ready_file: Path | None = None, mode: RunnerMode = "warm", nudge: bool = True,
+          name: str = RUNNER_NAME) -> None:
+    """Register every available deployment and run them as they are created, until SIGTERM."""
     os.chdir(REPO_ROOT)  # entrypoints are relative to the repository root
-    runner = Runner(name=RUNNER_NAME, query_seconds=query_seconds, pause_on_shutdown=False)
+    runner = make_runner(mode, query_seconds, nudge, name)
     specs = available_specs()
     if not specs:
         raise ConfigError(f"no runbook flow module found under {REPO_ROOT / 'flows'}")
@@ -128,12 +144,17 @@ def serve(query_seconds: float = DEFAULT_QUERY_SECONDS, drills_active: bool = Fa
         except Exception as exc:  # noqa: BLE001 - one broken flow module must not take the other runbooks down
             print(f"error: {spec.name}: {spec.entrypoint} could not be loaded, not served: {exc!r}", file=sys.stderr, flush=True)
             continue
-        runner.add_deployment(deployment)
+        deployment_id = runner.add_deployment(deployment)
+        if mode == "warm":
+            runner.warm(deployment_id, spec.entrypoint)
         served.append(spec)
     if not served:
         raise ConfigError("no runbook flow could be loaded; see the errors above")
+    if mode == "warm":
+        runner.start_fork_server()  # the ready file below means "runs start warm"
     names = ", ".join(f"{s.name}/{s.name}" for s in served)
-    print(f"registered {names}; polling every {query_seconds:g} s", flush=True)
+    how = f"{mode} runner" + (", event nudge" if mode == "warm" and nudge else "")
+    print(f"registered {names}; {how}, polling every {query_seconds:g} s", flush=True)
     if ready_file is not None:
         ready_file.parent.mkdir(parents=True, exist_ok=True)
         ready_file.write_text(f"{os.getpid()}\n{names}\n")
@@ -147,7 +168,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m k8s_runbooks.deploy", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("serve", help="register the deployments and serve them (until SIGTERM)")
-    run.add_argument("--query-seconds", type=float, default=DEFAULT_QUERY_SECONDS)
+    defaults = Settings()
+    run.add_argument("--query-seconds", type=float, default=defaults.runner_query_seconds)
+    run.add_argument("--runner", choices=["warm", "stock"], default=defaults.runner_mode,
+                     help="warm: forks of a pre-imported fork server; stock: Prefect's Runner (a new interpreter per run)")
+    run.add_argument("--no-nudge", dest="nudge", action="store_false", default=defaults.runner_event_nudge,
+                     help="warm runner: poll only, ignore prefect.flow-run.Scheduled events")
+    run.add_argument("--name", default=RUNNER_NAME, help="runner name (two runners on one server need two names)")
     run.add_argument("--drills-active", action="store_true", help="activate drill schedules (sandbox only)")
     run.add_argument("--ready-file", type=Path, default=os.environ.get(READY_FILE_ENV) or None)
     sub.add_parser("list", help="print the deployments this checkout defines")
@@ -157,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             for spec in SPECS:
                 print(f"{spec.name}/{spec.name}\t{spec.entrypoint}\t{'available' if spec.available else 'flow module missing'}")
             return 0
-        serve(args.query_seconds, args.drills_active, args.ready_file)
+        serve(args.query_seconds, args.drills_active, args.ready_file, args.runner, args.nudge, args.name)
     except RunbookError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

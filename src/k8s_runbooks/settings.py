@@ -87,6 +87,21 @@ class Settings(BaseSettings):
         description="Where the sandbox Alertmanager sends notifications; default is the sandbox alert receiver.",
     )
 
+    # --- Runbook runner (`python -m k8s_runbooks.deploy serve`, started by `sandbox up`) -------
+    runner_mode: Literal["warm", "stock"] = Field(
+        default="warm",
+        description="warm: runs are forks of a pre-imported fork server (start in ms, see warm_runner/); "
+                    "stock: Prefect's Runner spawning `python -m prefect.engine` per run (~1 s+ more per start).",
+    )
+    runner_query_seconds: float = Field(
+        default=1.0, gt=0,
+        description="How often the runner polls for scheduled runs (Prefect's default is 10 s; lower adds SQLite writers).",
+    )
+    runner_event_nudge: bool = Field(
+        default=True,
+        description="Warm runner only: poll at once on a prefect.flow-run.Scheduled event for its deployments.",
+    )
+
     # --- Alert receiver ----------------------------------------------------------------------
     receiver_url: str = Field(
         default="http://127.0.0.1:18080",

@@ -428,8 +428,15 @@ def runner_ready_path(state_dir: Path) -> Path:
     return Path(state_dir).resolve() / "runner.ready"
 
 
-def runner_component(state_dir: Path, ports: SandboxPorts, query_seconds: float = 1.0) -> Component:
-    """`python -m k8s_runbooks.deploy serve`: registers the runbook deployments and runs them (a Prefect Runner)."""
+def runner_component(state_dir: Path, ports: SandboxPorts, query_seconds: float | None = None,
+                     mode: str | None = None) -> Component:
+    """`python -m k8s_runbooks.deploy serve`: registers the runbook deployments and runs them (a Prefect Runner);
+    warm (forked from a pre-imported fork server) or stock per K8S_RUNBOOKS_RUNNER_MODE (settings.py)."""
+    from k8s_runbooks.settings import Settings
+
+    settings = Settings()
+    query_seconds = query_seconds or settings.runner_query_seconds
+    mode = mode or settings.runner_mode
     state = Path(state_dir).resolve()
     ready = runner_ready_path(state)
     pid_file = pid_path(state, "runner")
@@ -438,7 +445,7 @@ def runner_component(state_dir: Path, ports: SandboxPorts, query_seconds: float 
         name="runner", port=0, port_setting="", url=f"{url}/deployments",
         health_url=f"{url}/api/health",
         command=[sys.executable, "-m", "k8s_runbooks.deploy", "serve", "--query-seconds", str(query_seconds),
-                 "--drills-active", "--ready-file", str(ready)],
+                 "--runner", mode, "--drills-active", "--ready-file", str(ready)],
         # Repeated demos/drills act on the same target within minutes: a short cooldown (production: 300 s).
         env={**runbook_env(state, ports), "PYTHONPATH": str(repo_root()), "K8S_RUNBOOKS_COOLDOWN_SECONDS": "30"},
         marker="k8s_runbooks.deploy", timeout_s=120, cwd=repo_root(),

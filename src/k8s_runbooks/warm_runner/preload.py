@@ -1,0 +1,38 @@
+"""Imported once by the fork server: everything a runbook run needs, so forked runs start warm.
+
+The fork server is single-threaded and must stay so (forking a threaded process is unsafe): this module
+only imports. Which flow modules to import comes from `K8S_RUNBOOKS_WARM_PRELOAD` (comma-separated module
+names, set by the warm starter before the fork server starts). A module that fails to import is reported on
+stderr; its runs then import it themselves (slower, same result).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+PRELOAD_ENV = "K8S_RUNBOOKS_WARM_PRELOAD"
+# Imported lazily by the engine during a run (found by diffing sys.modules after a forked run): without them
+# here every run pays for them again (fastapi alone took seconds under load, via serialize_parameters).
+ENGINE_LAZY_IMPORTS = (
+    "prefect.engine", "prefect.flow_engine", "prefect.task_engine", "prefect.logging.handlers",
+    "prefect._internal.observers", "prefect._internal.states", "prefect.utilities.visualization",
+    "fastapi.encoders", "anyio._backends._asyncio", "anyio.streams.memory", "anyio.streams.stapled",
+    "anyio.streams.tls", "opentelemetry.metrics", "opentelemetry._logs", "pydantic.color", "rich._emoji_codes",
+)
+REPO_ROOT_ENV = "K8S_RUNBOOKS_WARM_REPO_ROOT"
+
+
+def _preload() -> None:
+    root = os.environ.get(REPO_ROOT_ENV)
+    if root and root not in sys.path:
+        sys.path.insert(0, root)
+    for name in (*ENGINE_LAZY_IMPORTS, *filter(None, os.environ.get(PRELOAD_ENV, "").split(","))):
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - a broken flow module must not stop the fork server
+            print(f"warm runner: could not preload {name}: {exc!r}", file=sys.stderr, flush=True)
+
+
+_preload()
