@@ -28,6 +28,8 @@ from kubernetes import config as k8s_config
 
 from k8s_runbooks.drills.model import SteadyState
 from k8s_runbooks.drills.probes import steady_state
+from k8s_runbooks.guard import Guard
+from k8s_runbooks.models import Action, ActionKind, Decision, WorkloadRef
 from k8s_runbooks.sandbox.demo_workload import active_faults, ensure_workload, wait_ready
 from k8s_runbooks.settings import Settings
 from tests.conftest import REPO, Sandbox
@@ -143,12 +145,12 @@ def env(sandbox_only: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iter
     e = Env(sandbox_only, tmp_path_factory.mktemp("drills"))
     kc = sandbox_only.kubeconfig
     ensure_workload(kc, NS_ALERT, {"web": 2, "slow": 2})
-    ensure_workload(kc, NS, {"api": 2, "cancel": 2, "trend": 2})
+    ensure_workload(kc, NS, {"api": 2, "cancel": 2, "trend": 2, "solo": 1})
     ensure_workload(kc, NS, {"flaky": 2}, env={"FAULT_CRASH_AFTER_S": "1"})  # never steady
     ensure_workload(kc, NOLABEL, {"web": 1})
     e.core.patch_namespace(NOLABEL, {"metadata": {"labels": {"k8s-runbooks.io/drills": None}}})
     wait_ready(kc, NS_ALERT, ["web", "slow"], timeout_s=180)
-    wait_ready(kc, NS, ["api", "cancel", "trend"], timeout_s=180)
+    wait_ready(kc, NS, ["api", "cancel", "trend", "solo"], timeout_s=180)
     yield e
     e.api.close()
 
@@ -188,6 +190,21 @@ def test_unlabelled_and_protected_namespaces_are_refused(env: Env, launched: dic
         assert ("not labelled" if key == "unlabelled" else "protected") in card["outcome_detail"]
         assert card["injected_at"] is None and not any(a["decision"] == "allowed" for a in env.audit(result["flow_run_id"]))
     assert env.faults(NOLABEL, "web") == {}
+
+
+def test_guard_never_kills_every_replica_or_a_foreign_pod(env: Env) -> None:
+    """A drill's pod kill and a runbook's delete_pods share one check: live pods of the workload only, never
+    all replicas at once unless the action says so. Refusals touch nothing and are audited."""
+    guard = Guard(env.settings)
+    (only,) = [p.metadata.name for p in env.core.list_namespaced_pod(NS, label_selector="app=solo").items
+               if p.metadata.deletion_timestamp is None]
+    target = WorkloadRef(namespace=NS, name="solo")
+    for kind in (ActionKind.inject_fault, ActionKind.delete_pods):
+        for pods, why in (([only], "would delete all 1 pods"), (["someone-else"], "are not live pods")):
+            result = guard.execute(Action(kind=kind, target=target, pods=pods, reason="test"), "auto", "tester", "run-guard")
+            assert result.decision is Decision.refused and not result.executed and why in result.detail, (kind, result.detail)
+    assert [p.metadata.name for p in env.core.list_namespaced_pod(NS, label_selector="app=solo").items] == [only]
+    assert [a["decision"] for a in env.audit("run-guard")] == ["refused"] * 4
 
 
 def test_not_steady_target_gets_no_fault(env: Env, launched: dict[str, subprocess.Popen[str]]) -> None:
@@ -254,6 +271,7 @@ def test_pod_crash_drill_through_the_alert_path(env: Env, launched: dict[str, su
     result = env.finish(launched["alert-crash"])
     card = result["scorecard"]
     phases = {p["name"]: p for p in card["phases"]}
+    print("pod-crash drill phases:", {k: v["seconds"] for k, v in phases.items()}, card["outcome"], card["outcome_detail"])
     assert card["response_path"] == "alert"
     assert phases["detect"]["seconds"] is not None and phases["respond"]["seconds"] is not None, card
     assert phases["recover"]["seconds"] is not None, card
@@ -276,6 +294,7 @@ def test_latency_drill_through_the_alert_path(env: Env, launched: dict[str, subp
     result = env.finish(launched["latency"])
     card = result["scorecard"]
     phases = {p["name"]: p for p in card["phases"]}
+    print("latency drill phases:", {k: v["seconds"] for k, v in phases.items()}, card["outcome"], card["outcome_detail"])
     assert (card["scenario"], card["response_path"], card["fault"]) == ("latency", "alert", "FAULT_LATENCY_MS=800"), card
     assert phases["detect"]["seconds"] is not None and phases["respond"]["seconds"] is not None, card
     assert phases["recover"]["seconds"] is not None, card
