@@ -98,7 +98,7 @@ for deploy in checkout payments; do
   kubectl -n shop rollout status "deployment/$deploy" --timeout=180s
 done
 
-# Port-forwards reach the pods directly (the receiver's NetworkPolicy admits only the monitoring namespace).
+# Port-forwards reach the pods directly (the receiver's NetworkPolicy admits only monitoring and its namespace).
 forward() {  # forward SERVICE PORT: sets FORWARD_PORT (a free local port); cleanup stops the kubectl process
   local log="$workdir/forward-$1.log"
   FORWARD_PORT=""
