@@ -79,3 +79,30 @@ def container_logs(
         truncated=truncated or capped != lines,
         redactions=count,
     )
+
+
+def previous_logs(
+    targets: list[tuple[str, str]],
+    namespace: str,
+    tail_lines: int | None = 200,
+    limit_bytes: int = 256_000,
+    *,
+    max_workers: int = 8,
+    settings: Settings | None = None,
+) -> list[LogExcerpt]:
+    """Previous-container logs of many (pod, container) pairs, in the given order.
+
+    Reads run on a bounded pool: each is a round trip that mostly waits on the API server, and a
+    fan-out over dozens of crashing pods would otherwise pay them one after another. The bound keeps
+    the API server (and our memory: at most `max_workers` bodies in flight) in check."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def read(target: tuple[str, str]) -> LogExcerpt:
+        pod, container = target
+        return container_logs(namespace, pod, container, previous=True, tail_lines=tail_lines,
+                              limit_bytes=limit_bytes, settings=settings)
+
+    if max_workers <= 1 or len(targets) <= 1:
+        return [read(t) for t in targets]
+    with ThreadPoolExecutor(max_workers=min(max_workers, len(targets)), thread_name_prefix="pod-logs") as pool:
+        return list(pool.map(read, targets))
