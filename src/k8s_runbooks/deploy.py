@@ -137,6 +137,8 @@ def serve(query_seconds: float = DEFAULT_QUERY_SECONDS, drills_active: bool = Fa
     specs = available_specs()
     if not specs:
         raise ConfigError(f"no runbook flow module found under {REPO_ROOT / 'flows'}")
+    if mode == "warm":  # its imports overlap the registrations below
+        runner.start_fork_server([s.entrypoint for s in specs], wait=False)
     served = []
     for spec in specs:
         try:

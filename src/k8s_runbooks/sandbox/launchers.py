@@ -448,7 +448,8 @@ def runner_component(state_dir: Path, ports: SandboxPorts, query_seconds: float 
                  "--runner", mode, "--drills-active", "--ready-file", str(ready)],
         # Repeated demos/drills act on the same target within minutes: a short cooldown (production: 300 s).
         env={**runbook_env(state, ports), "PYTHONPATH": str(repo_root()), "K8S_RUNBOOKS_COOLDOWN_SECONDS": "30"},
-        marker="k8s_runbooks.deploy", timeout_s=120, cwd=repo_root(),
+        # 240 s: registering five deployments (and warming the fork server) took over 120 s at load 30 on 2 cores.
+        marker="k8s_runbooks.deploy", timeout_s=240, cwd=repo_root(),
         extra_ready=lambda: ready.exists() and read_pid(ready) == read_pid(pid_file),
         extra_ready_what=f"{ready} (deployments registered)",
     )

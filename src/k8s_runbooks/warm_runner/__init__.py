@@ -17,3 +17,6 @@ when one concerns its deployments, so a new run does not wait for the next poll;
 - `starter`: the Prefect `ProcessStarter` handing runs to the fork server.
 - `runner`: `WarmRunner`, the Runner with that starter and the event nudge.
 """
+
+PRELOAD_ENV = "K8S_RUNBOOKS_WARM_PRELOAD"  # comma-separated flow modules the fork server imports
+REPO_ROOT_ENV = "K8S_RUNBOOKS_WARM_REPO_ROOT"  # put on the fork server's sys.path (flows/ lives there)

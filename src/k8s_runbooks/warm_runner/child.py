@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
 from typing import Any
 from uuid import UUID
@@ -21,6 +22,7 @@ def _load_flow(entrypoint: str) -> Any:
 
 
 def run(flow_run_id: str, entrypoint: str, env: dict[str, str | None]) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the fork server ignores it; a run must not
     for key, value in env.items():
         if value is None:
             os.environ.pop(key, None)

@@ -1,7 +1,7 @@
 """Imported once by the fork server: everything a runbook run needs, so forked runs start warm.
 
 The fork server is single-threaded and must stay so (forking a threaded process is unsafe): this module
-only imports. Which flow modules to import comes from `K8S_RUNBOOKS_WARM_PRELOAD` (comma-separated module
+only imports (and ignores SIGTERM, see below). Only the fork server imports it. Which flow modules to import comes from `K8S_RUNBOOKS_WARM_PRELOAD` (comma-separated module
 names, set by the warm starter before the fork server starts). A module that fails to import is reported on
 stderr; its runs then import it themselves (slower, same result).
 """
@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
 
-PRELOAD_ENV = "K8S_RUNBOOKS_WARM_PRELOAD"
+from k8s_runbooks.warm_runner import PRELOAD_ENV, REPO_ROOT_ENV
+
 # Imported lazily by the engine during a run (found by diffing sys.modules after a forked run): without them
 # here every run pays for them again (fastapi alone took seconds under load, via serialize_parameters).
 ENGINE_LAZY_IMPORTS = (
@@ -21,10 +23,13 @@ ENGINE_LAZY_IMPORTS = (
     "fastapi.encoders", "anyio._backends._asyncio", "anyio.streams.memory", "anyio.streams.stapled",
     "anyio.streams.tls", "opentelemetry.metrics", "opentelemetry._logs", "pydantic.color", "rich._emoji_codes",
 )
-REPO_ROOT_ENV = "K8S_RUNBOOKS_WARM_REPO_ROOT"
 
 
 def _preload() -> None:
+    # A group-wide SIGTERM (`sandbox down`, Ctrl-C in a terminal) is the runner's to handle: it cancels its runs
+    # and exits, and the fork server follows when the runner's end of its pipe closes. A fork server killed
+    # first would be restarted (cold) by the next run. Forked runs restore the default handler (child.run).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     root = os.environ.get(REPO_ROOT_ENV)
     if root and root not in sys.path:
         sys.path.insert(0, root)

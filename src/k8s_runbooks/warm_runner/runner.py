@@ -45,11 +45,15 @@ class WarmRunner(Runner):
     def warm(self, deployment_id: UUID, entrypoint: str) -> None:
         self._warm_entrypoints[deployment_id] = entrypoint
 
-    def start_fork_server(self) -> None:
-        """Start the fork server and wait until its imports are done (call before `start`)."""
-        modules = sorted({e.split(":", 1)[0] for e in self._warm_entrypoints.values()})
-        self._ctx = fork_server(modules, self._repo_root)
-        warm_up(self._ctx)
+    def start_fork_server(self, entrypoints: list[str] | None = None, wait: bool = True) -> None:
+        """Start the fork server importing the flow modules of `entrypoints` (default: the warm deployments')
+        and, with `wait`, block until its imports are done. Starting it before registering the deployments
+        overlaps its imports with the registration; call again with `wait=True` before `start`."""
+        if self._ctx is None:
+            entrypoints = entrypoints if entrypoints is not None else list(self._warm_entrypoints.values())
+            self._ctx = fork_server(sorted({e.split(":", 1)[0] for e in entrypoints}), self._repo_root)
+        if wait:
+            warm_up(self._ctx)
 
     async def __aenter__(self) -> "WarmRunner":
         await super().__aenter__()

@@ -20,7 +20,7 @@ from prefect.runner._process_manager import ProcessHandle
 from prefect.settings import get_current_settings
 
 from k8s_runbooks.warm_runner import child
-from k8s_runbooks.warm_runner.preload import PRELOAD_ENV, REPO_ROOT_ENV
+from k8s_runbooks.warm_runner import PRELOAD_ENV, REPO_ROOT_ENV
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
