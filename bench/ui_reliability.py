@@ -10,6 +10,7 @@ the runner and the receiver). Creates namespace drill-ui with one Deployment `we
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--state-dir", type=Path, default=None)
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--shots", type=Path, default=Path(".bench/ui-failures"), help="screenshots of failed rounds")
     args = parser.parse_args()
     cfg = supervisor.resolve_config(Settings(), args.state_dir)
     api = f"http://127.0.0.1:{cfg.ports.prefect}/api"
@@ -37,12 +39,15 @@ def main() -> int:
     with browser() as b:
         for i in range(1, args.rounds + 1):
             try:
-                result = run_scenario(b, ui, api, "drill-ui", "web", names, probe_env(api))
-                print(f"round {i:3}: ok in {result.seconds:.1f}s", flush=True)
+                result = run_scenario(b, ui, api, "drill-ui", "web", names, probe_env(api), shots=args.shots)
+                steps = ", ".join(f"{k} {v:.0f}s" for k, v in result.step_seconds.items())
+                print(f"round {i:3}: ok in {result.seconds:.1f}s (load {os.getloadavg()[0]:.1f}): {steps}", flush=True)
             except (ScenarioFailed, Exception) as exc:  # noqa: BLE001 - counted and reported, the bench goes on
                 failures.append(f"round {i}: {exc}")
-                print(f"round {i:3}: FAILED {str(exc)[:300]}", flush=True)
-    print(f"{args.rounds - len(failures)}/{args.rounds} rounds passed in {time.monotonic() - started:.0f}s")
+                print(f"round {i:3}: FAILED (load {os.getloadavg()[0]:.1f}) {str(exc)[:600]}", flush=True)
+    load = os.getloadavg()
+    print(f"{args.rounds - len(failures)}/{args.rounds} rounds passed in {time.monotonic() - started:.0f}s; "
+          f"load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min) on {os.cpu_count()} cores")
     return 1 if failures else 0
 
 

@@ -25,12 +25,15 @@ from pathlib import Path
 
 import httpx
 from playwright.sync_api import Browser, Page, Response, sync_playwright
+from playwright.sync_api import Error as PlaywrightError
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
 REPO = Path(__file__).resolve().parents[2]
-UI_TIMEOUT_MS = 30_000
+# How long a step may wait for the UI's own signal (an element, a response). A user on a slow machine
+# waits for the page; they do not click again. 30 s was too short at load ~15 on 2 cores.
+UI_TIMEOUT_MS = 90_000
 
 
 class ScenarioFailed(AssertionError):
@@ -44,6 +47,15 @@ class Result:
     approval_answer: dict[str, object] = field(default_factory=dict)
     server_errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    step: str = ""  # the step running (named in a failure)
+    step_seconds: dict[str, float] = field(default_factory=dict)  # how long each step waited for the UI/server
+    _step_started: float = 0.0
+
+    def begin(self, step: str) -> None:
+        now = time.monotonic()
+        if self.step:
+            self.step_seconds[self.step] = round(now - self._step_started, 1)
+        self.step, self._step_started = step, now
 
 
 @contextmanager
@@ -95,7 +107,8 @@ def _new_page(b: Browser, result: Result) -> Page:
 
 
 def run_scenario(b: Browser, ui_url: str, api_url: str, namespace: str, deployment: str,
-                 runbooks: list[str], probe_env: dict[str, str]) -> Result:
+                 runbooks: list[str], probe_env: dict[str, str], shots: Path | None = None) -> Result:
+    """One round; on failure a screenshot of the page goes to `shots` (when given) and its path into the error."""
     result = Result()
     t0 = time.monotonic()
     tag = uuid.uuid4().hex[:8]
@@ -105,11 +118,13 @@ def run_scenario(b: Browser, ui_url: str, api_url: str, namespace: str, deployme
     page = _new_page(b, result)
     try:
         # 1. the deployments page lists every runbook deployment
+        result.begin("deployments list")
         page.goto(f"{ui_url}/v2/deployments")
         for name in runbooks:
             page.get_by_role("link", name=name, exact=True).first.wait_for()
 
         # 2. custom run through the typed form
+        result.begin("custom run form")
         dep = _api(api_url, "GET", "/deployments/name/pod-crash/pod-crash")
         page.goto(f"{ui_url}/v2/deployments/deployment/{dep['id']}")  # type: ignore[index]
         page.get_by_role("button", name="Run", exact=True).click()
@@ -120,6 +135,7 @@ def run_scenario(b: Browser, ui_url: str, api_url: str, namespace: str, deployme
         page.get_by_role("option", name="dry-run").click()
         page.get_by_role("spinbutton", name="Verify Timeout Seconds (Optional)").fill("0")
         page.get_by_role("textbox", name="Notes (Optional)").fill(f"UI scenario {tag}")
+        result.begin("custom run submit")
         with page.expect_response(lambda r: r.url.endswith("/create_flow_run") and r.request.method == "POST") as created:
             page.get_by_role("button", name="Submit").click()
         if created.value.status != 201:
@@ -131,8 +147,10 @@ def run_scenario(b: Browser, ui_url: str, api_url: str, namespace: str, deployme
             raise ScenarioFailed(f"the form submitted other parameters: {params}")
 
         # 3. resume the paused approval through the dialog
+        result.begin("approval probe paused")
         paused = _wait_probe_paused(api_url, tag, probe)
         result.approval_run_id = paused
+        result.begin("resume dialog")
         page.goto(f"{ui_url}/v2/runs/flow-run/{paused}")
         page.get_by_role("button", name="Open menu").first.click()
         page.get_by_role("menuitem", name="Resume").click()
@@ -141,6 +159,7 @@ def run_scenario(b: Browser, ui_url: str, api_url: str, namespace: str, deployme
         dialog.get_by_role("switch", name="Approve (Optional)").click()
         dialog.get_by_role("textbox", name="Approver (Optional)").fill("ui-test")
         dialog.get_by_role("textbox", name="Comment (Optional)").fill(f"approved in the browser {tag}")
+        result.begin("resume submit")
         with page.expect_response(lambda r: r.url.endswith(f"/flow_runs/{paused}/resume")) as resumed:
             dialog.get_by_role("button", name="Resume").click()
         body = resumed.value.json() if resumed.value.ok else {}
@@ -148,11 +167,24 @@ def run_scenario(b: Browser, ui_url: str, api_url: str, namespace: str, deployme
             raise ScenarioFailed(f"resume answered {resumed.value.status} {body}")
         dialog.wait_for(state="hidden")
 
+        result.begin("probe resumed and custom run completed")
         out, err = probe.communicate(timeout=120)
         if probe.returncode != 0:
             raise ScenarioFailed(f"approval probe failed ({probe.returncode}): {err[-800:]}")
         result.approval_answer = json.loads(out.strip().splitlines()[-1])
         _wait_state(api_url, result.custom_run_id, {"COMPLETED"}, 180)
+        result.begin("")
+    except Exception as exc:
+        where = f"step {result.step!r} after {time.monotonic() - t0:.0f}s, page {page.url}"
+        if shots is not None:
+            shot = shots / f"ui-failure-{tag}.png"
+            try:
+                shots.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(shot), full_page=True)
+                where += f", screenshot {shot}"
+            except PlaywrightError as shot_error:
+                where += f", no screenshot ({shot_error.message[:100]})"
+        raise ScenarioFailed(f"{where}: {exc}") from exc
     finally:
         if probe.poll() is None:
             probe.kill()

@@ -5,6 +5,7 @@ paused approval is resumed through the UI's form. bench/ui_reliability.py runs t
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -26,13 +27,13 @@ def ui_sandbox(sandbox_only: Sandbox) -> Sandbox:
     return sandbox_only
 
 
-def test_ui_lists_deployments_runs_a_custom_run_and_resumes_an_approval(ui_sandbox: Sandbox) -> None:
+def test_ui_lists_deployments_runs_a_custom_run_and_resumes_an_approval(ui_sandbox: Sandbox, tmp_path: Path) -> None:
     api = ui_sandbox.prefect_api_url
     assert api is not None
     ui = api.removesuffix("/api")
     with scenario.browser() as b:
         result = scenario.run_scenario(b, ui, api, "drill-ui", "web", [s.name for s in deploy.available_specs()],
-                                       scenario.probe_env(api))
+                                       scenario.probe_env(api), shots=tmp_path)
     assert result.approval_answer == {"approved": True, "action": "rollout_undo", "approver": "ui-test",
                                       "comment": result.approval_answer["comment"], "timed_out": False}
     assert str(result.approval_answer["comment"]).startswith("approved in the browser")
