@@ -17,12 +17,18 @@ from markdown_it import MarkdownIt
 
 from k8s_runbooks.postmortem.model import ChartRef, PostMortem
 
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~#])")
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~#&])")
+# A list marker, thematic break or setext underline at the start of the text: it follows "- " or starts a
+# line in the report, where "1. x", "- x" or "---" would open a list or draw a rule.
+_BLOCK_START = re.compile(r"^(\d{1,9})([.)])|^([-+=])")
 
 
 def md_text(text: str) -> str:
-    """Inline Markdown text that renders literally (CommonMark backslash escapes), on one line."""
-    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+    """Inline Markdown text that renders literally (CommonMark backslash escapes), on one line.
+
+    `&` is escaped too: "&lt;" must show as typed, not as the character it names."""
+    escaped = _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+    return _BLOCK_START.sub(lambda m: f"{m.group(1)}\\{m.group(2)}" if m.group(1) else f"\\{m.group(3)}", escaped)
 
 
 def md_code_block(text: str, info: str = "text") -> str:
