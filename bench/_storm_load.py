@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import json
 import random
+import resource
 import sys
 import time
 from dataclasses import dataclass, field
@@ -200,6 +201,7 @@ async def storm(url: str, token: str, plan: Plan, concurrency: int, timeout: flo
     per_second = [sum(timeline.get(s, 0) for s in range(i * 10, i * 10 + 10)) for i in range(int(took) + 1)]
     accepted = len(results.latencies)
     ms = [x * 1000 for x in results.latencies]
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "notifications": len(plan.notifications), "alerts_per_notification": 1,
         "fingerprints": len(plan.firing_only) + len(plan.resolved),
@@ -207,6 +209,7 @@ async def storm(url: str, token: str, plan: Plan, concurrency: int, timeout: flo
         "sent_per_fingerprint": _count(n.fingerprint for n in plan.notifications),
         "resolved_notifications": sum(1 for n in plan.notifications if n.status == "resolved"),
         "concurrency": concurrency, "started_at": wall_started, "seconds": took,
+        "load_process_cpu_seconds": usage.ru_utime + usage.ru_stime,
         "accepted": accepted, "accepted_per_second": accepted / took if took else None,
         "status": results.status, "outcomes": results.outcomes, "errors": results.errors[:50],
         "error_count": len(results.errors),

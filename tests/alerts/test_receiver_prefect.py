@@ -90,7 +90,8 @@ class PrefectServer:
             [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
             env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
-        _wait("the Prefect server", lambda: httpx.get(f"{self.api}/health", timeout=2).status_code == 200, timeout=120)
+        # A fresh DB on a loaded 2-core machine: 65-130 s measured while several test suites ran.
+        _wait("the Prefect server", lambda: httpx.get(f"{self.api}/health", timeout=2).status_code == 200, timeout=300)
 
     def stop(self) -> None:
         if self.proc:
@@ -326,8 +327,11 @@ class _ResolvesDuringCreate:
 
     def __init__(self, api: str, spool_path: Path, resolved: Any) -> None:
         from prefect.client.orchestration import get_client
+        from prefect.settings import PREFECT_API_URL, temporary_settings
 
-        self._client = get_client(sync_client=True, httpx_settings={"timeout": 10})
+        # Built in the dispatcher thread, where the test's settings context does not reach.
+        with temporary_settings({PREFECT_API_URL: api}):
+            self._client = get_client(sync_client=True, httpx_settings={"timeout": 10})
         self._spool_path, self._resolved = spool_path, resolved
 
     def __enter__(self) -> _ResolvesDuringCreate:
@@ -354,8 +358,6 @@ class _ResolvesDuringCreate:
 def test_alert_resolved_while_its_run_is_created_gets_the_run_cancelled(prefect_server: PrefectServer, tmp_path: Path) -> None:
     import dataclasses
 
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
     from k8s_runbooks.alerts.dispatcher import RESOLVED_DURING_CREATION, Dispatcher
     from k8s_runbooks.alerts.metrics import ReceiverMetrics
     from k8s_runbooks.alerts.payloads import AlertmanagerPayload
@@ -369,14 +371,13 @@ def test_alert_resolved_while_its_run_is_created_gets_the_run_cancelled(prefect_
     spool.record([(alert, load_routes(REPO / "deployments" / "alert-routes.yaml").decide(alert))], time.time())
     resolved = dataclasses.replace(alert, status="resolved", ends_at="2026-11-25T10:30:00Z")
     metrics = ReceiverMetrics()
-    with temporary_settings({PREFECT_API_URL: prefect_server.api}):
-        dispatcher = Dispatcher(spool_path, metrics,
-                                client_factory=lambda: _ResolvesDuringCreate(prefect_server.api, spool_path, resolved))
-        dispatcher.start()
-        try:
-            row = _wait("the dispatcher to handle the row", lambda: (r := spool.get(alert.dedup_key)) and r.flow_run_id and r)
-        finally:
-            dispatcher.stop()
+    dispatcher = Dispatcher(spool_path, metrics,
+                            client_factory=lambda: _ResolvesDuringCreate(prefect_server.api, spool_path, resolved))
+    dispatcher.start()
+    try:
+        row = _wait("the dispatcher to handle the row", lambda: (r := spool.get(alert.dedup_key)) and r.flow_run_id and r)
+    finally:
+        dispatcher.stop()
     spool.close()
     assert row.state == "resolved" and row.reason == RESOLVED_DURING_CREATION
     (run,) = _by_key(prefect_server.runs("pod-crash/pod-crash"), fp)
