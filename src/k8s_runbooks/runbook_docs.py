@@ -190,3 +190,21 @@ def load_runbook(path: str | Path) -> Runbook:
 def runbooks_dir() -> Path:
     """The repository's runbooks/ directory (flows and the CLI run from a checkout)."""
     return Path(__file__).resolve().parents[2] / "runbooks"
+
+
+def check_binding(book: Runbook, flow_steps: list[str], task_names: set[str] | None = None) -> None:
+    """The runbook and its flow describe the same steps in the same order, and every bound task exists;
+    otherwise InvalidInput naming the unknown or missing step (or task) and the file."""
+    unknown = [s for s in book.step_ids if s not in flow_steps]
+    if unknown:
+        raise InvalidInput(f"{book.path}: unknown step {', '.join(map(repr, unknown))}: flow {book.flow!r} has steps {flow_steps}")
+    missing = [s for s in flow_steps if s not in book.step_ids]
+    if missing:
+        raise InvalidInput(f"{book.path}: flow step {', '.join(map(repr, missing))} is not documented", hint="add a numbered step with its binding")
+    if book.step_ids != flow_steps:
+        raise InvalidInput(f"{book.path}: steps are in the order {book.step_ids}, the flow runs {flow_steps}")
+    if task_names is not None:
+        bad = {s.id: [t for t in s.tasks if t not in task_names] for s in book.steps}
+        bad = {k: v for k, v in bad.items() if v}
+        if bad:
+            raise InvalidInput(f"{book.path}: bindings name tasks that do not exist: {bad}")
