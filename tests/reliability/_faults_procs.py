@@ -33,12 +33,17 @@ class PrefectServer:
         port = free_ports(1)[0]
         self.comp = launchers.prefect_component(state_dir, SandboxPorts(api=0, prometheus=0, alertmanager=0,
                                                                         pushgateway=0, prefect=port, receiver=0))
+        self.comp.timeout_s = 480  # a fresh SQLite DB under heavy load (several test runs on 2 cores) took > 240 s
         self.api = f"http://127.0.0.1:{port}/api"
         self.pid: int | None = None
 
     def start(self) -> None:
         self.pid = launchers.start(self.state_dir, self.comp)
-        launchers.wait_healthy(self.state_dir, self.comp, self.pid)
+        try:
+            launchers.wait_healthy(self.state_dir, self.comp, self.pid)
+        except BaseException:
+            self.stop()  # never leave a half-started server behind
+            raise
 
     def stop(self) -> None:
         if self.pid is not None:
@@ -94,8 +99,12 @@ class Receiver:
                 [sys.executable, "-m", "k8s_runbooks.alerts.server", "--port", str(self.port), "--routes", str(self.routes),
                  "--spool", str(self.spool)],
                 env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO)
-        wait_for(lambda: self.proc is not None and self.proc.poll() is None
-                 and httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200, 60, "the receiver", interval=0.2)
+        try:
+            wait_for(lambda: self.proc is not None and self.proc.poll() is None
+                     and httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200, 120, "the receiver", interval=0.2)
+        except BaseException:
+            self.kill()
+            raise
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc is not None:
@@ -148,8 +157,12 @@ class RunnerProc:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "k8s_runbooks.deploy", "serve", "--query-seconds", "1", "--ready-file", str(self.ready)],
                 env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO)
-        wait_for(lambda: self.ready.exists() or (self.proc.poll() is not None and "exited"), 180, "the runner's deployments")
-        assert self.proc.poll() is None, self.log.read_text()[-3000:]
+        try:
+            wait_for(lambda: self.ready.exists() or (self.proc.poll() is not None and "exited"), 300, "the runner's deployments")
+            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+        except BaseException:
+            self.stop()
+            raise
 
     def flow_run_processes(self, run_id: str) -> list[psutil.Process]:
         """Processes under the runner that carry this flow run (by environment or command line)."""
