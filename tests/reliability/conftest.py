@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from pydantic import SecretStr
 from k8s_runbooks.alerts.app import AuthConfig, create_app
 from k8s_runbooks.alerts.routing import Router, load_routes
 from k8s_runbooks.alerts.spool import Spool
+from tests.reliability.tally import TALLY
 
 REPO = Path(__file__).resolve().parents[2]
 ROUTES = REPO / "deployments" / "alert-routes.yaml"
@@ -33,7 +33,6 @@ SENTRY_SECRET = "fuzz-sentry-client-secret"
 MAX_BODY = 256 * 1024
 
 FUZZ_CASES = max(10, int(os.environ.get("K8S_RUNBOOKS_FUZZ_CASES", "10000")))
-TALLY: Counter[str] = Counter()
 
 
 def share(fraction: float) -> int:
