@@ -4,6 +4,8 @@
 
 Creates runs with a dry-run parameter set on a namespace that does not exist (the run fails fast after
 starting; only the start matters) and reports created→RUNNING from the server's own timestamps.
+A quick probe of whatever runner serves the sandbox (warm or stock, K8S_RUNBOOKS_RUNNER_MODE); the published
+comparison, from the alert's acceptance and with its own server and runners, is bench/alert_to_running.py.
 """
 
 from __future__ import annotations
