@@ -164,14 +164,15 @@ class RunnerProc:
             self.stop()
             raise
 
-    def flow_run_processes(self, run_id: str) -> list[psutil.Process]:
-        """Processes under the runner that carry this flow run (by environment or command line)."""
+    def processes_since(self, since: float) -> list[psutil.Process]:
+        """Processes under the runner created after `since` (epoch seconds): with one run in flight, its
+        process (the warm runner forks runs from a fork server, so command line and environment do not name it)."""
         found = []
         for child in psutil.Process(self.proc.pid).children(recursive=True) if self.proc else []:
             try:
-                if run_id in " ".join(child.cmdline()) or child.environ().get("PREFECT__FLOW_RUN_ID") == run_id:
+                if child.create_time() >= since:
                     found.append(child)
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
+            except psutil.NoSuchProcess:
                 continue
         return found
 
