@@ -33,6 +33,7 @@ from k8s_runbooks.alerts.metrics import ReceiverMetrics
 from k8s_runbooks.alerts.payloads import Alert, AlertmanagerPayload, GrafanaPayload, SentryIssueAlertPayload, Source
 from k8s_runbooks.alerts.routing import Decision, Router
 from k8s_runbooks.alerts.spool import Spool
+from k8s_runbooks.redact import redact
 
 log = logging.getLogger("k8s_runbooks.alerts")
 
@@ -282,7 +283,9 @@ def create_app(
             _check_json_content_type(headers)
             payload = _parse(MODELS[source], body)
             if source == "alertmanager" and payload.truncated_alerts:
-                log.warning("Alertmanager truncated %d alerts of group %s (max_alerts)", payload.truncated_alerts, payload.group_key)
+                # The group key holds label values: untrusted text, possibly a secret.
+                log.warning("Alertmanager truncated %d alerts of group %s (max_alerts)", payload.truncated_alerts,
+                            redact(payload.group_key)[0])
             result = await ingest(source, payload.normalise())
             code = 200
             return _reply(200, result)

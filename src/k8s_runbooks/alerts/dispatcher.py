@@ -29,6 +29,7 @@ import httpx
 
 from k8s_runbooks.alerts.metrics import ReceiverMetrics
 from k8s_runbooks.alerts.spool import OutboxItem, Spool, SpoolRow, Synchronous
+from k8s_runbooks.redact import redact
 
 log = logging.getLogger("k8s_runbooks.alerts.dispatcher")
 
@@ -66,6 +67,12 @@ def backoff_delay(attempt: int, base: float, cap: float) -> float:
     return ceiling * (0.5 + random.random() / 2)
 
 
+def _redacted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: redact(v)[0] for k, v in value.items()}
+    return redact(value)[0] if isinstance(value, str) else value
+
+
 def event_for(item: OutboxItem) -> dict[str, Any]:
     """The Prefect event of one outbox item (alert received / resolved), with the flow run as related resource."""
     row = item.alert
@@ -81,7 +88,7 @@ def event_for(item: OutboxItem) -> dict[str, Any]:
     }
     for label in ("namespace", "deployment", "service", "severity"):
         if label in row.labels:
-            resource[f"k8s-runbooks.alert.label.{label}"] = row.labels[label]
+            resource[f"k8s-runbooks.alert.label.{label}"] = redact(row.labels[label])[0]
     return {
         "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{row.dedup_key}|{item.kind}")),
         "occurred": datetime.fromtimestamp(item.created_at, timezone.utc).isoformat(),
@@ -90,8 +97,10 @@ def event_for(item: OutboxItem) -> dict[str, Any]:
         "related": related,
         "payload": {
             "source": row.source, "fingerprint": row.fingerprint, "starts_at": row.starts_at, "ends_at": row.ends_at,
-            "labels": row.labels, "annotations": row.annotations, "url": row.url,
-            "disposition": row.state, "reason": row.reason, "route": row.route, "deployment": row.deployment,
+            # Events are shown in Prefect's UI to everyone with access: alert text is untrusted and may quote
+            # secrets (an annotation with a connection string, a rejected label value in `reason`).
+            "labels": _redacted(row.labels), "annotations": _redacted(row.annotations), "url": _redacted(row.url),
+            "disposition": row.state, "reason": _redacted(row.reason), "route": row.route, "deployment": row.deployment,
             "flow_run_id": row.flow_run_id, "repeats": row.repeats,
         },
     }
