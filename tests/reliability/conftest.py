@@ -54,7 +54,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_sep("-", "reliability fuzz cases run")
         for name, count in sorted(TALLY.items()):
             terminalreporter.write_line(f"{name}: {count}")
-        receiver = sum(v for k, v in TALLY.items() if k.startswith("receiver"))
+        receiver = sum(v for k, v in TALLY.items() if k.startswith(("receiver hypothesis", "receiver schemathesis")))
         terminalreporter.write_line(f"receiver total: {receiver} (budget K8S_RUNBOOKS_FUZZ_CASES={FUZZ_CASES})")
 
 
