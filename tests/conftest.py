@@ -13,6 +13,7 @@ and tests would inject faults into it.)
 from __future__ import annotations
 
 import os
+import tempfile
 import random
 import socket
 import subprocess
@@ -26,6 +27,9 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "k8s_runbooks.cli"]
 os.environ.setdefault("K8S_RUNBOOKS_SANDBOX_TOOLS_DIR", str(REPO / ".sandbox" / "tools" / "bin"))
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Parallel workers (CI: -n 2) must not share ~/.prefect (profiles, the ephemeral server's SQLite file).
+    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix=f"prefect-home-{os.environ['PYTEST_XDIST_WORKER']}-")
 REAL_KUBECONFIG = os.environ.get("K8S_RUNBOOKS_TEST_KUBECONFIG")
 PORT_SETTINGS = {
     "api": "K8S_RUNBOOKS_SANDBOX_API_PORT",

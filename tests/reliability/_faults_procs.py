@@ -63,6 +63,14 @@ class PrefectServer:
         resp.raise_for_status()
         return resp.json()
 
+    def delete_waiting_runs(self) -> int:
+        """Delete every Scheduled/Pending run: alerts earlier tests dispatched with no runner serving."""
+        waiting = self.post("/flow_runs/filter", {"flow_runs": {"state": {"type": {"any_": ["SCHEDULED", "PENDING"]}}},
+                                                  "limit": 200})
+        for run in waiting:
+            httpx.delete(f"{self.api}/flow_runs/{run['id']}", timeout=10).raise_for_status()
+        return len(waiting)
+
     def runs_of(self, deployment: str) -> list[dict[str, Any]]:
         dep = self.get(f"/deployments/name/{deployment}")
         return self.post("/flow_runs/filter", {"deployments": {"id": {"any_": [dep["id"]]}}, "limit": 200})

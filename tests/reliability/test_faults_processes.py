@@ -176,6 +176,10 @@ def test_flow_run_process_killed_mid_run_is_crashed_and_not_repeated(
     taken until the lease of the dead holder expires (flows/concurrency.py, 300 s): a re-run waits for it
     instead of acting on evidence the first run's action is still changing — so nothing is done twice."""
     env = client_env(sandbox_only, prefect, tmp_path, K8S_RUNBOOKS_COOLDOWN_SECONDS="300")
+    # The storm and outage tests leave their dispatched runs Scheduled (no runner served them); a runner started
+    # now would run those 70 pod-crash runs first and the first run here would queue behind them for the slot.
+    while prefect.delete_waiting_runs():
+        pass
     runner = RunnerProc(env, tmp_path)
     runner.start()
     api = Api(sandbox_only.api_url)

@@ -62,4 +62,6 @@ def test_the_scheduled_event_alone_starts_a_run(client: SyncPrefectClient, runne
     """Runner `a` polls once an hour (its one poll was at start-up) and alone serves nudge-only."""
     run = wait_final(client, create_run(client, "warm-test-nudge-only", {"message": "ping"}))
     assert run.state.type == StateType.COMPLETED, run.state
-    assert any(m == "nudged ping by a" for m in run_logs(client, run.id))
+    # Logs ship in the background: the final state can reach the server before the run's log lines do.
+    lines = wait_for("the run's log line", lambda: [m for m in run_logs(client, run.id) if m.startswith("nudged ")], 60)
+    assert lines == ["nudged ping by a"], lines
