@@ -11,30 +11,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from _harness import machine  # bench/ is sys.path[0] when run as a script
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 # Order: cheapest first, so a quick look at the first figures needs no wait.
 BENCHES = ["postmortem_assembly", "fanout", "overhead", "storm", "alert_to_running"]
-
-
-def machine() -> dict[str, object]:
-    mem = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem = round(int(line.split()[1]) / 1024 / 1024, 1)
-    except OSError:
-        pass
-    return {"cpus": os.cpu_count(), "mem_gib": mem, "python": platform.python_version(),
-            "platform": platform.platform(), "load_avg_1m": os.getloadavg()[0],
-            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
 def main() -> int:
