@@ -84,3 +84,25 @@ def test_strategic_merge_patch_as_kubectl_sends_it() -> None:
     retained = strategic_merge_patch({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}},
                                      {"$retainKeys": ["type"], "type": "Recreate"})
     assert retained == {"type": "Recreate"}
+
+
+def test_store_list_page_copies_only_the_page_and_counts_every_match() -> None:
+    from k8s_runbooks.sandbox.store import Store
+
+    store = Store()
+    try:
+        store.create("namespaces", {"metadata": {"name": "ns"}})
+        for i in range(25):
+            labels = {"app": "a" if i % 5 else "b"}
+            store.create("pods", {"metadata": {"name": f"p-{i:02d}", "namespace": "ns", "labels": labels}, "spec": {"containers": [{"name": "c", "image": "sandbox/pause:1"}]}})
+        page, rv, total = store.list_page("pods", "ns", "app=a", offset=5, limit=10)
+        everything, rv_all = store.list("pods", "ns", "app=a")
+        assert total == 20 and rv == rv_all
+        assert [o["metadata"]["name"] for o in page] == [o["metadata"]["name"] for o in everything][5:15]
+        tail, _, _ = store.list_page("pods", "ns", "app=a", offset=15, limit=0)
+        assert [o["metadata"]["name"] for o in tail] == [o["metadata"]["name"] for o in everything][15:]
+        page[0]["metadata"]["labels"]["app"] = "changed"  # a copy: the stored object is untouched
+        again, _, _ = store.list_page("pods", "ns", "app=a", offset=5, limit=1)
+        assert again[0]["metadata"]["labels"] == {"app": "a"}
+    finally:
+        store.close()

@@ -905,18 +905,18 @@ class _Handler(BaseHTTPRequestHandler):
         include = _q(query, "includeObject") or "Metadata"
         if _truthy(_q(query, "watch")):
             return self._watch(route, query, label_selector, field_selector, table, include)
-        items, rv = self.store.list(res.plural, route.namespace, label_selector, field_selector)
         offset = _decode_continue(_q(query, "continue") or "") if _q(query, "continue") else 0
         limit_text = _q(query, "limit")
         try:
             limit = int(limit_text) if limit_text else 0
         except ValueError:
             raise ApiError.bad_request(f"invalid limit: {limit_text!r}") from None
-        page = items[offset:offset + limit] if limit > 0 else items[offset:]
+        page, rv, total = self.store.list_page(res.plural, route.namespace, label_selector, field_selector,
+                                               offset=offset, limit=max(limit, 0))
         next_token, remaining = None, None
-        if limit > 0 and offset + limit < len(items):
+        if limit > 0 and offset + limit < total:
             next_token = _encode_continue(offset + limit, rv)
-            remaining = len(items) - offset - limit
+            remaining = total - offset - limit
         if table:
             return self._send_json(200, to_table(res.plural, page, resource_version=str(rv), include_object=include,
                                                  continue_token=next_token, remaining=remaining))

@@ -156,16 +156,24 @@ class Store:
     def list(self, plural: str, namespace: str | None = None, label_selector: str | None = None,
              field_selector: str | None = None) -> tuple[list[Obj], int]:
         """Items sorted by (namespace, name) — the order a real server's list returns — and the list RV."""
+        items, rv, _ = self.list_page(plural, namespace, label_selector, field_selector)
+        return items, rv
+
+    def list_page(self, plural: str, namespace: str | None = None, label_selector: str | None = None,
+                  field_selector: str | None = None, offset: int = 0, limit: int = 0) -> tuple[list[Obj], int, int]:
+        """Copies of the matching items [offset, offset + limit) (limit 0: to the end), the list RV and how many
+        match in all. Only the page is copied: a paged list of N objects copies N objects, not N per page."""
         res = self.resource(plural)
         match_labels = parse_label_selector(label_selector)
         match_fields = parse_field_selector(field_selector, plural)
         with self._lock:
-            items = [
-                copy.deepcopy(o) for (ns, _), o in sorted(self._objects[plural].items())
+            matching = [
+                o for (ns, _), o in sorted(self._objects[plural].items())
                 if (not namespace or not res.namespaced or ns == namespace)
                 and match_labels(o["metadata"].get("labels") or {}) and match_fields(o)
             ]
-            return items, self._rv
+            page = matching[offset:offset + limit] if limit > 0 else matching[offset:]
+            return [copy.deepcopy(o) for o in page], self._rv, len(matching)
 
     def replace(self, plural: str, obj: Obj, *, subresource: str | None = None) -> Obj:
         """PUT semantics. A resourceVersion in the object must match (409 Conflict otherwise).
