@@ -30,6 +30,7 @@ from k8s_runbooks.drills.model import DrillParams, FaultSpec, Phase, Scenario, S
 from k8s_runbooks.drills.report import phase_rows, trend_chart, trend_of
 from k8s_runbooks.errors import RunbookError
 from k8s_runbooks.guard import Guard, read_audit
+from k8s_runbooks.kube.client import kube_context
 from k8s_runbooks.models import Decision, WorkloadRef, utcnow
 from k8s_runbooks.postmortem.model import RunRecord
 from k8s_runbooks.runbook_docs import load_runbook, runbooks_dir
@@ -197,7 +198,7 @@ def inject(ctx: DrillCtx) -> None:
     path = rollback_file(ctx.flow_run_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"namespace": p.namespace, "deployment": p.deployment, "replicas": ctx.original_replicas,
-                                "fault": ctx.fault.model_dump()}), encoding="utf-8")
+                                "kube_context": p.kube_context, "fault": ctx.fault.model_dump()}), encoding="utf-8")
     ctx.injected_at = utcnow()
     if ctx.fault.kind == "custom":
         _load(ctx.fault.task)(p.namespace, p.deployment, ctx.fault.value)
@@ -275,7 +276,7 @@ def _direct(ctx: DrillCtx) -> None:
 
     p = ctx.params
     base = {"namespace": p.namespace, "deployment": p.deployment, "approval": p.approval,
-            "approval_timeout_seconds": p.approval_timeout_seconds, "drill": True,
+            "approval_timeout_seconds": p.approval_timeout_seconds, "drill": True, "kube_context": p.kube_context,
             "notes": f"drill {ctx.flow_run_id}" + (f"; {p.notes}" if p.notes else "")}
     if ctx.scenario == "pod-crash":
         from flows.params import PodCrashParams
@@ -538,11 +539,12 @@ def _rollback_on_cancel(flow: Any, flow_run: Any, state: Any) -> None:
     from k8s_runbooks.models import Action, ActionKind
     from tasks.drills import removal_action
 
-    guard = Guard()
-    guard.execute(removal_action(plan["namespace"], plan["deployment"]), "auto", "drill-cancel-hook", str(flow_run.id))
-    guard.execute(Action(kind=ActionKind.scale, target=WorkloadRef(namespace=plan["namespace"], name=plan["deployment"]),
-                         replicas=int(plan["replicas"]), allow_all_replicas=True, reason="drill cancelled: restore replicas"),
-                  "auto", "drill-cancel-hook", str(flow_run.id))
+    with kube_context(plan.get("kube_context")):  # roll back on the cluster the fault went to
+        guard = Guard()
+        guard.execute(removal_action(plan["namespace"], plan["deployment"]), "auto", "drill-cancel-hook", str(flow_run.id))
+        guard.execute(Action(kind=ActionKind.scale, target=WorkloadRef(namespace=plan["namespace"], name=plan["deployment"]),
+                             replicas=int(plan["replicas"]), allow_all_replicas=True, reason="drill cancelled: restore replicas"),
+                      "auto", "drill-cancel-hook", str(flow_run.id))
     path.unlink(missing_ok=True)
 
 
@@ -551,7 +553,9 @@ def _resolve_path(ctx: DrillCtx) -> str:
     if p.response == "none" or ctx.fault.kind == "pod-kill" and p.response == "auto":
         return "none"
     if p.response == "auto":
-        return "alert" if _alert_path_available(ctx.scenario) else "direct"
+        # Another cluster's alerts reach the runbook only through a receiver route naming its context: the drill
+        # cannot know that route exists, so it answers with the runbook directly on that cluster.
+        return "alert" if not p.kube_context and _alert_path_available(ctx.scenario) else "direct"
     return p.response
 
 
@@ -572,7 +576,8 @@ def run_drill(flow_name: str, scenario: Scenario, params: DrillParams) -> State:
         try:
             ctx.response_path = _resolve_path(ctx)
             card.response_path = ctx.response_path
-            ctx.note("Drill started", f"{fault.describe()}; response {ctx.response_path}; approval {params.approval}")
+            ctx.note("Drill started", f"{fault.describe()}; response {ctx.response_path}; approval {params.approval}"
+                     + (f"; cluster context {params.kube_context}" if params.kube_context else ""))
             for step in (check_before, inject, respond, recover):
                 step(ctx)
         finally:
@@ -626,13 +631,15 @@ def _postmortem(flow_run_id: str) -> None:
 @flow(name=POD_CRASH_FLOW, on_cancellation=[_rollback_on_cancel], log_prints=True)
 def drill_pod_crash(params: DrillParams) -> State:
     """Pod-crash drill: crash (or kill, OOM) the Deployment's pods and score the response."""
-    return run_drill(POD_CRASH_FLOW, "pod-crash", params)
+    with kube_context(params.kube_context):  # every Kubernetes call of the drill goes to that cluster
+        return run_drill(POD_CRASH_FLOW, "pod-crash", params)
 
 
 @flow(name=LATENCY_FLOW, on_cancellation=[_rollback_on_cancel], log_prints=True)
 def drill_latency(params: DrillParams) -> State:
     """Latency drill: slow the Deployment down (latency or CPU burn) and score the response."""
-    return run_drill(LATENCY_FLOW, "latency", params)
+    with kube_context(params.kube_context):
+        return run_drill(LATENCY_FLOW, "latency", params)
 
 
 def scorecard_of(flow_run_id: str) -> Scorecard | None:

@@ -6,20 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-# RFC 1123 label (namespaces) and subdomain (deployment names), as the API server validates them.
-DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
-DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-# Kubeconfig context names are free-form; this admits the usual ones (gke_project_region_name, kind-x,
-# arn:aws:eks:region:acct:cluster/name, user@cluster) and nothing that could smuggle quotes or whitespace.
-KUBE_CONTEXT = r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,252}$"
-
-
-def kube_context_field() -> Any:
-    return Field(
-        None, pattern=KUBE_CONTEXT, max_length=253,
-        description="Kubeconfig context of the cluster to act on, so one installation serves several clusters. "
-        "Empty: the installation's default (K8S_RUNBOOKS_KUBE_CONTEXT, else the kubeconfig's current context).",
-    )
+from k8s_runbooks.names import DNS_LABEL, DNS_SUBDOMAIN, kube_context_field
 
 
 class PodCrashParams(BaseModel):

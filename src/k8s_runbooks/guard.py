@@ -6,7 +6,7 @@ approval mode `dry-run`. `Guard.execute` runs the check, executes through `kube.
 and appends exactly one `AuditRecord` (who/what/when/why + outcome) to `state_dir/audit.jsonl`.
 
 State shared by several processes (flow runs, workers) lives in `state_dir` and is read-modify-written
-under an exclusive `fcntl` lock: `cooldowns.json` (last action time per namespace/kind/name, with its flow
+under an exclusive `fcntl` lock: `cooldowns.json` (last action time per [kube context,] namespace/kind/name, with its flow
 run) and `blast_radius.json` (pods touched per flow run).
 
 Cooldown is about repeated remediation of one target by *different* runs (alert storms, flapping); the
@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from k8s_runbooks.errors import NotFound, RunbookError
 from k8s_runbooks.kube import workloads
-from k8s_runbooks.kube.client import Kube, get_kube
+from k8s_runbooks.kube.client import Kube, current_context, get_kube
 from k8s_runbooks.kube.pods import current_and_previous, deployment_pods, deployment_replicasets, read_deployment
 from k8s_runbooks.models import Action, ActionKind, ActionResult, ApprovalMode, AuditRecord, Decision, utcnow
 from k8s_runbooks.settings import Settings, get_settings
@@ -68,8 +68,12 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _target_key(action: Action) -> str:
-    return f"{action.target.namespace}/{action.target.kind}/{action.target.name}"
+def _target_key(action: Action, settings: Settings) -> str:
+    """The cooldown key: the workload, and the cluster when a run or the settings name a kube context (the same
+    namespace/name in two clusters are two workloads; without a context the key stays as it always was)."""
+    key = f"{action.target.namespace}/{action.target.kind}/{action.target.name}"
+    context = current_context(settings)
+    return f"{context}|{key}" if context else key
 
 
 @dataclass
@@ -196,7 +200,7 @@ class Guard:
                     f"max_pods_per_run={s.max_pods_per_run}",
                 )
         if not verdict.cooldown_exempt and s.cooldown_seconds > 0:
-            last = _read_json(self.state_dir / COOLDOWN_FILE).get(_target_key(action))
+            last = _read_json(self.state_dir / COOLDOWN_FILE).get(_target_key(action, self.settings))
             if isinstance(last, dict):
                 ago = time.time() - float(last.get("at", 0))
                 same_run = flow_run_id is not None and last.get("flow_run_id") == flow_run_id
@@ -244,7 +248,7 @@ class Guard:
                 _write_json(self.state_dir / BUDGET_FILE, budget)
             if not verdict.cooldown_exempt:
                 cooldowns = _read_json(self.state_dir / COOLDOWN_FILE)
-                cooldowns[_target_key(action)] = {"at": time.time(), "flow_run_id": flow_run_id, "kind": action.kind.value}
+                cooldowns[_target_key(action, self.settings)] = {"at": time.time(), "flow_run_id": flow_run_id, "kind": action.kind.value}
                 _write_json(self.state_dir / COOLDOWN_FILE, cooldowns)
         return verdict
 
@@ -257,8 +261,8 @@ class Guard:
                 _write_json(self.state_dir / BUDGET_FILE, budget)
             if not verdict.cooldown_exempt:
                 cooldowns = _read_json(self.state_dir / COOLDOWN_FILE)
-                if (cooldowns.get(_target_key(action)) or {}).get("flow_run_id") == flow_run_id:
-                    cooldowns.pop(_target_key(action), None)
+                if (cooldowns.get(_target_key(action, self.settings)) or {}).get("flow_run_id") == flow_run_id:
+                    cooldowns.pop(_target_key(action, self.settings), None)
                     _write_json(self.state_dir / COOLDOWN_FILE, cooldowns)
 
     def _run(self, action: Action) -> str:

@@ -185,3 +185,72 @@ def test_every_runbook_takes_a_kube_context() -> None:
     assert p.kube_context == "gke_my-project_europe-west1_prod"
     with pytest.raises(ValueError):
         PodCrashParams(namespace="shop", deployment="web", kube_context="prod; rm -rf")
+
+
+def test_guard_cooldowns_are_per_cluster(settings_env: None, tmp_path: Path) -> None:
+    """The same namespace/name in two clusters are two workloads: acting on one does not put the other in
+    cooldown, while a second run on the same cluster is still refused."""
+    from k8s_runbooks.guard import Guard, read_audit
+    from k8s_runbooks.models import Action, ActionKind, Decision, WorkloadRef
+
+    settings = get_settings().model_copy(update={"state_dir": str(tmp_path), "cooldown_seconds": 300})
+    restart = Action(kind=ActionKind.rollout_restart, target=WorkloadRef(namespace="shop", name="web"), reason="test")
+    with kube_context("cluster-a"):
+        first = Guard(settings).execute(restart, "auto", "alice", "run-a")
+    with kube_context("cluster-b"):
+        other_cluster = Guard(settings).execute(restart, "auto", "bob", "run-b")
+    with kube_context("cluster-a"):
+        again = Guard(settings).execute(restart, "auto", "carol", "run-c")
+    assert first.executed and other_cluster.executed, (first.detail, other_cluster.detail)
+    assert again.decision is Decision.refused and "cooldown" in again.detail and "run-a" in again.detail
+    assert [a.decision for a in read_audit(settings=settings)] == [Decision.allowed, Decision.allowed, Decision.refused]
+    for name in CONTEXTS:  # each cluster's Deployment was restarted exactly once
+        with kube_context(name):
+            annotations = read_deployment(get_kube(), "shop", "web").spec.template.metadata.annotations or {}
+        assert "kubectl.kubernetes.io/restartedAt" in annotations, name
+
+
+@pytest.mark.slow  # starts a Prefect test server
+def test_a_drill_runs_on_the_cluster_of_its_kube_context(kubeconfig: Path, settings_env: None, tmp_path: Path) -> None:
+    """Only cluster-b's `shop` allows drills and it has 3 replicas (none ready: these clusters run no pods). A drill
+    with kube_context=cluster-b passes the guard there and stops at its steady-state check, reading 0/3; the same
+    drill on cluster-a is refused by the guard (namespace not labelled). Neither injects anything."""
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.drills import drill_pod_crash, scorecard_of
+    from k8s_runbooks.drills.model import DrillParams, SteadyState
+
+    with kube_context("cluster-b"):
+        k8s.CoreV1Api(get_kube().api_client).patch_namespace(
+            "shop", {"metadata": {"labels": {"k8s-runbooks.io/drills": "allowed"}}})
+    env = {"K8S_RUNBOOKS_STATE_DIR": str(tmp_path / "state"), "K8S_RUNBOOKS_REPORTS_DIR": str(tmp_path / "reports"),
+           "K8S_RUNBOOKS_TASK_RETRY_BACKOFF_SECONDS": "0.1", "K8S_RUNBOOKS_PUSHGATEWAY_URL": "http://127.0.0.1:9"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    get_settings.cache_clear()
+    try:
+        cards = {}
+        with prefect_test_harness(server_startup_timeout=120):
+            for name in ("cluster-b", "cluster-a"):
+                params = DrillParams(namespace="shop", deployment="web", kube_context=name, response="none",
+                                     steady_state=SteadyState(p95_threshold_ms=None, check_alerts=False))
+                state = drill_pod_crash(params, return_state=True)
+                card = scorecard_of(str(state.state_details.flow_run_id))
+                assert card is not None, name
+                cards[name] = card
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        get_settings.cache_clear()
+    b, a = cards["cluster-b"], cards["cluster-a"]
+    assert b.outcome == "aborted" and "0/3 ready" in b.outcome_detail, (b.outcome, b.outcome_detail)
+    assert a.outcome == "refused" and "drills" in a.outcome_detail, (a.outcome, a.outcome_detail)
+    for name in CONTEXTS:  # nothing injected anywhere
+        with kube_context(name):
+            container = read_deployment(get_kube(), "shop", "web").spec.template.spec.containers[0]
+        assert not [e.name for e in container.env or [] if e.name.startswith("FAULT_")], name

@@ -15,9 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from k8s_runbooks.models import utcnow
+from k8s_runbooks.names import DNS_LABEL, DNS_SUBDOMAIN, kube_context_field
 
-DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
-DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DRILLS_LABEL = "k8s-runbooks.io/drills"
 DRILLS_ALLOWED = "allowed"
 
@@ -101,10 +100,12 @@ class Targets(_M):
 class DrillParams(_M):
     namespace: str = Field(description="Namespace of the target (must be labelled k8s-runbooks.io/drills=allowed).", pattern=DNS_LABEL, max_length=63)
     deployment: str = Field(description="Deployment to break.", pattern=DNS_SUBDOMAIN, max_length=253)
+    kube_context: str | None = kube_context_field()
     fault: FaultSpec | None = Field(None, description="What to break (default per scenario: crash / latency).")
     response: Literal["auto", "alert", "direct", "none"] = Field(
         "auto", description="alert: the real alert path (Alertmanager → receiver → runbook deployment); direct: the runbook as a "
-        "subflow; auto: alert when the receiver and deployments exist, else direct; none: only measure recovery.")
+        "subflow; auto: alert when the receiver and deployments exist, else direct (always direct with a kube_context: "
+        "the alert path runs on the clusters the receiver's routes name); none: only measure recovery.")
     approval: Literal["auto", "required"] = Field("auto", description="Approval mode of the runbook (required: measure the on-call).")
     approval_timeout_seconds: int = Field(600, ge=1, le=86_400)
     dry_run: bool = Field(False, description="Check guardrails and steady state, show the plan, inject nothing.")
