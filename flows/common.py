@@ -182,8 +182,12 @@ def execute_and_wait(ctx: RunCtx, step: str) -> HealthReport | None:
     if not health.healthy:
         ctx.note("Recovery failed", health.detail, "escalation")
         raise RunbookError(f"{ctx.target} did not become healthy within {p.recovery_timeout_seconds} s: {health.detail}")
+    # Stamped when the workload settled (what `kubectl rollout status` reports), not when the stability window
+    # that confirms it ended: that is the time to recover.
+    settled = f"settled {health.settled_after_seconds:.1f} s after the action; " if health.settled_after_seconds is not None else ""
     ctx.record.note(f"Recovered: {health.ready_replicas}/{health.desired_replicas} ready, restarts stable",
-                    f"after {health.waited_seconds:.0f} s", "recovered")
+                    f"{settled}restarts stable for {p.stable_seconds:g} s after that (waited {health.waited_seconds:.0f} s)",
+                    "recovered", at=health.settled_at)
     ctx.record.outcome, ctx.record.outcome_detail = "mitigated", f"{ctx.chosen.describe()} by {ctx.actor}"
     return health
 

@@ -268,3 +268,7 @@ class HealthReport(Model):
     total_restarts: int = 0
     waited_seconds: float = 0.0
     detail: str = ""
+    settled_at: datetime | None = Field(
+        None, description="first observation of the final settled streak (ready == desired, rolled out, no old or "
+        "unhealthy pod): when the workload recovered; the stability window follows it")
+    settled_after_seconds: float | None = Field(None, description="settled_at, in seconds after the wait began")

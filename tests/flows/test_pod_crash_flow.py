@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -259,6 +260,11 @@ def test_approved_rollback_recovers_and_writes_the_postmortem(env: Env, crashing
     order = ["Crash detected", "Approval requested", "Approved by alice", "Action allowed", "Recovered", "Verified"]
     positions = [timeline.index(word) for word in order]
     assert positions == sorted(positions), timeline
+    # "Recovered" is stamped when the workload settled; the stability window confirming it came after.
+    recovered = next(e for e in rec["timeline"] if e["event"].startswith("Recovered:"))
+    verify = next(e for e in rec["timeline"] if e["event"] == "Step verify started")
+    at = {e["event"]: datetime.fromisoformat(e["at"].replace("Z", "+00:00")) for e in (recovered, verify)}
+    assert "settled" in recovered["detail"] and at[recovered["event"]] < at[verify["event"]], recovered
     _assert_no_secret(env, run_id, Path(result["postmortem"]), Path(result["postmortem"]).with_suffix(".html"))
 
 

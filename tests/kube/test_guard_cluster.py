@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+
 from k8s_runbooks.guard import Guard, read_audit
 from k8s_runbooks.kube import pods, workloads
+from k8s_runbooks.kube.client import get_kube
 from k8s_runbooks.models import Action, ActionKind, Decision, WorkloadRef
 from k8s_runbooks.settings import Settings
 from tests.kube.conftest import Cluster, wait_for
@@ -127,3 +134,44 @@ def test_rollout_restart_and_undo(cluster: Cluster, settings: Settings, ns: str)
     assert after.containers[0].env_names == [] and after.restarted_at == status.restarted_at
     report = workloads.wait_until_healthy(ns, "web", stable_seconds=2, timeout_seconds=90, settings=settings)
     assert report.healthy, report.detail
+
+
+def test_wait_until_healthy_watches_the_rollout_and_says_when_it_settled(cluster: Cluster, settings: Settings,
+                                                                          ns: str) -> None:
+    cluster.create_deployment(ns, "web", 2)
+    cluster.wait_ready(ns, "web", 2)
+    watches = cluster.requests("watch", "deployments", ns)
+    guard = Guard(settings.model_copy(update={"cooldown_seconds": 0}))
+    assert guard.execute(_act(ns, "web", ActionKind.rollout_restart), "auto", "t", "run-w").executed
+    report = workloads.wait_until_healthy(ns, "web", stable_seconds=2, timeout_seconds=90, settings=settings)
+    assert report.healthy and report.ready_replicas == 2, report.detail
+    # The restart takes a readiness probe at least: the first look saw it unsettled and waited on a watch.
+    assert cluster.requests("watch", "deployments", ns) > watches
+    assert report.settled_at is not None and report.settled_after_seconds is not None
+    # The verdict is the stability window that follows the settle (rounding: 0.1 s).
+    assert report.waited_seconds - report.settled_after_seconds >= 2 - 0.1, report
+
+
+def test_wait_until_healthy_polls_when_watching_is_forbidden(cluster: Cluster, settings: Settings, ns: str,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    cluster.create_deployment(ns, "web", 2)
+    cluster.wait_ready(ns, "web", 2)
+    kube = get_kube(settings)
+    real = kube.apps.list_namespaced_deployment
+    watch_attempts: list[str] = []
+
+    def no_watch(namespace: str, **kwargs: Any) -> Any:
+        if kwargs.get("watch"):
+            watch_attempts.append(namespace)
+            raise ApiException(status=403, reason="Forbidden")
+        return real(namespace, **kwargs)
+
+    monkeypatch.setattr(kube.apps, "list_namespaced_deployment", no_watch)
+    guard = Guard(settings.model_copy(update={"cooldown_seconds": 0}))
+    assert guard.execute(_act(ns, "web", ActionKind.rollout_restart), "auto", "t", "run-f").executed
+    with caplog.at_level(logging.WARNING, logger="k8s_runbooks.kube"):
+        report = workloads.wait_until_healthy(ns, "web", stable_seconds=1, timeout_seconds=90, settings=settings)
+    assert report.healthy and report.settled_at is not None, report.detail
+    assert watch_attempts == [ns]  # refused once, then plain polling for the rest of the wait
+    assert any("cannot watch" in r.getMessage() and "watch" in r.getMessage() for r in caplog.records)

@@ -4,7 +4,8 @@ One run under every API fault at once (cheaper than one run per fault; each test
 fault was injected and what it must not have caused): 500 and 503 answers, 429 with Retry-After, 150 ms
 latency on every request, connections dropped before an answer, one remediation PATCH whose answer is lost
 after it was applied (the ambiguous case), and watch streams cut after 2 s. The runbook must complete,
-roll back exactly once (guard audit and the sandbox's request audit agree), and never watch.
+roll back exactly once (guard audit and the sandbox's request audit agree), and watch nothing but the
+recovery wait's Deployment.
 """
 
 from __future__ import annotations
@@ -115,9 +116,12 @@ def test_latency_on_every_request(faulted: FaultedRun) -> None:
     assert faulted.injected["latency"] >= sum(faulted.requests.values()) > 0
 
 
-def test_watch_disconnects_do_not_matter_because_runbooks_poll(faulted: FaultedRun) -> None:
+def test_watch_disconnects_do_not_matter_because_the_verdict_polls(faulted: FaultedRun) -> None:
     assert faulted.watch_cut and faulted.injected["watch_disconnect"] >= 1, faulted.injected
-    assert not [k for k in faulted.requests if k[0] == "watch"], "a runbook opened a watch"
+    # The runbook's only watches are the recovery wait's, on the target's Deployments, each shorter than the cut;
+    # they only wake the wait early, the polled snapshots decide, so a cut or failed watch cannot stall a run.
+    watched = {k[1:] for k in faulted.requests if k[0] == "watch"}
+    assert watched <= {("deployments", "", NS)}, watched
 
 
 def test_figures(faulted: FaultedRun) -> None:

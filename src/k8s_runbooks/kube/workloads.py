@@ -7,15 +7,19 @@ Never import them from a flow or task.
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
+import urllib3
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
 
-from k8s_runbooks.errors import InvalidInput, NotFound, PermanentError, TransientError
+from k8s_runbooks.errors import Forbidden, InvalidInput, NotFound, PermanentError, RunbookError, TransientError
 from k8s_runbooks.kube.client import Kube, Op, get_kube
 from k8s_runbooks.kube.pods import (
     RESTARTED_AT,
@@ -29,6 +33,7 @@ from k8s_runbooks.models import HealthReport
 from k8s_runbooks.settings import Settings
 
 POD_TEMPLATE_HASH = "pod-template-hash"
+log = logging.getLogger("k8s_runbooks.kube")
 Progress = Callable[[str], None]
 
 DEFAULT_GRACE_SECONDS = 30
@@ -164,6 +169,10 @@ def _patch_resources(kube: Kube, namespace: str, name: str, patch: dict[str, Any
 
 
 # ------------------------------------------------------------------------------ read-only waits
+WATCH_MARGIN_SECONDS = 5.0  # client read timeout beyond the server's timeoutSeconds: a dead server cannot hang a wait
+MIN_SNAPSHOT_INTERVAL_SECONDS = 0.2  # bounds the snapshot rate when watch events keep waking the wait
+
+
 def _snapshot(kube: Kube, namespace: str, name: str) -> tuple[k8s.V1Deployment, int, int, list[str], int]:
     """(deployment, ready pods, total restarts, unhealthy reasons, live pods) of the Deployment's pods."""
     dep = read_deployment(kube, namespace, name)
@@ -175,6 +184,47 @@ def _snapshot(kube: Kube, namespace: str, name: str) -> tuple[k8s.V1Deployment, 
     return dep, ready, restarts, reasons, len(pods)
 
 
+def looks_rolled_out(deployment: dict[str, Any], expected_replicas: int | None = None) -> bool:
+    """What `kubectl rollout status` waits for, on a Deployment's JSON: the controller has seen the latest spec,
+    every replica is updated and ready, and no old replica is left."""
+    meta, spec, st = deployment.get("metadata") or {}, deployment.get("spec") or {}, deployment.get("status") or {}
+    desired = expected_replicas if expected_replicas is not None else int(
+        spec["replicas"] if spec.get("replicas") is not None else 1)
+    return (int(st.get("observedGeneration") or 0) >= int(meta.get("generation") or 0)
+            and int(st.get("updatedReplicas") or 0) >= desired
+            and int(st.get("readyReplicas") or 0) >= desired
+            and int(st.get("replicas") or 0) <= desired)
+
+
+def wait_for_rollout_event(kube: Kube, namespace: str, name: str, resource_version: str | None,
+                           expected_replicas: int | None, seconds: float) -> None:
+    """Block until the Deployment changes (after `resource_version`) into a state that `looks_rolled_out`, is
+    deleted, or the watch reports an error, or `seconds` pass — whichever comes first. One watch request on the
+    one Deployment, the way `kubectl rollout status` waits. Raises RunbookError when the watch cannot be opened
+    (e.g. Forbidden: the identity lacks `watch` on deployments); a stream that breaks just ends the wait."""
+    timeout = max(1, int(seconds))
+    resp = kube.call(
+        Op("watch", "deployments", namespace, name), kube.apps.list_namespaced_deployment, namespace,
+        field_selector=f"metadata.name={name}", resource_version=resource_version or None, watch=True,
+        timeout_seconds=timeout, _preload_content=False,
+        _request_timeout=(kube.timeout[0], timeout + WATCH_MARGIN_SECONDS),
+    )
+    try:
+        for line in iter_resp_lines(resp):
+            if not line:
+                continue
+            event = json.loads(line)
+            kind = event.get("type")
+            if kind in ("ERROR", "DELETED") or (
+                    kind in ("ADDED", "MODIFIED") and looks_rolled_out(event.get("object") or {}, expected_replicas)):
+                return
+    except (urllib3.exceptions.HTTPError, OSError, ValueError):
+        return  # a broken stream ends this wait early: the next snapshot looks for itself
+    finally:
+        resp.close()  # mid-stream: the connection cannot be reused
+        resp.release_conn()
+
+
 def wait_until_healthy(
     namespace: str,
     deployment: str,
@@ -183,18 +233,29 @@ def wait_until_healthy(
     timeout_seconds: float = 180,
     *,
     poll_seconds: float = 1.0,
+    watch: bool = True,
     on_progress: Progress | None = None,
     settings: Settings | None = None,
 ) -> HealthReport:
-    """Wait until ready == desired, the rollout is complete and restarts stay unchanged for `stable_seconds`.
-    Returns a report either way (healthy=False after the timeout) — the caller decides to give up."""
+    """Wait until ready == desired, the rollout is complete, no old or unhealthy pod is left, and restarts stay
+    unchanged for `stable_seconds`. Returns a report either way (healthy=False after the timeout) — the caller
+    decides to give up. `settled_at` in the report is when the workload first settled for good (the window
+    follows it): the moment it recovered.
+
+    Between snapshots (3 reads) it waits on a watch of the Deployment (`watch`, the default) that returns as
+    soon as the Deployment's status says the rollout is complete, so recovery is seen when it happens rather
+    than at the next poll; the watch's own timeout is the poll (`poll_seconds`). If the watch is forbidden it
+    falls back to plain polling for the rest of the wait (and logs why once)."""
     kube = get_kube(settings)
     started = time.monotonic()
     stable_since: float | None = None
+    settled_wall: datetime | None = None
     last_restarts: int | None = None
     detail = ""
     desired = ready = restarts = 0
+    use_watch = watch
     while True:
+        polled = time.monotonic()
         try:
             dep, ready, restarts, reasons, live = _snapshot(kube, namespace, deployment)
         except TransientError as exc:
@@ -214,6 +275,7 @@ def wait_until_healthy(
         desired = expected_replicas if expected_replicas is not None else (dep.spec.replicas or 0)
         st = dep.status or k8s.V1DeploymentStatus()
         rolled_out = (st.observed_generation or 0) >= (dep.metadata.generation or 0) and (st.updated_replicas or 0) >= desired
+        # `live` excludes terminating pods: like kubectl, the verdict does not wait out their grace period.
         settled = ready >= desired and live <= desired and rolled_out and not reasons
         now = time.monotonic()
         if settled and restarts == last_restarts and stable_since is not None:
@@ -222,9 +284,12 @@ def wait_until_healthy(
                     namespace=namespace, name=deployment, healthy=True, ready_replicas=ready, desired_replicas=desired,
                     restarts_stable=True, total_restarts=restarts, waited_seconds=round(now - started, 1),
                     detail=f"{ready}/{desired} ready, restarts stable at {restarts} for {stable_seconds:g}s",
+                    settled_at=settled_wall, settled_after_seconds=round(stable_since - started, 2),
                 )
+        elif settled:
+            stable_since, settled_wall = now, datetime.now(timezone.utc)
         else:
-            stable_since = now if settled else None
+            stable_since = settled_wall = None
         last_restarts = restarts
         detail = f"{ready}/{desired} ready" + (f"; {'; '.join(reasons[:3])}" if reasons else "")
         if not rolled_out:
@@ -237,7 +302,23 @@ def wait_until_healthy(
                 restarts_stable=False, total_restarts=restarts, waited_seconds=round(now - started, 1),
                 detail=f"not healthy after {timeout_seconds:g}s: {detail}",
             )
-        time.sleep(poll_seconds)
+        if stable_since is not None:  # settled: only the end of the stability window is left to look at
+            time.sleep(max(0.0, min(poll_seconds, stable_since + stable_seconds - time.monotonic())))
+            continue
+        if use_watch:
+            try:
+                wait_for_rollout_event(kube, namespace, deployment, dep.metadata.resource_version, expected_replicas,
+                                       poll_seconds)
+            except Forbidden as exc:
+                use_watch = False
+                log.warning("cannot watch %s/%s (%s): polling every %gs instead; grant `watch` on deployments "
+                            "to see recovery when it happens", namespace, deployment, exc.message, poll_seconds)
+            except RunbookError:
+                pass  # a missing wake-up: the sleep below keeps the poll going
+            else:
+                time.sleep(max(0.0, polled + MIN_SNAPSHOT_INTERVAL_SECONDS - time.monotonic()))
+                continue
+        time.sleep(max(0.0, polled + poll_seconds - time.monotonic()))
 
 
 def wait_for_ready_replicas(
