@@ -23,6 +23,13 @@ ENGINE_LAZY_IMPORTS = (
     "fastapi.encoders", "anyio._backends._asyncio", "anyio.streams.memory", "anyio.streams.stapled",
     "anyio.streams.tls", "opentelemetry.metrics", "opentelemetry._logs", "pydantic.color", "rich._emoji_codes",
 )
+# Imported lazily by the runbooks' first Kubernetes / Prometheus call (same diff, after a pod-crash run): the
+# client's API classes build ~280 pydantic models at import (~0.5-0.8 s idle), which every run's
+# `workload-status` paid. Imports only: no client is built here (a run's kubeconfig and context are its own).
+CLIENT_LAZY_IMPORTS = (
+    "kubernetes.client.api.core_v1_api", "kubernetes.client.api.apps_v1_api", "pydantic.validate_call_decorator",
+    "prometheus_api_client.prometheus_connect", "netrc",
+)
 
 
 def _preload() -> None:
@@ -33,7 +40,7 @@ def _preload() -> None:
     root = os.environ.get(REPO_ROOT_ENV)
     if root and root not in sys.path:
         sys.path.insert(0, root)
-    for name in (*ENGINE_LAZY_IMPORTS, *filter(None, os.environ.get(PRELOAD_ENV, "").split(","))):
+    for name in (*ENGINE_LAZY_IMPORTS, *CLIENT_LAZY_IMPORTS, *filter(None, os.environ.get(PRELOAD_ENV, "").split(","))):
         try:
             importlib.import_module(name)
         except Exception as exc:  # noqa: BLE001 - a broken flow module must not stop the fork server
