@@ -229,7 +229,8 @@ class Guard:
 
     def _record(self, action: Action, actor: str, flow_run_id: str | None, verdict: _Verdict, outcome: str | None = None) -> AuditRecord:
         why = f"{verdict.reason}; why: {action.reason}" if action.reason else verdict.reason
-        return AuditRecord(actor=actor, flow_run_id=flow_run_id, action=action, decision=verdict.decision, reason=why, outcome=outcome)
+        return AuditRecord(actor=actor, flow_run_id=flow_run_id, kube_context=current_context(self.settings), action=action,
+                           decision=verdict.decision, reason=why, outcome=outcome)
 
     def check(self, action: Action, approval_mode: ApprovalMode, actor: str, flow_run_id: str | None) -> AuditRecord:
         """The decision for `action` now, without executing or recording it (used to show a plan)."""

@@ -194,6 +194,7 @@ class AuditRecord(Model):
     at: datetime = Field(default_factory=utcnow)
     actor: str = Field(description="who asked: approver or 'auto' / flow-run id")
     flow_run_id: str | None = None
+    kube_context: str | None = Field(None, description="kubeconfig context of the cluster acted on (None: the default)")
     action: Action
     decision: Decision
     reason: str

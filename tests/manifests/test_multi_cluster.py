@@ -203,7 +203,8 @@ def test_guard_cooldowns_are_per_cluster(settings_env: None, tmp_path: Path) -> 
         again = Guard(settings).execute(restart, "auto", "carol", "run-c")
     assert first.executed and other_cluster.executed, (first.detail, other_cluster.detail)
     assert again.decision is Decision.refused and "cooldown" in again.detail and "run-a" in again.detail
-    assert [a.decision for a in read_audit(settings=settings)] == [Decision.allowed, Decision.allowed, Decision.refused]
+    assert [(a.kube_context, a.decision) for a in read_audit(settings=settings)] == [
+        ("cluster-a", Decision.allowed), ("cluster-b", Decision.allowed), ("cluster-a", Decision.refused)]
     for name in CONTEXTS:  # each cluster's Deployment was restarted exactly once
         with kube_context(name):
             annotations = read_deployment(get_kube(), "shop", "web").spec.template.metadata.annotations or {}
