@@ -5,18 +5,26 @@
 Starts a full sandbox (`k8s-runbooks sandbox up --no-demo` on free ports). Each round, each contender
 gets its own copy of the same workload — a 3-replica `sandbox/shop:1` Deployment rolled out to a
 crashing revision (`FAULT_CRASH_AFTER_S=2`, a bad rollout, as `k8s-runbooks sandbox fault crash` does)
-— and starts once a crashed container has a previous log:
+— and starts once the bad revision is fully rolled out and crash-looping (every replica waiting in
+CrashLoopBackOff after its second restart, as the PodCrashLooping alert sees it; the state holds through
+every contender's start-up, so all act on the same one):
 
 - script: `bench/manual_pod_crash.sh` (get pods, describe, logs --previous, rollout history, rollout
   undo, rollout status) with real kubectl, each command timed;
 - runbook: a fresh process running `run_pod_crash` (what `k8s-runbooks run pod-crash --approval auto`
   runs: the flow against the sandbox's Prefect server, then the post-mortem rebuild), with the shortest
-  verification windows the parameters allow (`stable_seconds=1`, `verify_window_seconds=30`).
+  verification windows the parameters allow (`stable_seconds=1`, `verify_window_seconds=30`);
+- deployment: the same runbook and parameters as a run of the `pod-crash/pod-crash` deployment, created
+  through the Prefect API as the alert receiver creates it, executed by the sandbox's runner (the warm
+  runner: a fork of a server that has imported Prefect, the flows and the Kubernetes client). Measured on
+  the server's clock from the run's creation.
 
 The runbook also does what the script does not: events, restart-rate query, Sentry look-up, guard
 checks, artifacts, the audit, a status update, verification that the crash alert condition cleared and
-the post-mortem. So two ratios: to the same point (the workload rolled back and ready: the runbook's
-"Recovered" note, less its 1 s stability window) and end to end. The breakdown comes from the run's own
+the post-mortem. So two ratios per runbook contender: to the same point (the workload rolled back and
+ready: the runbook's "Recovered" note, stamped when the workload settled — `HealthReport.settled_at`,
+ready == desired, rolled out, no old or unhealthy pod, what `kubectl rollout status` waits for; the 1 s
+stability window that confirms it comes after) and end to end. The breakdown comes from the run's own
 record (step start notes) and its task runs on the Prefect server.
 """
 
@@ -30,6 +38,7 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,6 +47,8 @@ import _harness as h
 
 NAMESPACE = "bench"
 REPLICAS = 3
+DEPLOYMENT = "pod-crash/pod-crash"
+CONTENDERS = ("script", "runbook", "deployment")
 SCRIPT = h.REPO / "bench" / "manual_pod_crash.sh"
 PARAMS = {"approval": "auto", "stable_seconds": 1, "verify_window_seconds": 30, "verify_timeout_seconds": 150,
           "recovery_timeout_seconds": 180}
@@ -55,7 +66,11 @@ print(json.dumps({"flow_run_id": run_id, "state": state.name, "message": state.m
 
 # ----------------------------------------------------------------------------------------- workload
 def prepare(box: h.Sandbox, name: str) -> float:
-    """A healthy copy of the workload, then the crash fault as a rollout; returns seconds until it crashed."""
+    """A healthy copy of the workload, then the crash fault as a rollout, until it is stuck crash-looping: every
+    replica runs the bad revision and waits in CrashLoopBackOff after its second restart. Returns the seconds that
+    took. That state holds for the ~14 s or more of its back-off, so every contender acts on the same state
+    whatever its start-up time (waiting for the first crash only caught the rollout mid-way, and a contender acting
+    a few seconds later found another stage: kubectl's own recovery took 1.2-3.5 s depending on when it acted)."""
     from kubernetes import client
 
     from k8s_runbooks.sandbox import demo_workload
@@ -63,15 +78,24 @@ def prepare(box: h.Sandbox, name: str) -> float:
     demo_workload.ensure_workload(box.kubeconfig, NAMESPACE, {name: REPLICAS})
     demo_workload.wait_ready(box.kubeconfig, NAMESPACE, [name], timeout_s=180)
     demo_workload.set_fault(box.kubeconfig, NAMESPACE, name, "crash", "2")
-    core = client.CoreV1Api(demo_workload.api_client(box.kubeconfig))
+    api = demo_workload.api_client(box.kubeconfig)
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
     started = time.monotonic()
     while time.monotonic() - started < 180:
-        pods = core.list_namespaced_pod(NAMESPACE, label_selector=f"app={name}", _request_timeout=30).items
-        if any(cs.restart_count >= 1 and cs.last_state and cs.last_state.terminated
-               for p in pods for cs in (p.status.container_statuses or [])):
+        replicasets = apps.list_namespaced_replica_set(NAMESPACE, label_selector=f"app={name}", _request_timeout=30).items
+        newest = max(replicasets, key=lambda r: int((r.metadata.annotations or {}).get(
+            "deployment.kubernetes.io/revision", "0")))
+        pods = [p for p in core.list_namespaced_pod(NAMESPACE, label_selector=f"app={name}", _request_timeout=30).items
+                if p.metadata.deletion_timestamp is None]
+        statuses = [cs for p in pods for cs in (p.status.container_statuses or [])]
+        if (len(pods) == REPLICAS and len(statuses) == REPLICAS
+                and all(p.metadata.labels.get("pod-template-hash") == newest.metadata.labels.get("pod-template-hash")
+                        for p in pods)
+                and all(cs.restart_count >= 2 and cs.state.waiting and cs.state.waiting.reason == "CrashLoopBackOff"
+                        for cs in statuses)):
             return time.monotonic() - started
         time.sleep(0.5)
-    raise RuntimeError(f"{NAMESPACE}/{name} did not crash within 180 s")
+    raise RuntimeError(f"{NAMESPACE}/{name} was not stuck crash-looping within 180 s")
 
 
 # ----------------------------------------------------------------------------------------- contenders
@@ -106,6 +130,42 @@ def run_runbook(box: h.Sandbox, name: str) -> dict[str, Any]:
     if result["state"] != "Completed":
         raise RuntimeError(f"runbook ended {result['state']}: {result['message']}")
     return {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3), **result, **breakdown(result["flow_run_id"], t_wall, wall)}
+
+
+def run_deployment(box: h.Sandbox, name: str) -> dict[str, Any]:
+    """A run of the pod-crash deployment, created as the alert receiver creates it; the sandbox's runner runs it.
+    Times are the server's: from the run's creation to the recovery note and to the final state."""
+    from prefect import get_client
+    from prefect.client.schemas.objects import StateType
+
+    params = {"params": {"namespace": NAMESPACE, "deployment": name, **PARAMS}}
+    with get_client(sync_client=True) as client:
+        dep = client.read_deployment_by_name(DEPLOYMENT)
+        run = client.create_flow_run_from_deployment(dep.id, parameters=params, idempotency_key=f"bench-{uuid.uuid4()}",
+                                                     tags=["bench"])
+        deadline = time.monotonic() + 600
+        while True:
+            run = client.read_flow_run(run.id)
+            if run.state is not None and run.state.is_final():
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"deployment run {run.id} not final within 600 s ({run.state.name if run.state else '-'})")
+            time.sleep(0.2)
+        states = client.read_flow_run_states(run.id)
+    if run.state.type != StateType.COMPLETED:
+        raise RuntimeError(f"deployment run ended {run.state.name}: {run.state.message}")
+    created = run.created
+    assert created is not None and run.end_time is not None
+    first = {s.type: s.timestamp for s in reversed(states)}
+    wall = (run.end_time - created).total_seconds()
+    out = {"flow_run_id": str(run.id), "state": run.state.name, "message": run.state.message, "wall_s": round(wall, 3),
+           "cpu_s": None,  # the run is a fork of the runner's fork server, not a child of this process
+           "created_to_pending_s": round((first[StateType.PENDING] - created).total_seconds(), 3)
+           if StateType.PENDING in first else None,
+           **breakdown(str(run.id), created, wall)}
+    out["created_to_flow_running_s"] = out.pop("process_to_flow_running_s")
+    out.pop("after_flow_s", None)
+    return out
 
 
 def breakdown(flow_run_id: str, process_start: datetime, wall: float) -> dict[str, Any]:
@@ -154,8 +214,7 @@ def breakdown(flow_run_id: str, process_start: datetime, wall: float) -> dict[st
         if postmortem_sub else None,
         "flow_run_s": round((ended - started).total_seconds(), 3) if started and ended else None,
         "after_flow_s": round(wall - (ended - process_start).total_seconds(), 3) if ended else None,
-        "to_recovered_s": round((recovered - process_start).total_seconds() - PARAMS["stable_seconds"], 3)
-        if recovered else None,
+        "to_recovered_s": round((recovered - process_start).total_seconds(), 3) if recovered else None,
         "tasks": dict(sorted(by_task.items(), key=lambda kv: -kv[1]["seconds"])),
     }
 
@@ -176,51 +235,64 @@ def main() -> int:
             for key in ("PREFECT_API_URL", "KUBECONFIG", "K8S_RUNBOOKS_KUBECONFIG"):
                 os.environ[key] = box.env[key]
             for r in range(rounds):
-                # Alternate who goes first, so a load spike does not always land on the same contender.
-                order = ["script", "runbook"] if r % 2 == 0 else ["runbook", "script"]
+                # Rotate who goes first, so a load spike does not always land on the same contender.
+                order = list(CONTENDERS[r % 3:] + CONTENDERS[:r % 3])
                 row: dict[str, Any] = {"round": r + 1, "order": order}
                 for who in order:
                     name = f"{who}-{r + 1}"
                     crashed_after = prepare(box, name)
                     load = os.getloadavg()[0]
-                    row[who] = run_script(box, name) if who == "script" else run_runbook(box, name)
+                    run = {"script": run_script, "runbook": run_runbook, "deployment": run_deployment}[who]
+                    row[who] = run(box, name)
                     row[who]["load_avg_1m"] = round(load, 2)
-                    print(f"round {r + 1} {who}: {row[who]['wall_s']:.1f} s (crashing {crashed_after:.0f} s after the "
-                          f"fault; load {load:.1f})", flush=True)
-                s, rb = row["script"], row["runbook"]
-                row["ratio_to_recovered"] = round(rb["to_recovered_s"] / s["wall_s"], 2) if rb["to_recovered_s"] else None
-                row["ratio_end_to_end"] = round(rb["wall_s"] / s["wall_s"], 2)
-                row["ratio_cpu"] = round(rb["cpu_s"] / s["cpu_s"], 2) if s["cpu_s"] else None
+                    print(f"round {r + 1} {who}: {row[who]['wall_s']:.1f} s (crash-looping {crashed_after:.0f} s after "
+                          f"the fault; load {load:.1f})", flush=True)
+                s = row["script"]
+                for who in ("runbook", "deployment"):
+                    rb = row[who]
+                    row[f"{who}_ratio_to_recovered"] = round(rb["to_recovered_s"] / s["wall_s"], 2) if rb["to_recovered_s"] else None
+                    row[f"{who}_ratio_end_to_end"] = round(rb["wall_s"] / s["wall_s"], 2)
+                row["runbook_ratio_cpu"] = round(row["runbook"]["cpu_s"] / s["cpu_s"], 2) if s["cpu_s"] else None
                 results.append(row)
-    med = lambda xs: round(statistics.median(xs), 3)  # noqa: E731
-    data = {
+    med = lambda xs: round(statistics.median(xs), 3) if all(x is not None for x in xs) else None  # noqa: E731
+    data: dict[str, Any] = {
         "rounds": results, "params": PARAMS, "target_ratio": 1.5,
         "script_s_median": med([r["script"]["wall_s"] for r in results]),
-        "runbook_s_median": med([r["runbook"]["wall_s"] for r in results]),
-        "runbook_to_recovered_s_median": med([r["runbook"]["to_recovered_s"] for r in results]),
-        "ratio_to_recovered_median": med([r["ratio_to_recovered"] for r in results]),
-        "ratio_end_to_end_median": med([r["ratio_end_to_end"] for r in results]),
         "script_cpu_s_median": med([r["script"]["cpu_s"] for r in results]),
         "runbook_cpu_s_median": med([r["runbook"]["cpu_s"] for r in results]),
     }
+    for who in ("runbook", "deployment"):
+        data[f"{who}_s_median"] = med([r[who]["wall_s"] for r in results])
+        data[f"{who}_to_recovered_s_median"] = med([r[who]["to_recovered_s"] for r in results])
+        data[f"{who}_ratio_to_recovered_median"] = med([r[f"{who}_ratio_to_recovered"] for r in results])
+        data[f"{who}_ratio_end_to_end_median"] = med([r[f"{who}_ratio_end_to_end"] for r in results])
     h.write_out(args.out, data)
     print("runbook overhead (pod-crash, auto approval) versus the manual kubectl steps:")
     for r in results:
-        s, rb = r["script"], r["runbook"]
+        s, rb, dp = r["script"], r["runbook"], r["deployment"]
         print(f"  round {r['round']}: script {s['wall_s']:.1f} s, CPU {s['cpu_s']:.1f} s "
               f"({', '.join(f'{k} {v:.1f}' for k, v in s['steps_s'].items())})")
-        print(f"           runbook {rb['wall_s']:.1f} s, CPU {rb['cpu_s']:.1f} s: process→flow RUNNING {rb['process_to_flow_running_s']:.1f} s, "
-              f"steps {', '.join(f'{k} {v:.1f}' for k, v in rb['steps_s'].items())}, post-mortem subflow "
+        print(f"           fresh process {rb['wall_s']:.1f} s, CPU {rb['cpu_s']:.1f} s: process→flow RUNNING "
+              f"{rb['process_to_flow_running_s']:.1f} s, steps {_steps(rb)}, post-mortem subflow "
               f"{rb['postmortem_subflow_s'] or 0:.1f} s, after the flow {rb['after_flow_s']:.1f} s; recovered at "
               f"{rb['to_recovered_s']:.1f} s")
-        top = list(rb["tasks"].items())[:6]
-        print("           slowest tasks: " + ", ".join(f"{k} {v['seconds']:.1f} s x{v['count']}" for k, v in top))
-    print(f"  ratio to the same point (rolled back, ready): {data['ratio_to_recovered_median']:.2f}x "
-          f"(target ≤ 1.5x); end to end with verification and post-mortem: {data['ratio_end_to_end_median']:.2f}x")
-    print(f"  CPU seconds: script {data['script_cpu_s_median']:.1f} s, runbook {data['runbook_cpu_s_median']:.1f} s "
+        print(f"           deployment run {dp['wall_s']:.1f} s: created→PENDING {dp['created_to_pending_s'] or 0:.1f} s, "
+              f"→flow RUNNING {dp['created_to_flow_running_s']:.1f} s, steps {_steps(dp)}, post-mortem subflow "
+              f"{dp['postmortem_subflow_s'] or 0:.1f} s; recovered at {dp['to_recovered_s']:.1f} s")
+        for who in ("runbook", "deployment"):
+            top = list(r[who]["tasks"].items())[:6]
+            print(f"           slowest tasks ({who}): " + ", ".join(f"{k} {v['seconds']:.1f} s x{v['count']}" for k, v in top))
+    for who, label in (("runbook", "fresh process (CLI)"), ("deployment", "deployment run (warm runner)")):
+        print(f"  {label}: ratio to the same point (rolled back, ready) {data[f'{who}_ratio_to_recovered_median']:.2f}x "
+              f"(target ≤ 1.5x); end to end with verification and post-mortem {data[f'{who}_ratio_end_to_end_median']:.2f}x")
+    print(f"  CPU seconds: script {data['script_cpu_s_median']:.1f} s, fresh runbook process {data['runbook_cpu_s_median']:.1f} s "
           "(the runbook's own process; the Prefect server and sandbox work on both sides are not counted)")
     print(f"  load avg {h.machine()['load_avg']}")
     return 0
+
+
+def _steps(run: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v:.1f}" for k, v in run["steps_s"].items())
 
 
 if __name__ == "__main__":
