@@ -11,7 +11,8 @@ Two ways to register them:
   module exists and serves them, polling every `--query-seconds`. `--runner warm` (default,
   K8S_RUNBOOKS_RUNNER_MODE) runs them as forks of a pre-imported fork server and polls at once on a
   `prefect.flow-run.Scheduled` event (see `warm_runner/`); `--runner stock` is Prefect's `Runner`, which
-  spawns `python -m prefect.engine` per run (BENCHMARKS.md, section 1, compares them).
+  spawns `python -m prefect.engine` per run (BENCHMARKS.md, section 1, compares them). The warm runner logs
+  `flow run <id> started in process <pid>`; `--run-pid-dir DIR` also keeps `DIR/<flow run id>.pid` per live run.
 
 Flows are referenced by module entrypoint (`flows.pod_crash:pod_crash`) and loaded only when serving, so this
 Prefect-free core never imports `flows/` at import time. The process must run from the repository root.
@@ -115,7 +116,8 @@ def runner_deployment(spec: DeploymentSpec, drills_active: bool) -> Any:
     )
 
 
-def make_runner(mode: RunnerMode, query_seconds: float, nudge: bool, name: str = RUNNER_NAME) -> Any:
+def make_runner(mode: RunnerMode, query_seconds: float, nudge: bool, name: str = RUNNER_NAME,
+                run_pid_dir: Path | None = None) -> Any:
     if mode == "stock":
         from prefect.runner import Runner
 
@@ -125,15 +127,17 @@ def make_runner(mode: RunnerMode, query_seconds: float, nudge: bool, name: str =
     from k8s_runbooks.warm_runner.runner import WarmRunner
 
     return WarmRunner(name=name, query_seconds=query_seconds, pause_on_shutdown=False,
-                      repo_root=str(REPO_ROOT), nudge=nudge)
+                      repo_root=str(REPO_ROOT), nudge=nudge, run_pid_dir=run_pid_dir)
 
 
 def serve(query_seconds: float = DEFAULT_QUERY_SECONDS, drills_active: bool = False,
           ready_file: Path | None = None, mode: RunnerMode = "warm", nudge: bool = True,
-          name: str = RUNNER_NAME) -> None:
+          name: str = RUNNER_NAME, run_pid_dir: Path | None = None) -> None:
     """Register every available deployment and run them as they are created, until SIGTERM."""
+    if run_pid_dir is not None:
+        run_pid_dir = Path(run_pid_dir).resolve()  # before the chdir below
     os.chdir(REPO_ROOT)  # entrypoints are relative to the repository root
-    runner = make_runner(mode, query_seconds, nudge, name)
+    runner = make_runner(mode, query_seconds, nudge, name, run_pid_dir)
     specs = available_specs()
     if not specs:
         raise ConfigError(f"no runbook flow module found under {REPO_ROOT / 'flows'}")
@@ -179,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--name", default=RUNNER_NAME, help="runner name (two runners on one server need two names)")
     run.add_argument("--drills-active", action="store_true", help="activate drill schedules (sandbox only)")
     run.add_argument("--ready-file", type=Path, default=os.environ.get(READY_FILE_ENV) or None)
+    run.add_argument("--run-pid-dir", type=Path, default=defaults.runner_run_pid_dir,
+                     help="warm runner: keep <flow run id>.pid here while each run's process lives")
     sub.add_parser("list", help="print the deployments this checkout defines")
     args = parser.parse_args(argv)
     try:
@@ -186,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
             for spec in SPECS:
                 print(f"{spec.name}/{spec.name}\t{spec.entrypoint}\t{'available' if spec.available else 'flow module missing'}")
             return 0
-        serve(args.query_seconds, args.drills_active, args.ready_file, args.runner, args.nudge, args.name)
+        serve(args.query_seconds, args.drills_active, args.ready_file, args.runner, args.nudge, args.name,
+              args.run_pid_dir)
     except RunbookError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -101,6 +101,11 @@ class Settings(BaseSettings):
         default=True,
         description="Warm runner only: poll at once on a prefect.flow-run.Scheduled event for its deployments.",
     )
+    runner_run_pid_dir: Path | None = Field(
+        default=None,
+        description="Warm runner only: keep `<flow run id>.pid` here while a run's process lives (which process "
+                    "to inspect or kill for a run; the runner log names it too). The sandbox uses `D/pids/runs`.",
+    )
 
     # --- Alert receiver ----------------------------------------------------------------------
     receiver_url: str = Field(

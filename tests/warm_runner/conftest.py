@@ -38,6 +38,7 @@ class Runners:
     api_url: str
     procs: dict[str, subprocess.Popen[bytes]]
     logs: dict[str, Path]
+    run_pid_dirs: dict[str, Path]  # <flow run id>.pid per live run (the runner's --run-pid-dir)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -60,13 +61,14 @@ def runners(sandbox_only: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> 
                DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false", PYTHONPATH=str(REPO))
     procs: dict[str, subprocess.Popen[bytes]] = {}
     logs: dict[str, Path] = {}
+    run_pid_dirs = {name: work / f"{name}-runs" for name in RUNNERS}
     try:
         for name, extra in RUNNERS.items():
             logs[name] = work / f"runner-{name}.log"
             with open(logs[name], "wb") as out:
                 procs[name] = subprocess.Popen(
                     [sys.executable, "-m", "tests.warm_runner.serve_testflows", f"warm-test-{name}", *extra,
-                     "--ready-file", str(work / f"{name}.ready")],
+                     "--ready-file", str(work / f"{name}.ready"), "--run-pid-dir", str(run_pid_dirs[name])],
                     cwd=REPO, env={**env, RUNNER_ENV: name}, stdout=out, stderr=subprocess.STDOUT,
                     start_new_session=True,  # its fork server and forked runs share its process group
                 )
@@ -76,7 +78,7 @@ def runners(sandbox_only: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> 
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise AssertionError(f"warm runner {name} did not start:\n{logs[name].read_text()[-3000:]}")
                 time.sleep(0.5)
-        yield Runners(sandbox_only.prefect_api_url, procs, logs)
+        yield Runners(sandbox_only.prefect_api_url, procs, logs, run_pid_dirs)
     finally:
         for proc in procs.values():
             _stop(proc)

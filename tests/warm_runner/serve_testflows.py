@@ -1,4 +1,5 @@
-"""`python -m tests.warm_runner.serve_testflows NAME --flows echo,crash --query-seconds S [--no-nudge] --ready-file F`:
+"""`python -m tests.warm_runner.serve_testflows NAME --flows echo,crash --query-seconds S [--no-nudge] --ready-file F
+[--run-pid-dir D]`:
 a WarmRunner serving test flows, as `k8s_runbooks.deploy serve` serves the runbooks."""
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ def main() -> None:
     parser.add_argument("--query-seconds", type=float, default=1.0)
     parser.add_argument("--no-nudge", dest="nudge", action="store_false")
     parser.add_argument("--ready-file", type=Path, required=True)
+    parser.add_argument("--run-pid-dir", type=Path, default=None)
     args = parser.parse_args()
     os.chdir(REPO)
     runner = WarmRunner(name=args.name, query_seconds=args.query_seconds, pause_on_shutdown=False,
-                        repo_root=str(REPO), nudge=args.nudge)
+                        repo_root=str(REPO), nudge=args.nudge, run_pid_dir=args.run_pid_dir)
     for key in args.flows.split(","):
         flow = FLOWS[key]
         deployment = flow.to_deployment(name="warm-test", entrypoint_type=EntrypointType.MODULE_PATH)

@@ -1,10 +1,13 @@
 """The warm runner keeps Prefect's semantics: one execution per run with two pools competing, a killed run is
 CRASHED and the pool goes on, cancellation stops a running run, parameters and logs arrive, and a run is started
-by the Scheduled-event nudge alone. No timing assertions (bench/alert_to_running.py measures)."""
+by the Scheduled-event nudge alone. It names the process of each run (log line and PID file). No timing
+assertions (bench/alert_to_running.py measures)."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 
 import psutil
 import pytest
@@ -12,6 +15,7 @@ from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.objects import StateType
 from prefect.states import Cancelling
 
+from k8s_runbooks.warm_runner.starter import read_run_pid
 from tests.warm_runner.conftest import Runners, create_run, run_logs, wait_final, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -65,3 +69,42 @@ def test_the_scheduled_event_alone_starts_a_run(client: SyncPrefectClient, runne
     # Logs ship in the background: the final state can reach the server before the run's log lines do.
     lines = wait_for("the run's log line", lambda: [m for m in run_logs(client, run.id) if m.startswith("nudged ")], 60)
     assert lines == ["nudged ping by a"], lines
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_the_runner_names_each_runs_process_and_killing_it_crashes_only_that_run(
+        client: SyncPrefectClient, runners: Runners) -> None:
+    """Runner `b` (the only one serving the sleeper) logs `flow run <id> started in process <pid>` and keeps
+    `<id>.pid` while the process lives: that PID is the one the flow itself reports, SIGKILL on it crashes that run
+    and no other, and the file goes once the process is gone."""
+    pid_dir, log = runners.run_pid_dirs["b"], runners.logs["b"]
+    victim = create_run(client, "warm-test-sleeper", {"seconds": 600})
+    bystander = create_run(client, "warm-test-sleeper", {"seconds": 600})
+    try:
+        for run_id in (victim, bystander):
+            wait_for(f"run {run_id} to run", lambda r=run_id: client.read_flow_run(r).state.type == StateType.RUNNING)
+        pid = wait_for("the victim's pid file", lambda: read_run_pid(pid_dir, victim))
+        other_pid = wait_for("the bystander's pid file", lambda: read_run_pid(pid_dir, bystander))
+        assert pid != other_pid and _alive(pid) and _alive(other_pid)
+        assert pid in {c.pid for c in psutil.Process(runners.procs["b"].pid).children(recursive=True)}
+        flow_says = wait_for("the victim's own pid", lambda: [m for m in run_logs(client, victim) if m.startswith("sleeping pid=")])
+        assert flow_says == [f"sleeping pid={pid}"], flow_says
+        wait_for("the runner's log line", lambda: f"flow run {victim} started in process {pid}" in log.read_text(), 30)
+
+        os.kill(pid, signal.SIGKILL)
+        run = wait_final(client, victim)
+        assert run.state.type == StateType.CRASHED and "-9" in (run.state.message or ""), run.state
+        wait_for("the victim's pid file to go", lambda: read_run_pid(pid_dir, victim) is None, 60)
+        wait_for("the exit line", lambda: f"flow run {victim}: process {pid} exited with code -9" in log.read_text(), 30)
+        assert client.read_flow_run(bystander).state.type == StateType.RUNNING
+        assert read_run_pid(pid_dir, bystander) == other_pid and _alive(other_pid)
+    finally:
+        client.set_flow_run_state(bystander, Cancelling(), force=True)
+    assert wait_final(client, bystander).state.type == StateType.CANCELLED
+    wait_for("the bystander's pid file to go", lambda: read_run_pid(pid_dir, bystander) is None, 60)

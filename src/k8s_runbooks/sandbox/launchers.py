@@ -445,7 +445,8 @@ def runner_component(state_dir: Path, ports: SandboxPorts, query_seconds: float 
         name="runner", port=0, port_setting="", url=f"{url}/deployments",
         health_url=f"{url}/api/health",
         command=[sys.executable, "-m", "k8s_runbooks.deploy", "serve", "--query-seconds", str(query_seconds),
-                 "--runner", mode, "--drills-active", "--ready-file", str(ready)],
+                 "--runner", mode, "--drills-active", "--ready-file", str(ready),
+                 "--run-pid-dir", str(state / "pids" / "runs")],  # <flow run id>.pid per live warm run
         # Repeated demos/drills act on the same target within minutes: a short cooldown (production: 300 s).
         env={**runbook_env(state, ports), "PYTHONPATH": str(repo_root()), "K8S_RUNBOOKS_COOLDOWN_SECONDS": "30"},
         # 240 s: registering five deployments (and warming the fork server) took over 120 s at load 30 on 2 cores.

@@ -8,19 +8,21 @@ cycle). `tests/warm_runner` fails loudly if either moves.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import anyio
 from prefect.runner import Runner
 
-from k8s_runbooks.warm_runner.starter import WarmForkStarter, fork_server, warm_up
+from k8s_runbooks.warm_runner import LOGGER_NAME
+from k8s_runbooks.warm_runner.starter import WarmForkStarter, fork_server, remove_stale_run_pids, warm_up
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
     from prefect.events import Event
 
-log = logging.getLogger("k8s_runbooks.warm_runner")
+log = logging.getLogger(LOGGER_NAME)
 SCHEDULED_EVENT = "prefect.flow-run.Scheduled"
 NUDGE_RETRY_MAX_S = 30.0
 
@@ -31,11 +33,17 @@ class WarmRunner(Runner):
     `warm(deployment_id, entrypoint)` marks a deployment (added with `add_deployment`) as warm; runs of other
     deployments go through the stock starter. With `nudge=True` a `prefect.flow-run.Scheduled` event for a
     warm deployment triggers a poll at once (the regular poll every `query_seconds` remains the fallback).
+    With `run_pid_dir`, each warm run's PID is kept in `<run_pid_dir>/<flow run id>.pid` while it runs.
     """
 
-    def __init__(self, *args: Any, repo_root: str, nudge: bool = True, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, repo_root: str, nudge: bool = True, run_pid_dir: Path | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if log.level == logging.NOTSET:
+            # Prefect's logging config shows only WARNING+ of other libraries; the run-to-PID lines are INFO.
+            log.setLevel(logging.INFO)
         self._repo_root = repo_root
+        self._run_pid_dir = Path(run_pid_dir) if run_pid_dir is not None else None
         self._nudge_enabled = nudge
         self._warm_entrypoints: dict[UUID, str] = {}
         self._ctx: Any = None
@@ -57,6 +65,9 @@ class WarmRunner(Runner):
 
     async def __aenter__(self) -> "WarmRunner":
         await super().__aenter__()
+        if self._run_pid_dir is not None:
+            self._run_pid_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_run_pids(self._run_pid_dir)
         if self._ctx is None:
             await anyio.to_thread.run_sync(self.start_fork_server)
         poller = self._scheduled_run_poller
@@ -70,6 +81,7 @@ class WarmRunner(Runner):
                 ctx=self._ctx, entrypoint=entrypoint,
                 deployment_name=self._deployment_registry.get_deployment_name(flow_run.deployment_id),
                 heartbeat_seconds=self._heartbeat_seconds, control_channel=self._control_channel,
+                run_pid_dir=self._run_pid_dir,
             )
 
         poller._resolve_starter = resolve
