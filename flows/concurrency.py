@@ -22,9 +22,13 @@ from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 from k8s_runbooks.models import WorkloadRef
 
-# A slot is held while the action runs and the workload recovers (recovery_timeout_seconds <= 3600);
-# the lease is renewed in the background, this only bounds a crashed holder's orphaned slot.
-LEASE_SECONDS = 300.0
+# A slot is held while the action runs and the workload recovers (recovery_timeout_seconds <= 3600): Prefect's
+# renewal thread in the holder's process renews the lease every 3/4 of it, so a live holder keeps the slot
+# however long it needs. The lease only bounds a dead holder's orphaned slot: its slot comes back at most
+# LEASE_SECONDS after its last renewal, plus one pass of the server's repossessor (15 s by default).
+# 60 s is the server's minimum; a renewal may then be up to 15 s late (more until the repossessor's next pass)
+# before the slot is lost, and a lost lease stops the holder (strict=True) rather than letting it run unguarded.
+LEASE_SECONDS = 60.0
 
 
 def slot_name(namespace: str, name: str) -> str:

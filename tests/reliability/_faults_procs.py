@@ -19,6 +19,7 @@ import psutil
 
 from k8s_runbooks.sandbox import launchers
 from k8s_runbooks.sandbox.launchers import SandboxPorts
+from k8s_runbooks.warm_runner.starter import read_run_pid
 from tests.conftest import REPO, Sandbox, free_ports
 from tests.reliability._faults_helpers import stop_group, wait_for
 
@@ -26,13 +27,15 @@ TOKEN = "faults-receiver-token"
 
 
 class PrefectServer:
-    """`python -m k8s_runbooks.sandbox.prefect_server` with its pid file in `state_dir` (stop/start keep the DB)."""
+    """`python -m k8s_runbooks.sandbox.prefect_server` with its pid file in `state_dir` (stop/start keep the DB);
+    `env` adds server settings (e.g. PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS)."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, **env: str) -> None:
         self.state_dir = state_dir
         port = free_ports(1)[0]
         self.comp = launchers.prefect_component(state_dir, SandboxPorts(api=0, prometheus=0, alertmanager=0,
                                                                         pushgateway=0, prefect=port, receiver=0))
+        self.comp.env.update(env)
         self.comp.timeout_s = 480  # a fresh SQLite DB under heavy load (several test runs on 2 cores) took > 240 s
         self.api = f"http://127.0.0.1:{port}/api"
         self.pid: int | None = None
@@ -153,17 +156,20 @@ def write_routes(path: Path, deployment: str) -> Path:
 
 
 class RunnerProc:
-    """`python -m k8s_runbooks.deploy serve` against our Prefect server (registers and runs the runbooks)."""
+    """`python -m k8s_runbooks.deploy serve` against our Prefect server (registers and runs the runbooks); the
+    (warm) runner names each run's process in its log and in `run_pid_dir/<flow run id>.pid`."""
 
     def __init__(self, env: dict[str, str], state_dir: Path) -> None:
         self.env, self.ready = env, state_dir / "runner.ready"
         self.log = state_dir / "runner.log"
+        self.run_pid_dir = state_dir / "runs"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "k8s_runbooks.deploy", "serve", "--query-seconds", "1", "--ready-file", str(self.ready)],
+                [sys.executable, "-m", "k8s_runbooks.deploy", "serve", "--query-seconds", "1", "--ready-file", str(self.ready),
+                 "--run-pid-dir", str(self.run_pid_dir)],
                 env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO)
         try:
             wait_for(lambda: self.ready.exists() or (self.proc.poll() is not None and "exited"), 300, "the runner's deployments")
@@ -172,17 +178,15 @@ class RunnerProc:
             self.stop()
             raise
 
-    def processes_since(self, since: float) -> list[psutil.Process]:
-        """Processes under the runner created after `since` (epoch seconds): with one run in flight, its
-        process (the warm runner forks runs from a fork server, so command line and environment do not name it)."""
-        found = []
-        for child in psutil.Process(self.proc.pid).children(recursive=True) if self.proc else []:
-            try:
-                if child.create_time() >= since:
-                    found.append(child)
-            except psutil.NoSuchProcess:
-                continue
-        return found
+    def run_pid(self, flow_run_id: str) -> int | None:
+        """The PID the runner keeps for `flow_run_id` while its process lives (None before it starts and after)."""
+        return read_run_pid(self.run_pid_dir, flow_run_id)
+
+    def logged(self, line: str) -> bool:
+        return line in self.log.read_text(errors="replace")
+
+    def descendants(self) -> set[int]:
+        return {c.pid for c in psutil.Process(self.proc.pid).children(recursive=True)} if self.proc else set()
 
     def stop(self) -> None:
         if self.proc is not None:
