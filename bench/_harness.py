@@ -154,9 +154,10 @@ class Sandbox:
 
 
 @contextmanager
-def full_sandbox(directory: Path) -> Iterator[Sandbox]:
+def full_sandbox(directory: Path, extra_env: dict[str, str] | None = None) -> Iterator[Sandbox]:
     """`k8s-runbooks sandbox up --no-demo` (cluster, Prometheus, Alertmanager, Pushgateway, Prefect, runner,
-    receiver) on free ports; `sandbox down` on exit. `Sandbox.env` is the environment to act on it."""
+    receiver) on free ports; `sandbox down` on exit. `Sandbox.env` is the environment to act on it.
+    `extra_env`: more settings for `sandbox up` and its components (e.g. K8S_RUNBOOKS_SANDBOX_RECEIVER_ROUTES)."""
     ports = dict(zip(PORT_SETTINGS, free_ports(len(PORT_SETTINGS))))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "K8S_RUNBOOKS_")) and k != "KUBECONFIG"}
     env["K8S_RUNBOOKS_SANDBOX_TOOLS_DIR"] = os.environ["K8S_RUNBOOKS_SANDBOX_TOOLS_DIR"]
@@ -171,6 +172,7 @@ def full_sandbox(directory: Path) -> Iterator[Sandbox]:
     env["K8S_RUNBOOKS_PUSHGATEWAY_URL"] = f"http://127.0.0.1:{ports['pushgateway']}"
     env["PREFECT_API_URL"] = f"http://127.0.0.1:{ports['prefect']}/api"
     env["DO_NOT_TRACK"] = "1"
+    env.update(extra_env or {})
     box = Sandbox(state_dir=directory, env=env)
     try:
         result = box.cli("sandbox", "up", "--no-demo")
