@@ -13,8 +13,11 @@ so the runbook fails fast once started; only the start matters). Per alert:
 Variants: `stock-default` (Prefect's Runner with Prefect's default 10 s polling), `stock-1s` (the previous
 sandbox setup), `warm-poll-1s` (warm fork-server runner, polling only), `warm-nudge` (warm + poll at once on the
 prefect.flow-run.Scheduled event; the sandbox default). The next alert is sent once the previous run is
-final (or `--settle` seconds after it started) plus a random 0.2–1.0 s, so alerts fall at random phases of
+final (or `--settle` seconds after it started) plus a random 0.1–0.6 s, so alerts fall at random phases of
 the poll loop.
+
+Default sizes (30 warm-nudge alerts, 12 warm-poll-1s, 10 stock-1s, 5 stock-default; settle 1 s) keep the
+whole `make bench` under 15 minutes on 2 idle cores (~4 min for this one); `--alerts N` sets every variant.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import signal
 import socket
 import statistics
@@ -49,8 +53,10 @@ VARIANTS: dict[str, list[str]] = {
     "warm-nudge": ["--runner", "warm", "--query-seconds", "1"],
 }
 QUICK_VARIANTS = ["stock-1s", "warm-nudge"]
-# Prefect's default polling costs ~10 s per alert: 20 alerts keep `make bench` within its budget (--alerts overrides).
-DEFAULT_ALERTS = {"stock-default": 20}
+# Alerts per variant within `make bench`'s 15-minute budget: the sandbox default gets the most; Prefect's default
+# 10 s polling costs ~9 s per alert. --alerts overrides them all.
+DEFAULT_ALERTS = {"warm-nudge": 30, "warm-poll-1s": 12, "stock-1s": 10, "stock-default": 5}
+SPACING_S = (0.1, 0.6)  # default random pause before the next alert, on top of --settle (--spacing)
 ROUTES = """version: 1
 routes:
   - name: bench
@@ -274,7 +280,8 @@ def summarise(samples: list[Sample]) -> dict[str, Any]:
     return out
 
 
-def run_variant(variant: str, alerts: int, api_url: str, receiver: str, work: Path, settle_s: float) -> dict[str, Any]:
+def run_variant(variant: str, alerts: int, api_url: str, receiver: str, work: Path, settle_s: float,
+                spacing_s: tuple[float, float] = SPACING_S) -> dict[str, Any]:
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -290,11 +297,11 @@ def run_variant(variant: str, alerts: int, api_url: str, receiver: str, work: Pa
                 samples.append(sample)
                 shown = f"{sample.latency:.2f} s" if sample.latency is not None else f"error: {sample.error}"
                 print(f"  {variant} #{i + 1}/{alerts}: {shown}", flush=True)
-                time.sleep(random.uniform(0.2, 1.0))
+                time.sleep(random.uniform(*spacing_s))
     finally:
         runner.stop()
     result = summarise(samples)
-    result.update(runner_args=VARIANTS[variant], load_avg_1m_before=round(load_before, 2),
+    result.update(runner_args=VARIANTS[variant], spacing_s=list(spacing_s), load_avg_1m_before=round(load_before, 2),
                   load_avg_1m_after=round(os.getloadavg()[0], 2), samples=[asdict(s) for s in samples])
     return result
 
@@ -313,9 +320,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help=f"3 alerts, variants {', '.join(QUICK_VARIANTS)}")
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
-    parser.add_argument("--alerts", type=int, help="alerts per variant (default 50, stock-default 20; --quick 3)")
+    parser.add_argument("--alerts", type=int, help="alerts per variant (default: warm-nudge 30, warm-poll-1s 12, "
+                                                   "stock-1s 10, stock-default 5; --quick 3)")
     parser.add_argument("--variants", nargs="*", choices=list(VARIANTS), help="default: all (--quick: two)")
-    parser.add_argument("--settle", type=float, default=2.0, help="max seconds to let a started run finish before the next alert")
+    parser.add_argument("--settle", type=float, default=1.0, help="max seconds to let a started run finish before the next alert")
+    parser.add_argument("--spacing", type=float, nargs=2, default=list(SPACING_S), metavar=("MIN", "MAX"),
+                        help="random pause before the next alert, seconds (default %(default)s)")
     parser.add_argument("--prefect-api-url", help="use this running Prefect server instead of starting one")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop what was started (finally below)
@@ -337,15 +347,16 @@ def main() -> int:
         procs.append(receiver)
         for variant in variants:
             print(f"== {variant} ({' '.join(VARIANTS[variant])}): {alerts_for(variant)} alerts", flush=True)
-            results[variant] = run_variant(variant, alerts_for(variant), api_url, receiver_url, work, args.settle)
+            results[variant] = run_variant(variant, alerts_for(variant), api_url, receiver_url, work, args.settle,
+                                           tuple(args.spacing))
             write_figures(args.out, args.quick, args.settle, results)  # a long run interrupted keeps what it measured
     except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc} (logs in {work})", file=sys.stderr)
         return 1
     finally:
         for proc in reversed(procs):
             proc.stop()
-    print(f"\nalert accepted → runbook RUNNING (server timestamps), work dir {work}")
+    print("\nalert accepted → runbook RUNNING (server timestamps)")
     print(f"{'variant':<15}{'n':>4}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}   stages p50 (created / pending / running)")
     for variant, res in results.items():
         if "p50_s" not in res:
@@ -357,7 +368,11 @@ def main() -> int:
               f"{st.get('pending_to_running', 0):.2f}")
     write_figures(args.out, args.quick, args.settle, results)
     failed = [v for v, r in results.items() if r.get("measured", 0) == 0]
-    return 1 if failed else 0
+    if failed:
+        print(f"no measurement for {', '.join(failed)}; logs kept in {work}", file=sys.stderr)
+        return 1
+    shutil.rmtree(work, ignore_errors=True)  # Prefect database and logs: only worth keeping when something failed
+    return 0
 
 
 if __name__ == "__main__":
