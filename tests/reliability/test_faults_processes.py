@@ -1,5 +1,5 @@
 """Processes killed or stopped: the alert receiver SIGKILLed mid-storm, the Prefect API stopped and restarted
-in the middle of a run (the flow-run process killed under the Runner: test_faults_runner_killed.py).
+while runs wait for approval (the flow-run process killed under the Runner: test_faults_runner_killed.py).
 
 Everything killed here is private to this module (_faults_procs.py): our own Prefect server, receiver and
 Runner; the runbooks act on the session sandbox's cluster.
@@ -7,6 +7,9 @@ Runner; the runbooks act on the session sandbox's cluster.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -19,8 +22,8 @@ import pytest
 from prefect import flow
 
 from k8s_runbooks.sandbox.demo_workload import set_fault
-from tests.conftest import Sandbox
-from tests.reliability._faults_helpers import NS, Cluster, Runbooks, pod_crash_params, wait_for
+from tests.conftest import REPO, Sandbox
+from tests.reliability._faults_helpers import NS, Api, Cluster, Runbooks, audit_diff, pod_crash_params, wait_for, writes
 from tests.reliability._faults_procs import (
     TOKEN,
     PrefectServer,
@@ -33,6 +36,8 @@ from tests.reliability._faults_procs import (
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 SINK = "storm-sink/storm-sink"
 TARGET = "payments"
+SECOND_TARGET = "checkout"
+LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
 
 
 @flow(name="storm-sink")
@@ -43,6 +48,10 @@ def storm_sink(params: dict[str, Any]) -> None:
 @pytest.fixture(scope="module")
 def prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
     server = PrefectServer(tmp_path_factory.mktemp("faults-prefect"))
+    # Concurrency-slot leases on disk (PREFECT_HOME), not in the server's memory: with the default in-memory
+    # storage a restart forgets every lease, and each run holding a remediation slot is stopped at its next
+    # renewal ("410 Gone" → Crashed, measured) while its slot stays taken for good (no lease left to expire).
+    server.comp.env["PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE"] = LEASE_STORAGE
     server.start()
     try:
         from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -123,46 +132,104 @@ def crashing(sandbox_only: Sandbox) -> Iterator[Cluster]:
     set_fault(sandbox_only.kubeconfig, NS, TARGET, "clear")
 
 
-def test_prefect_restarted_mid_run_the_run_resumes_and_spooled_alerts_are_dispatched(
-        prefect: PrefectServer, receiver: Receiver, sandbox_only: Sandbox, crashing: Cluster, tmp_path: Path) -> None:
+@pytest.fixture()
+def crashing_too(sandbox_only: Sandbox, crashing: Cluster) -> Iterator[str]:
+    """A second crash-looping Deployment: a second runbook run, with its own remediation slot, at the same time."""
+    crashing.inject_crash(sandbox_only, SECOND_TARGET)
+    yield SECOND_TARGET
+    set_fault(sandbox_only.kubeconfig, NS, SECOND_TARGET, "clear")
+
+
+OUTAGE_LINE = "Prefect API unreachable while waiting for approval"
+RECOVERY_LINE = "Prefect API answering again after"
+
+
+def start_logged(runbooks: Runbooks, log: Path, **params: Any) -> subprocess.Popen[str]:
+    """Runbooks.start with the run's log in a file, so the test can follow it while the run waits."""
+    with open(log, "w") as err:
+        return subprocess.Popen([sys.executable, "-m", "tests.reliability._faults_run", "pod-crash", json.dumps(params)],
+                                cwd=REPO, env=runbooks.env, stdout=subprocess.PIPE, stderr=err, text=True,
+                                start_new_session=True)
+
+
+def test_prefect_restarted_mid_approval_the_runs_survive_and_spooled_alerts_are_dispatched(
+        prefect: PrefectServer, receiver: Receiver, sandbox_only: Sandbox, crashing: Cluster, crashing_too: str,
+        tmp_path: Path) -> None:
+    """Two pod-crash runs wait for approval (one per Deployment, each holding its remediation slot) while the
+    Prefect API is stopped and started again; alerts arrive meanwhile. Both waits must outlive the outage (each
+    logs it once and its recovery once), then one run is rejected (changes nothing) and the other approved
+    (rolls back exactly once: guard audit and the sandbox's request audit). The outage is the restart itself;
+    a longer one also needs each run's slot lease to outlive it (flows/concurrency.py), else the run is stopped
+    when its renewal is refused: safe (nothing done), but not a survival."""
     runbooks = Runbooks(sandbox_only, tmp_path)
     runbooks.env.update(client_env(sandbox_only, prefect, tmp_path))
-    proc = runbooks.start("pod-crash", **pod_crash_params(TARGET, approval="required", approval_timeout_seconds=300))
+    runbooks.state_dir = Path(runbooks.env["K8S_RUNBOOKS_STATE_DIR"])  # the guard audit is where the runs write it
+    api = Api(sandbox_only.api_url)
+    logs = {TARGET: tmp_path / f"{TARGET}.log", crashing_too: tmp_path / f"{crashing_too}.log"}
+    procs = {t: start_logged(runbooks, logs[t], **pod_crash_params(t, approval="required", approval_timeout_seconds=1800))
+             for t in logs}
     try:
-        def paused() -> str | None:
+        def paused() -> dict[str, str] | None:
             runs = prefect.post("/flow_runs/filter", {"flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}},
                                                       "flows": {"name": {"any_": ["pod-crash"]}}})
-            return runs[0]["id"] if runs else None
+            found = {r["parameters"]["params"]["deployment"]: r["id"] for r in runs}
+            # Paused and its form saved (schema, then description): what the UI's Resume dialog needs.
+            ready = {t: found[t] for t in logs if t in found
+                     and httpx.get(f"{prefect.api}/flow_runs/{found[t]}/input/paused-1-description", timeout=10).is_success}
+            return ready if len(ready) == len(logs) else None
 
-        run_id = wait_for(paused, 240, "the run to pause for approval")
+        def log(target: str) -> str:
+            return logs[target].read_text(errors="replace")
+
+        run_ids: dict[str, str] = wait_for(paused, 300, "both runs to pause for approval")
+        before = api.audit()
+
+        outage_start = time.monotonic()
         prefect.stop()
         fps = [f"outage{i:03d}{'d' * 7}" for i in range(10)]
         answers = [receiver.post(crash_alert(fp)).json()["alerts"][0]["outcome"] for fp in fps]
         assert answers == ["queued"] * 10
         wait_for(lambda: receiver.health()["dispatcher"]["prefect_api_ok"] is False, 60, "the dispatcher to notice")
         assert receiver.health()["spool"]["pending"] >= 10
-        time.sleep(5)  # the paused run keeps polling a dead API meanwhile
+        wait_for(lambda: all(OUTAGE_LINE in log(t) for t in logs), 120, "both waits to notice the outage")
+        assert {t: p.poll() for t, p in procs.items()} == {t: None for t in logs}, {t: log(t)[-3000:] for t in logs}
         prefect.start()
+        outage_s = time.monotonic() - outage_start
+        wait_for(lambda: all(RECOVERY_LINE in log(t) for t in logs), 120, "both waits to see the API again")
+        noticed_s = time.monotonic() - outage_start - outage_s
+        for t in logs:  # one line when the outage starts, one when it ends: not one per failed poll
+            assert log(t).count(OUTAGE_LINE) == 1 and log(t).count(RECOVERY_LINE) == 1, log(t)[-3000:]
 
-        answer = prefect.post(f"/flow_runs/{run_id}/resume", {"run_input": {
+        resumed_at = time.monotonic()
+        rejected = prefect.post(f"/flow_runs/{run_ids[TARGET]}/resume", {"run_input": {
             "approve": False, "action": "rollout_undo", "approver": "carol", "comment": "after the outage"}})
-        assert answer["status"] == "ACCEPT", answer
-        result = Runbooks.finish(proc, timeout=300)
+        assert rejected["status"] == "ACCEPT", rejected
+        approved = prefect.post(f"/flow_runs/{run_ids[crashing_too]}/resume", {"run_input": {
+            "approve": True, "action": "rollout_undo", "approver": "alice", "comment": "bad deploy, after the outage"}})
+        assert approved["status"] == "ACCEPT", approved
+        results = {t: Runbooks.finish(p, timeout=420) for t, p in procs.items()}
+        resume_to_end_s = time.monotonic() - resumed_at
     finally:
-        if proc.poll() is None:
-            proc.kill()
-    # Either outcome is documented: the run survived the outage and honoured the rejection, or it failed at once
-    # naming the lost API. Never: an action, or a run left Paused/Running on the server.
-    server_state = wait_for(lambda: prefect.state(run_id)["type"] in ("COMPLETED", "FAILED") and prefect.state(run_id),
-                            60, "the run's final state on the server")
-    if result.state == "COMPLETED":
-        assert "rejected by carol" in (result.message or ""), result.message
-    else:
-        assert result.state == "FAILED" and "Connect" in (result.message or ""), (result.message, result.stderr[-3000:])
-    assert server_state["type"] == result.state
-    assert runbooks.executed() == []  # a rejection never acts, outage or not
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+
+    no, yes = results[TARGET], results[crashing_too]
+    assert (no.state, no.flow_run_id) == ("COMPLETED", run_ids[TARGET]), (no.message, log(TARGET)[-3000:])
+    assert "rejected by carol" in (no.message or ""), no.message
+    assert runbooks.executed(run_ids[TARGET]) == []  # a rejection never acts, outage or not
+    assert (yes.state, yes.flow_run_id) == ("COMPLETED", run_ids[crashing_too]), (yes.message, log(crashing_too)[-3000:])
+    executed = runbooks.executed(run_ids[crashing_too])
+    assert [(a["action"]["kind"], a["action"]["target"]["name"], a["actor"]) for a in executed] == \
+        [("rollout_undo", crashing_too, "alice")]
+    assert writes(audit_diff(before, api.audit())) == {("patch", "deployments", "", NS): 1}  # one rollback, once
+    for t in logs:
+        wait_for(lambda: prefect.state(run_ids[t])["type"] == "COMPLETED", 60, f"the {t} run's final state on the server")
+
     wait_for(receiver.drained, 120, "the spooled alerts to be dispatched")
     runs = _runs_by_fingerprint(prefect)
     assert {fp: runs[fp] for fp in fps} == {fp: 1 for fp in fps}
-    print(f"\nprefect restart: paused run {run_id} ended {result.state} ({result.message}); "
-          f"{len(fps)} alerts accepted while Prefect was down, each dispatched once after")
+    print(f"\nprefect restart mid-approval: API down {outage_s:.0f} s (stop → healthy again); both waits saw it "
+          f"again {noticed_s:.0f} s later; resume → both runs ended {resume_to_end_s:.0f} s; rejected run "
+          f"{no.message!r}; approved run {yes.message!r}; {len(fps)} alerts accepted while Prefect was down, each "
+          f"dispatched once after; load {Path('/proc/loadavg').read_text().split()[:3]}")
