@@ -22,6 +22,7 @@ import pytest
 from prefect import flow
 
 from k8s_runbooks.sandbox.demo_workload import set_fault
+from k8s_runbooks.sandbox.launchers import LEASE_STORAGE
 from tests.conftest import REPO, Sandbox
 from tests.reliability._faults_helpers import NS, Api, Cluster, Runbooks, audit_diff, pod_crash_params, wait_for, writes
 from tests.reliability._faults_procs import (
@@ -37,7 +38,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 SINK = "storm-sink/storm-sink"
 TARGET = "payments"
 SECOND_TARGET = "checkout"
-LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
 
 
 @flow(name="storm-sink")
@@ -48,10 +48,11 @@ def storm_sink(params: dict[str, Any]) -> None:
 @pytest.fixture(scope="module")
 def prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
     server = PrefectServer(tmp_path_factory.mktemp("faults-prefect"))
-    # Concurrency-slot leases on disk (PREFECT_HOME), not in the server's memory: with the default in-memory
-    # storage a restart forgets every lease, and each run holding a remediation slot is stopped at its next
-    # renewal ("410 Gone" → Crashed, measured) while its slot stays taken for good (no lease left to expire).
-    server.comp.env["PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE"] = LEASE_STORAGE
+    # The sandbox's server keeps concurrency-slot leases on disk (PREFECT_HOME), not in memory: with the default
+    # in-memory storage a restart forgets every lease, and each run holding a remediation slot is stopped at its
+    # next renewal ("410 Gone" → Crashed, measured) while its slot stays taken for good. The restart test relies
+    # on it, so it fails here if the setting is dropped.
+    assert server.comp.env.get("PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE") == LEASE_STORAGE
     server.start()
     try:
         from prefect.settings import PREFECT_API_URL, temporary_settings

@@ -358,6 +358,9 @@ def pushgateway_component(state_dir: Path, ports: SandboxPorts, binary: Path) ->
     )
 
 
+LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
+
+
 def prefect_component(state_dir: Path, ports: SandboxPorts) -> Component:
     state = Path(state_dir).resolve()
     home = state / "prefect"
@@ -377,6 +380,10 @@ def prefect_component(state_dir: Path, ports: SandboxPorts) -> Component:
             "PREFECT_UI_ENABLED": "true",
             "PREFECT_UI_API_URL": f"{url}/api",
             "PREFECT_API_LOG_RETRYABLE_ERRORS": "true",  # a 503 "database is locked" leaves a trace in prefect.log
+            # Remediation-slot leases on disk (PREFECT_HOME/concurrency_leases): the default in-memory storage
+            # forgets them on a restart, so runs holding a slot (e.g. waiting for approval) crash at their next
+            # renewal (410) and the limits' slots stay taken for good.
+            "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": LEASE_STORAGE,
         },
         marker="prefect", timeout_s=240,  # a fresh DB on a busy 2-core machine took 65 s
     )
