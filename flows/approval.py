@@ -22,6 +22,8 @@ from prefect.client.schemas.objects import State
 from prefect.context import FlowRunContext
 from prefect.exceptions import Abort, Pause
 from prefect.input import Keyset, RunInput, keyset_from_paused_state
+from prefect.input.actions import read_flow_run_input
+from prefect.input.run_input import RunInputMetadata
 from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 from prefect.states import Paused
 from prefect.utilities.engine import propose_state_sync
@@ -49,6 +51,7 @@ class ApprovalOutcome:
     approver: str
     comment: str
     timed_out: bool = False
+    unanswered: bool = False  # resumed without the form's answer (a bare resume, or a state forced to Running)
 
 
 def approval_form(action_ids: list[str]) -> type[ApprovalInput]:
@@ -66,7 +69,10 @@ def approval_form(action_ids: list[str]) -> type[ApprovalInput]:
 def request_approval(description: str, action_ids: list[str], timeout_seconds: int, key: str | None = None) -> ApprovalOutcome:
     """Pause the flow run until someone resumes it with the form, or until the timeout."""
     form = approval_form(action_ids).with_initial_data(description=description, approve=False, action=action_ids[0])
-    answer = wait_for_approval(form, timeout_seconds, poll_interval=1.0, key=key)
+    try:
+        answer = wait_for_approval(form, timeout_seconds, poll_interval=1.0, key=key)
+    except NoAnswer:
+        return ApprovalOutcome(approved=False, action=None, approver="", comment="", unanswered=True)
     if answer is None:
         return ApprovalOutcome(approved=False, action=None, approver="", comment="", timed_out=True)
     approver = (answer.approver or "").strip() or "unknown"
@@ -87,6 +93,10 @@ def is_api_outage(exc: BaseException) -> bool:
         code = exc.response.status_code
         return code in (408, 429) or code >= 500
     return False
+
+
+class NoAnswer(Exception):
+    """The run was resumed without an answer to the form: only the typed resume approves, so nothing is."""
 
 
 class _Expired(Exception):
@@ -138,6 +148,18 @@ def _propose_pause(client: SyncPrefectClient, paused: State, flow_run_id: UUID) 
         raise RuntimeError(f"Flow run cannot be paused: {exc}") from exc
 
 
+def _load_answer(form: type[R], keyset: Keyset, flow_run_id: UUID) -> R:
+    """The answer given with the resume; NoAnswer when the run was resumed without one (the server accepts a
+    resume with no input, and a forced state change bypasses the form)."""
+    # Not `form.load`: it turns a missing answer into the form's defaults, i.e. an anonymous "rejection".
+    value = read_flow_run_input(keyset["response"], flow_run_id=flow_run_id)
+    if not value:
+        raise NoAnswer()
+    answer = form(**value)
+    answer._metadata = RunInputMetadata(key=keyset["response"], sender=None, receiver=flow_run_id)
+    return answer
+
+
 def _save_form(client: SyncPrefectClient, form: type[RunInput], keyset: Keyset, flow_run_id: UUID) -> None:
     """RunInput.save, safe to repeat: a save whose answer was lost left its keys behind (409 on the retry)."""
     try:
@@ -162,11 +184,12 @@ def wait_for_approval(form: type[R], timeout_seconds: int, poll_interval: float 
     what `pause_flow_run` does in Prefect 3.9 -- the same Paused state (pause key = the run's pause counter
     unless `key` is given, `timeout_seconds`, run-input keyset `paused-<key>-*`), the form's schema and
     description saved with `RunInput.save` after the pause (the server clears the keyset when it pauses),
-    the answer read with `RunInput.load` once the server has moved the run to Running -- so the UI's Resume
+    the answer read from the run-input keyset once the server has moved the run to Running -- so the UI's Resume
     dialog and `POST /api/flow_runs/{id}/resume` validate the answer exactly as before. The difference: every
     call waits out connection errors, timeouts and 408/429/5xx answers (client retries off, our backoff,
     one log line per outage) until the pause's own deadline; other errors (the run deleted: 404) raise at
-    once. At the deadline, one last check; if the API is still down, None: a timeout never acts.
+    once. At the deadline, one last check; if the API is still down, None: a timeout never acts. A resume
+    without the form's answer raises NoAnswer: only the typed, schema-checked resume approves.
     """
     ctx = FlowRunContext.get()
     if ctx is None or ctx.flow_run is None:
@@ -186,7 +209,7 @@ def wait_for_approval(form: type[R], timeout_seconds: int, poll_interval: float 
         try:
             state = api.call(lambda: _propose_pause(client, paused, flow_run_id))
             if state.is_running():  # this pause key already fired and was resumed (a retried flow run)
-                return api.call(lambda: form.load(keyset, flow_run_id=flow_run_id))
+                return api.call(lambda: _load_answer(form, keyset, flow_run_id))
             if not state.is_paused():
                 raise RuntimeError(f"Flow run cannot be paused: the API answered with state {state.type.value}")
             api.call(lambda: _save_form(client, form, keyset, flow_run_id))
@@ -195,7 +218,11 @@ def wait_for_approval(form: type[R], timeout_seconds: int, poll_interval: float 
                 run = api.call(lambda: client.read_flow_run(flow_run_id))
                 if run.state is not None and run.state.is_running():
                     log.info("Resumed: reading the answer to the approval form")
-                    return api.call(lambda: form.load(keyset, flow_run_id=flow_run_id))
+                    try:
+                        return api.call(lambda: _load_answer(form, keyset, flow_run_id))
+                    except NoAnswer:
+                        log.warning("Resumed without an answer to the approval form: not approved, nothing is done")
+                        raise
                 if time.monotonic() >= deadline:
                     return None
         except _Expired:

@@ -150,6 +150,11 @@ def seek_approval(ctx: RunCtx, step: str, extra_markdown: str = "") -> None:
         ctx.finding(step, "Approval timed out", Severity.critical,
                     detail=f"no approval within {p.approval_timeout_seconds} s", kind="escalation")
         raise StopRunbook("escalated", "approval timed out; escalated", failed=True)
+    if answer.unanswered:
+        ctx.note("Resumed without an answer to the approval form; escalated", "only the approval form approves; nothing was changed", "escalation")
+        ctx.finding(step, "Resumed without an approval", Severity.critical,
+                    detail="the run was resumed without the form's answer (a bare resume or a forced state)", kind="escalation")
+        raise StopRunbook("escalated", "resumed without an answer to the approval form; no action taken; escalated", failed=True)
     if not answer.approved:
         ctx.note(f"Rejected by {answer.approver}", answer.comment or "no comment", "approval")
         ctx.finding(step, f"Plan rejected by {answer.approver}", Severity.info, detail=answer.comment or "no comment", kind="approval_rejected")

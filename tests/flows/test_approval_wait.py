@@ -114,18 +114,19 @@ class Probe:
 def start_probe(proxy: FaultProxy, server: httpx.Client, tmp_path: Path) -> Iterator[Any]:
     probes: list[Probe] = []
 
-    def start(timeout_seconds: int) -> Probe:
+    def start(timeout_seconds: int, out: Path | None = None) -> Probe:
+        out = out or tmp_path
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-        env.update({"PREFECT_API_URL": f"{proxy.url}/api", "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        env.update({"PREFECT_API_URL": f"{proxy.url}/api", "PREFECT_HOME": str(out / "prefect-home"),
                     "PYTHONPATH": str(REPO), "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                     # The client's own retries (~1 min) would hide these short outages from a wait that gives
                     # up on the first error (Prefect's pause_flow_run did): without them it fails at once.
                     "PREFECT_CLIENT_MAX_RETRIES": "0"})
-        with open(tmp_path / "stderr.log", "wb") as err:
+        with open(out / "stderr.log", "wb") as err:
             proc = subprocess.Popen([sys.executable, "-m", "tests.flows.approval_wait_probe", str(timeout_seconds),
-                                     str(tmp_path)], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=err,
+                                     str(out)], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=err,
                                     start_new_session=True)
-        probes.append(Probe(proc, tmp_path, server))
+        probes.append(Probe(proc, out, server))
         return probes[-1]
 
     yield start
@@ -148,7 +149,7 @@ def test_503_outage_then_the_rejection_sent_meanwhile_is_honoured(proxy: FaultPr
     proxy.restore()
 
     assert probe.outcome() == {"approved": False, "action": None, "approver": "carol", "comment": "mid-outage",
-                               "timed_out": False}
+                               "timed_out": False, "unanswered": False}
     assert probe.finish() == 0, probe.log[-3000:]
     log = probe.log
     assert log.count(OUTAGE) == 1 and len(RECOVERED.findall(log)) == 1, log[-4000:]  # one line each, not per poll
@@ -171,7 +172,7 @@ def test_refused_connections_then_an_approval_after_recovery_returns_the_chosen_
     ok = probe.resume({"approve": True, "action": "rollout_restart", "approver": "alice", "comment": "after the outage"})
     assert ok["status"] == "ACCEPT", ok
     assert probe.outcome() == {"approved": True, "action": "rollout_restart", "approver": "alice",
-                               "comment": "after the outage", "timed_out": False}
+                               "comment": "after the outage", "timed_out": False, "unanswered": False}
     assert probe.finish() == 0, probe.log[-3000:]
 
 
@@ -180,7 +181,7 @@ def test_outage_past_the_deadline_times_out_without_an_answer(proxy: FaultProxy,
     probe.wait_paused()
     proxy.refuse()
     # The wait returns at its deadline although the API is still down (it never waits past the pause timeout).
-    assert probe.outcome() == {"approved": False, "action": None, "approver": "", "comment": "", "timed_out": True}
+    assert probe.outcome() == {"approved": False, "action": None, "approver": "", "comment": "", "timed_out": True, "unanswered": False}
     assert OUTAGE in probe.log and not RECOVERED.search(probe.log), probe.log[-3000:]
     proxy.restore()
     probe.finish()
@@ -193,3 +194,23 @@ def test_a_deleted_run_is_not_an_outage_the_wait_fails_at_once(server: httpx.Cli
     assert probe.finish() != 0
     assert not (probe.out / "outcome.json").exists()
     assert OUTAGE not in probe.log and "404 Not Found" in probe.log, probe.log[-3000:]
+
+
+def test_only_the_typed_resume_approves(server: httpx.Client, start_probe: Any, tmp_path: Path) -> None:
+    """The server accepts a resume without the form's input (and a forced state change bypasses the form): the
+    wait then finds no answer and reports the run unanswered, never approved."""
+    for how in ("bare resume", "forced state"):
+        out = tmp_path / how.replace(" ", "-")
+        out.mkdir()
+        probe = start_probe(600, out)
+        run_id = probe.wait_paused()
+        if how == "bare resume":
+            r = probe.api.post(f"/flow_runs/{run_id}/resume", json={})
+        else:
+            r = probe.api.post(f"/flow_runs/{run_id}/set_state",
+                               json={"state": {"type": "RUNNING", "name": "Running"}, "force": True})
+        assert r.is_success and r.json()["status"] == "ACCEPT", r.text
+        assert probe.outcome() == {"approved": False, "action": None, "approver": "", "comment": "",
+                                   "timed_out": False, "unanswered": True}, how
+        assert probe.finish() == 0, probe.log[-3000:]
+        assert "Resumed without an answer to the approval form" in probe.log, probe.log[-3000:]

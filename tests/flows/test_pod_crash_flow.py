@@ -218,6 +218,28 @@ def test_rejection_from_another_process_changes_nothing(env: Env, crashing: list
     assert any("Rejected by bob" in e["event"] and "checking with the team" in e["detail"] for e in rec["timeline"])
 
 
+def test_a_resume_without_the_form_never_approves(env: Env, crashing: list[str]) -> None:
+    """Prefect's server accepts a resume that carries no input: the runbook treats it as no answer (escalated),
+    never as an approval or an anonymous rejection."""
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 5))
+    before = env.snapshot()
+    proc = env.start(approval="required", approval_timeout_seconds=300)
+    try:
+        run_id = env.paused_run(since)
+        bare = env.api.post(f"/flow_runs/{run_id}/resume", json={})
+        assert bare.is_success and bare.json()["status"] == "ACCEPT", bare.text
+        result = env.finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert result["state"] == "FAILED" and "resumed without an answer to the approval form" in (result["message"] or ""), result
+    after = env.snapshot()
+    assert before["deployments"] == after["deployments"] and set(before["pods"]) == set(after["pods"])
+    rec = env.record(run_id)
+    assert rec["outcome"] == "escalated" and rec["actions"] == []
+    assert not [a for a in env.audit(run_id) if a["decision"] == "allowed"]
+
+
 def test_unknown_action_is_rejected_by_the_server_schema(env: Env, crashing: list[str]) -> None:
     since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 5))
     proc = env.start(approval="required", approval_timeout_seconds=300)
