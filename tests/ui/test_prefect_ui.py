@@ -35,6 +35,7 @@ def test_ui_lists_deployments_runs_a_custom_run_and_resumes_an_approval(ui_sandb
         result = scenario.run_scenario(b, ui, api, "drill-ui", "web", [s.name for s in deploy.available_specs()],
                                        scenario.probe_env(api), shots=tmp_path)
     assert result.approval_answer == {"approved": True, "action": "rollout_undo", "approver": "ui-test",
-                                      "comment": result.approval_answer["comment"], "timed_out": False}
+                                      "comment": result.approval_answer["comment"], "timed_out": False,
+                                      "unanswered": False}
     assert str(result.approval_answer["comment"]).startswith("approved in the browser")
     assert result.server_errors == []
