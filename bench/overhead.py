@@ -65,23 +65,27 @@ print(json.dumps({"flow_run_id": run_id, "state": state.name, "message": state.m
 
 
 # ----------------------------------------------------------------------------------------- workload
-def prepare(box: h.Sandbox, name: str) -> float:
+def prepare(box: h.Sandbox, name: str, crash_after: str = "2", timeout_s: float = 180) -> float:
     """A healthy copy of the workload, then the crash fault as a rollout, until it is stuck crash-looping: every
     replica runs the bad revision and waits in CrashLoopBackOff after its second restart. Returns the seconds that
     took. That state holds for the ~14 s or more of its back-off, so every contender acts on the same state
     whatever its start-up time (waiting for the first crash only caught the rollout mid-way, and a contender acting
-    a few seconds later found another stage: kubectl's own recovery took 1.2-3.5 s depending on when it acted)."""
+    a few seconds later found another stage: kubectl's own recovery took 1.2-3.5 s depending on when it acted).
+
+    The rollout only moves on while a new pod is briefly Ready before it crashes (`crash_after` seconds); on a starved
+    machine the readiness probe can miss that window and the rollout sticks half-way, so a smoke run under load
+    gives the pods longer (`--crash-after`)."""
     from kubernetes import client
 
     from k8s_runbooks.sandbox import demo_workload
 
     demo_workload.ensure_workload(box.kubeconfig, NAMESPACE, {name: REPLICAS})
     demo_workload.wait_ready(box.kubeconfig, NAMESPACE, [name], timeout_s=180)
-    demo_workload.set_fault(box.kubeconfig, NAMESPACE, name, "crash", "2")
+    demo_workload.set_fault(box.kubeconfig, NAMESPACE, name, "crash", crash_after)
     api = demo_workload.api_client(box.kubeconfig)
     core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
     started = time.monotonic()
-    while time.monotonic() - started < 180:
+    while time.monotonic() - started < timeout_s:
         replicasets = apps.list_namespaced_replica_set(NAMESPACE, label_selector=f"app={name}", _request_timeout=30).items
         newest = max(replicasets, key=lambda r: int((r.metadata.annotations or {}).get(
             "deployment.kubernetes.io/revision", "0")))
@@ -95,7 +99,7 @@ def prepare(box: h.Sandbox, name: str) -> float:
                         for cs in statuses)):
             return time.monotonic() - started
         time.sleep(0.5)
-    raise RuntimeError(f"{NAMESPACE}/{name} was not stuck crash-looping within 180 s")
+    raise RuntimeError(f"{NAMESPACE}/{name} was not stuck crash-looping within {timeout_s:.0f} s")
 
 
 # ----------------------------------------------------------------------------------------- contenders
@@ -225,6 +229,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out")
     parser.add_argument("--rounds", type=int)
+    parser.add_argument("--crash-after", default="2", help="FAULT_CRASH_AFTER_S of the bad rollout (the figures use 2)")
+    parser.add_argument("--prepare-timeout", type=float, default=180, help="seconds to wait for the stuck crash loop")
     args = parser.parse_args()
     rounds = args.rounds or (1 if args.quick else 3)
     results: list[dict[str, Any]] = []
@@ -240,7 +246,7 @@ def main() -> int:
                 row: dict[str, Any] = {"round": r + 1, "order": order}
                 for who in order:
                     name = f"{who}-{r + 1}"
-                    crashed_after = prepare(box, name)
+                    crashed_after = prepare(box, name, args.crash_after, args.prepare_timeout)
                     load = os.getloadavg()[0]
                     run = {"script": run_script, "runbook": run_runbook, "deployment": run_deployment}[who]
                     row[who] = run(box, name)

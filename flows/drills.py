@@ -8,7 +8,7 @@ Each step is bound to a step of runbooks/drill-*.md by `@runbook_step`.
 
 from __future__ import annotations
 
-import _thread
+import ctypes
 import importlib
 import json
 import threading
@@ -53,12 +53,22 @@ class DrillStop(Exception):
     """Ends the drill before injecting (refused, not steady, dry run)."""
 
 
+def interrupt_thread(thread_id: int) -> None:
+    """Raise KeyboardInterrupt in that thread at its next Python instruction. Not `_thread.interrupt_main()`: it
+    simulates a SIGINT and does nothing when SIGINT is ignored, as it is in every process a non-interactive shell
+    starts in the background (`cmd &`, nohup, many CI and service scripts): such a drill could not be cancelled."""
+    done = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(KeyboardInterrupt))
+    if done != 1:
+        raise RuntimeError(f"could not interrupt thread {thread_id} (PyThreadState_SetAsyncExc returned {done})")
+
+
 class CancelWatcher(threading.Thread):
-    """Interrupts the main thread once the run is CANCELLING (a locally started flow run is not
+    """Interrupts the drill's thread once the run is CANCELLING (a locally started flow run is not
     cancelled by any runner: this makes an API cancellation roll the drill back)."""
 
     def __init__(self, flow_run_id: str) -> None:
         super().__init__(daemon=True, name="drill-cancel-watcher")
+        self.target_thread = threading.get_ident()  # created by the thread that runs the drill
         self.flow_run_id = UUID(flow_run_id)
         self.fired = threading.Event()
         self.armed = threading.Event()
@@ -75,7 +85,7 @@ class CancelWatcher(threading.Thread):
             if state is not None and state.type.value in ("CANCELLING", "CANCELLED"):
                 self.fired.set()
                 if self.armed.is_set():
-                    _thread.interrupt_main()
+                    interrupt_thread(self.target_thread)
                 return
 
     def disarm(self) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import faulthandler
 import json
+import os
+import signal
 import sys
 
 from flows.drills import drill_latency, drill_pod_crash, scorecard_of
@@ -10,6 +13,9 @@ from k8s_runbooks.drills.model import DrillParams
 
 
 def main() -> None:
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # a test that gives up on us asks where we hang
+    if os.environ.get("RUN_DRILL_SIGINT") == "ignore":  # as in a process a script started with `cmd &`
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     scenario, params = sys.argv[1], DrillParams.model_validate_json(sys.argv[2])
     fn = drill_pod_crash if scenario == "pod-crash" else drill_latency
     state = fn(params, return_state=True)

@@ -50,6 +50,7 @@ class Drill:
     scenario: str = "pod-crash"
     params: dict[str, Any] = field(default_factory=dict)
     steady_first: bool = True  # wait for the target's steady state before starting (False: the test wants it refused/aborted)
+    sigint_ignored: bool = False  # start it as `cmd &` in a script would: SIGINT ignored
 
 
 DRILLS: dict[str, Drill] = {
@@ -59,8 +60,9 @@ DRILLS: dict[str, Drill] = {
     "alert-crash": Drill(NS_ALERT, "web", params={"response": "alert", "fault": {"kind": "crash", "value": "1", "message": "panic: drill"}}),
     "failed": Drill(NS, "api", params={"response": "direct", "approval": "required", "approval_timeout_seconds": 5,
                                        "runbook_overrides": DIRECT, "fault": {"kind": "crash", "value": "1"}}),
+    # SIGINT ignored: the cancellation must not depend on it (found in a CI run started in the background).
     "cancel": Drill(NS, "cancel", params={"response": "direct", "approval": "required", "approval_timeout_seconds": 600,
-                                          "runbook_overrides": DIRECT}),
+                                          "runbook_overrides": DIRECT}, sigint_ignored=True),
     "trend": Drill(NS, "trend", params={"fault": {"kind": "pod-kill", "pods": 1}, "response": "none"}),
     "unlabelled": Drill(NOLABEL, "web", params={"response": "direct"}, steady_first=False),
     "protected": Drill("kube-system", "web", params={"response": "direct"}, steady_first=False),
@@ -103,20 +105,25 @@ class Env:
     def steady(self, ns: str, name: str) -> bool:
         return steady_state(ns, name, SteadyState(), settings=self.settings).ok
 
-    def start(self, ns: str, name: str, scenario: str = "pod-crash", **params: Any) -> subprocess.Popen[str]:
+    def start(self, ns: str, name: str, scenario: str = "pod-crash", sigint_ignored: bool = False,
+              **params: Any) -> subprocess.Popen[str]:
         """The drill in its own process (own session, so the teardown can stop what it left behind)."""
         body = {"namespace": ns, "deployment": name, "detect_timeout_seconds": 90, "recover_timeout_seconds": 150,
                 "post_verify_timeout_seconds": 90, "runbook_wait_after_recovery_seconds": 0, **params}
+        env = {**self.env, "RUN_DRILL_SIGINT": "ignore"} if sigint_ignored else self.env
         return subprocess.Popen([sys.executable, "-m", "tests.drills.run_drill", scenario, json.dumps(body)], cwd=REPO,
-                                env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
     def finish(self, proc: subprocess.Popen[str], timeout: float = 420) -> dict[str, Any]:
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGUSR1)  # run_drill dumps every thread's stack to stderr (faulthandler)
+            time.sleep(2)
             proc.kill()
             out, err = proc.communicate()
-            raise AssertionError(f"drill process did not finish:\n{err[-4000:]}") from None
+            stacks = err.find("Thread 0x")
+            raise AssertionError(f"drill process did not finish:\n{err[max(0, stacks - 3000):][-12000:]}") from None
         lines = [line for line in out.splitlines() if line.startswith("{")]
         assert proc.returncode == 0 and lines, f"drill process failed ({proc.returncode}):\n{out[-2000:]}\n{err[-6000:]}"
         result = json.loads(lines[-1])
@@ -124,7 +131,7 @@ class Env:
         return result
 
     def launch(self, drill: Drill) -> subprocess.Popen[str]:
-        return self.start(drill.namespace, drill.deployment, drill.scenario, **drill.params)
+        return self.start(drill.namespace, drill.deployment, drill.scenario, drill.sigint_ignored, **drill.params)
 
     def audit(self, run_id: str) -> list[dict[str, Any]]:
         path = self.state_dir / "audit.jsonl"
