@@ -108,6 +108,24 @@ class Cluster:
             and any(cs.state.waiting and cs.state.waiting.reason == "CrashLoopBackOff" for cs in (p.status.container_statuses or []))
         )
 
+    def ensure(self, box: Sandbox, deployment: str, replicas: int = 2) -> None:
+        """A Deployment (and Service) of the demo image that only the calling module acts on. The session sandbox's
+        shop/checkout and shop/payments are other modules' steady targets: crashing and then clearing them leaves a
+        fresh rollout whose previous revision crashes, and a later high-latency run diagnosing "bad rollout" rolled
+        payments back onto the crash (seen in CI when the fault modules ran before the flow tests on one worker)."""
+        from k8s_runbooks.sandbox.demo_workload import ensure_workload, wait_ready
+
+        ensure_workload(box.kubeconfig, NS, {deployment: replicas})
+        wait_ready(box.kubeconfig, NS, [deployment], timeout_s=180)
+
+    def delete(self, deployment: str) -> None:
+        for fn in (self.apps.delete_namespaced_deployment, self.core.delete_namespaced_service):
+            try:
+                fn(deployment, NS, _request_timeout=30, _preload_content=False)  # only whether it went
+            except k8s.ApiException as exc:
+                if exc.status != 404:
+                    raise
+
     def inject_crash(self, box: Sandbox, deployment: str, message: str = "panic: ledger unreachable") -> list[str]:
         from k8s_runbooks.sandbox.demo_workload import set_fault
 

@@ -21,7 +21,6 @@ import httpx
 import pytest
 from prefect import flow
 
-from k8s_runbooks.sandbox.demo_workload import set_fault
 from k8s_runbooks.sandbox.launchers import LEASE_STORAGE
 from tests.conftest import REPO, Sandbox
 from tests.reliability._faults_helpers import NS, Api, Cluster, Runbooks, audit_diff, pod_crash_params, wait_for, writes
@@ -36,8 +35,8 @@ from tests.reliability._faults_procs import (
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 SINK = "storm-sink/storm-sink"
-TARGET = "payments"
-SECOND_TARGET = "checkout"
+TARGET = "fault-one"  # their own Deployments: see Cluster.ensure
+SECOND_TARGET = "fault-two"
 
 
 @flow(name="storm-sink")
@@ -128,17 +127,19 @@ def test_receiver_sigkilled_mid_storm_dispatches_every_acked_alert_once(prefect:
 @pytest.fixture(scope="module")
 def crashing(sandbox_only: Sandbox) -> Iterator[Cluster]:
     cluster = Cluster(sandbox_only)
+    cluster.ensure(sandbox_only, TARGET)
     cluster.inject_crash(sandbox_only, TARGET)
     yield cluster
-    set_fault(sandbox_only.kubeconfig, NS, TARGET, "clear")
+    cluster.delete(TARGET)
 
 
 @pytest.fixture()
 def crashing_too(sandbox_only: Sandbox, crashing: Cluster) -> Iterator[str]:
     """A second crash-looping Deployment: a second runbook run, with its own remediation slot, at the same time."""
+    crashing.ensure(sandbox_only, SECOND_TARGET)
     crashing.inject_crash(sandbox_only, SECOND_TARGET)
     yield SECOND_TARGET
-    set_fault(sandbox_only.kubeconfig, NS, SECOND_TARGET, "clear")
+    crashing.delete(SECOND_TARGET)
 
 
 OUTAGE_LINE = "Prefect API unreachable while waiting for approval"

@@ -26,10 +26,9 @@ from k8s_runbooks.models import WorkloadRef
 from tests.conftest import Sandbox
 from tests.reliability._faults_helpers import NS, Api, Cluster, Runbooks, audit_diff, pod_crash_params, wait_for, writes
 from tests.reliability._faults_procs import PrefectServer, RunnerProc, client_env, kill_pid
-from tests.reliability.test_faults_processes import crashing  # noqa: F401 - module-scoped: fresh here
+from tests.reliability.test_faults_processes import TARGET, crashing  # noqa: F401 - module-scoped: fresh here
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
-TARGET = "payments"
 REPOSSESSOR_LOOP_SECONDS = "1"
 FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
