@@ -56,7 +56,13 @@ def free_ports(n: int) -> list[int]:
 
 
 def random_pod_subnet() -> str:
-    return f"127.{random.randint(2, 250)}"
+    """A random 127.X pod subnet nobody on the machine listens in yet (the other xdist worker picks its own; the
+    kubelet also skips any address already taken, should both pick the same one)."""
+    import psutil
+
+    used = {c.laddr.ip.split(".")[1] for c in psutil.net_connections(kind="inet4")
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.ip.startswith("127.")}
+    return f"127.{random.choice([x for x in range(2, 251) if str(x) not in used])}"
 
 
 @dataclass

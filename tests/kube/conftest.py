@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import random
 import socket
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from kubernetes import config as k8s_config
 
 from k8s_runbooks.kube.client import reset_clients
 from k8s_runbooks.settings import Settings, get_settings
+from tests.conftest import random_pod_subnet
 
 NS = "shop"
 
@@ -86,7 +86,13 @@ class Cluster:
         return self.apps.read_namespaced_deployment(name, ns).status.ready_replicas or 0
 
     def wait_ready(self, ns: str, name: str, replicas: int, timeout: float = 90) -> None:
-        wait_for(lambda: self.ready(ns, name) >= replicas, timeout, what=f"{ns}/{name} {replicas} ready")
+        try:
+            wait_for(lambda: self.ready(ns, name) >= replicas, timeout, what=f"{ns}/{name} {replicas} ready")
+        except AssertionError as exc:  # say why: the pods' IPs, states and restarts
+            pods = [(p.metadata.name, p.status.pod_ip, [(c.state.to_dict(), c.restart_count)
+                                                        for c in p.status.container_statuses or []])
+                    for p in self.core.list_namespaced_pod(ns).items if p.metadata.name.startswith(f"{name}-")]
+            raise AssertionError(f"{exc}; pods: {pods}") from None
 
     def faults(self, **body: Any) -> None:
         httpx.post(f"{self.api_url}/sandbox/faults", json=body, timeout=5).raise_for_status()
@@ -110,7 +116,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     log = open(state_dir / "cluster.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "k8s_runbooks.sandbox.cluster", "--state-dir", str(state_dir), "--port", str(port),
-         "--pod-subnet", f"127.{random.randint(2, 250)}"],
+         "--pod-subnet", random_pod_subnet()],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import urllib.request
 
 import psutil
@@ -146,3 +147,28 @@ def test_stop_leaves_no_process(store, tmp_path):
         rt.stop()
     assert not (pids & descendants())
     assert not list((tmp_path / "pids" / "pods").glob("*.pid"))
+
+
+def test_pod_ips_taken_by_another_sandbox_are_skipped(store, tmp_path):
+    """Two sandboxes on one machine with the same pod subnet (two `sandbox up`s, parallel test sessions): the
+    addresses the other one's pods listen on are not handed out again, so no pod here crash-loops on its bind."""
+    subnet = free_subnet()
+    squatters = []
+    for lo in (2, 3):  # the first addresses the allocator hands out: what the other sandbox's first pods hold
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((f"{subnet}.0.{lo}", 8080))
+        sock.listen()
+        squatters.append(sock)
+    rt = start_runtime(store, None, state_dir=tmp_path, api_url="http://127.0.0.1:1", pod_subnet=subnet,
+                       crashloop_backoff_cap=2.0, resync_seconds=0.5)
+    try:
+        store.create("deployments", deployment("checkout", 2), namespace=NS)
+        pods = wait_for(lambda: len(ready_pods(store, "checkout")) == 2 and ready_pods(store, "checkout"),
+                        what="2 ready pods")
+        assert {p["status"]["podIP"] for p in pods}.isdisjoint({f"{subnet}.0.2", f"{subnet}.0.3"})
+        assert all(p["status"]["containerStatuses"][0]["restartCount"] == 0 for p in pods)
+    finally:
+        rt.stop()
+        for sock in squatters:
+            sock.close()

@@ -18,10 +18,12 @@ import queue
 import resource
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,6 +160,22 @@ class PodState:
     last_status: Obj | None = None
 
 
+def _port_free(ip: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the pod's server binds: TIME_WAIT is no clash
+        try:
+            sock.bind((ip, port))
+        except OSError:
+            return False
+    return True
+
+
+def container_ports(pod: Obj) -> list[int]:
+    return sorted({int(p["containerPort"]) for c in pod["spec"].get("containers") or []
+                   for p in c.get("ports") or [] if str(p.get("containerPort", "")).isdigit()
+                   and (p.get("protocol") or "TCP") == "TCP"})
+
+
 class IpAllocator:
     def __init__(self, subnet: str) -> None:
         parts = subnet.strip(".").split(".")
@@ -168,7 +186,10 @@ class IpAllocator:
         self._used: set[str] = set()
         self._lock = threading.Lock()
 
-    def allocate(self) -> str:
+    def allocate(self, ports: Sequence[int] = ()) -> str:
+        """The next free IP. With `ports`, an IP where any of them is already bound is skipped: another sandbox on
+        the machine with the same subnet (two `sandbox up`s, parallel test sessions) would otherwise hand its pods
+        the same address, and the second pod's bind fails: a crash loop nobody injected."""
         with self._lock:
             for _ in range(256 * 254):
                 n = self._next
@@ -177,7 +198,7 @@ class IpAllocator:
                 if lo in (0, 255):
                     continue
                 ip = f"{self.prefix}.{hi}.{lo}"
-                if ip not in self._used:
+                if ip not in self._used and all(_port_free(ip, port) for port in ports):
                     self._used.add(ip)
                     return ip
         raise RuntimeError("pod subnet exhausted")
@@ -504,7 +525,7 @@ class Kubelet:
             containers[spec["name"]] = Container(
                 name=spec["name"], spec=spec, image=image, command=command, create_error=error,
                 mem_limit=parse_memory(limits.get("memory")), cpu_limit=parse_cpu(limits.get("cpu")))
-        st = PodState(meta["namespace"], meta["name"], meta["uid"], pod, self.ips.allocate(), containers)
+        st = PodState(meta["namespace"], meta["name"], meta["uid"], pod, self.ips.allocate(container_ports(pod)), containers)
         with self._lock:
             self.pods[(st.namespace, st.name)] = st
         for c in containers.values():
