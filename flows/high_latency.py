@@ -241,7 +241,8 @@ def check_metrics(ctx: Ctx) -> None:
 # ------------------------------------------------------------------------------------ 2. inspect pods
 def _detect_bad_rollout(ctx: Ctx) -> None:
     """Latency began with a new ReplicaSet: it is recent, the slow pods are its pods, and p95 was below
-    the threshold when it was created."""
+    the threshold when it was created. Without a p95 from then there is no evidence the previous revision was
+    better (it may have crashed, or served nothing): a roll-back onto it is not proposed."""
     p, st = ctx.params, ctx.status
     if st is None or st.current_replicaset is None or st.previous_replicaset is None:
         return
@@ -257,10 +258,15 @@ def _detect_bad_rollout(ctx: Ctx) -> None:
                                      at=cur.created_at))
     except RunbookError:
         pass
-    if before is not None and before * 1000 > p.p95_threshold_ms:
+    if before is None:
+        ctx.note(f"Revision {cur.revision} is recent, but there is no p95 from before it",
+                 f"no latency data at {cur.created_at:%H:%M:%S}: the previous revision {prev.revision} is not known to "
+                 "have been faster, so rolling back onto it is not proposed", "note")
+        return
+    if before * 1000 > p.p95_threshold_ms:
         return  # already slow before the rollout: not its fault
     ctx.diagnosis.bad_rollout = True
-    before_text = f"{before * 1000:.0f} ms" if before is not None else "no data"
+    before_text = f"{before * 1000:.0f} ms"
     ctx.finding("inspect-pods", f"Latency began with revision {cur.revision} (ReplicaSet {cur.name}); previous revision {prev.revision} ({prev.name})",
                 Severity.critical, detail=f"p95 when it was created: {before_text}; images {', '.join(cur.images)}",
                 kind="latency_rollout", revision=cur.revision, replicaset=cur.name, previous_replicaset=prev.name,

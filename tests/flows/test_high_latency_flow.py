@@ -23,7 +23,7 @@ from flows.high_latency import Diagnosis, cpu_millis, find_outliers, limit_patch
 from flows.params import HighLatencyParams
 from k8s_runbooks.models import ActionKind, ContainerTemplate, WorkloadStatus
 from k8s_runbooks.prom import promql
-from k8s_runbooks.sandbox.demo_workload import STRATEGIC, set_fault, wait_ready
+from k8s_runbooks.sandbox.demo_workload import STRATEGIC, ensure_workload, set_fault, wait_ready
 from tests.conftest import REPO, Sandbox
 from tests.flows.test_pod_crash_flow import Env, wait_for
 
@@ -164,6 +164,29 @@ def test_no_diagnosis_escalates_with_evidence_and_changes_nothing(env: LatencyEn
     assert any(e["kind"] == "query" and "histogram_quantile" in e["content"] for e in rec["evidence"])
     assert env.audit(result["flow_run_id"]) == []
     assert "escalated" in env.latest(result["flow_run_id"], "high-latency-communicate-status")["data"]
+
+
+def test_a_rollout_is_not_blamed_without_a_p95_from_before_it(env: LatencyEnv) -> None:
+    """The previous revision never served (scaled to zero here; crash-looping pods look the same to Prometheus):
+    every pod of the new one is "slow" against 1 ms, but nothing shows the previous revision was faster, so no
+    roll-back onto it is proposed (it used to be: CI once saw payments rolled back onto a crash-looping revision)."""
+    name = "fresh-rollout"
+    ensure_workload(env.box.kubeconfig, NS, {name: 0})
+    try:  # revision 1 must exist before the template changes, or the change is revision 1
+        wait_for(lambda: env.apps.read_namespaced_deployment(name, NS).status.observed_generation, 30, f"{name} revision 1")
+        env.apps.patch_namespaced_deployment(name, NS, {"spec": {"replicas": 2, "template": {"metadata": {"annotations": {
+            "k8s-runbooks.io/test": "second-revision"}}}}})
+        wait_ready(env.box.kubeconfig, NS, [name], timeout_s=120)
+        wait_for(lambda: env.p95_ms(name), 90, f"{name} latency in Prometheus")
+        result = env.run_flow("high-latency", **env.latency(service=name, p95_threshold_ms=1, approval="dry-run"))
+        rec = env.record_of(result["flow_run_id"], "high-latency")
+        kinds = {f["evidence"].get("kind") for f in rec["findings"]}
+        assert "latency_rollout" not in kinds and "no_diagnosis" in kinds, rec["findings"]
+        assert any("no p95 from before it" in e["event"] for e in rec["timeline"]), [e["event"] for e in rec["timeline"]]
+        assert not [a for a in env.audit(result["flow_run_id"]) if a["action"]["kind"] == "rollout_undo"]
+    finally:
+        env.apps.delete_namespaced_deployment(name, NS, _preload_content=False)
+        env.core.delete_namespaced_service(name, NS, _preload_content=False)
 
 
 def test_cpu_burn_under_a_low_limit_is_diagnosed_as_throttling_and_the_limit_patch_proposed(env: LatencyEnv) -> None:
