@@ -172,3 +172,25 @@ def test_pod_ips_taken_by_another_sandbox_are_skipped(store, tmp_path):
         rt.stop()
         for sock in squatters:
             sock.close()
+
+
+def test_a_crash_after_one_second_rolls_out_to_every_replica_of_the_demo_workload(store, runtime):
+    """`sandbox fault crash 1` is a bad rollout that passes its readiness probe and then crashes, as the drills and
+    fault tests need it: every replica of the bad revision gets created (each pod seen ready before it crashes lets
+    the rollout go on). With the demo's probe every 1 s a pod crashing at 1 s was often never seen ready, and under
+    load the rollout stuck at its first surge pod (CI: fault fixtures waited 150 s for 2 crash-looping pods)."""
+    from k8s_runbooks.sandbox.demo_workload import deployment_body
+
+    from k8s_runbooks.sandbox.kubelet import PROBE_PERIOD_ANNOTATION
+
+    body = deployment_body("shop", 3, namespace=NS)
+    assert PROBE_PERIOD_ANNOTATION in body["spec"]["template"]["metadata"]["annotations"]
+    store.create("deployments", body, namespace=NS)
+    wait_for(lambda: len(ready_pods(store, "shop")) == 3, timeout=30, what="3 ready pods")
+    store.mutate("deployments", NS, "shop", lambda d: d["spec"]["template"]["spec"]["containers"][0].__setitem__(
+        "env", [{"name": "FAULT_CRASH_AFTER_S", "value": "1"}]))
+
+    def bad_revision_everywhere() -> bool:
+        new = [r for r in _rs_of(store, "shop") if r["metadata"]["annotations"].get(REVISION) == "2"]
+        return bool(new) and new[0]["spec"]["replicas"] == 3
+    wait_for(bad_revision_everywhere, timeout=60, what="the bad revision scaled to all 3 replicas")

@@ -67,7 +67,10 @@ def deployment_body(name: str, replicas: int, namespace: str = NAMESPACE,
             "template": {
                 "metadata": {
                     "labels": labels,
-                    "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(PORT)},
+                    # The sandbox probes these pods every 250 ms (the Kubernetes minimum is 1 s): a `crash 1` fault
+                    # must be seen ready before it crashes, or the rollout stalls at its first surge pod.
+                    "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(PORT),
+                                    "sandbox.k8s-runbooks.io/probe-period-ms": "250"},  # kubelet.PROBE_PERIOD_ANNOTATION
                 },
                 "spec": {
                     "containers": [{
