@@ -18,6 +18,7 @@ from k8s_runbooks.errors import ConfigError, InvalidInput
 from k8s_runbooks.settings import Settings
 
 console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 run_app = typer.Typer(help="Run a runbook now, against the current kubeconfig and Prefect API.", no_args_is_help=True)
 
 Approval = Literal["required", "auto", "dry-run"]
@@ -67,9 +68,27 @@ def _prepare(state_dir: Path | None) -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
 
 
-def _params(model: type[Any], **values: Any) -> Any:
+SetOpt = Annotated[Optional[list[str]], typer.Option(
+    "--set", metavar="FIELD=VALUE", help="Any other field of the runbook's parameters (the run form in the UI), "
+                                         "e.g. --set stable_seconds=10; repeatable; validated like the form.")]
+
+
+def _params(model: type[Any], extra: list[str] | None = None, **values: Any) -> Any:
+    fields: dict[str, Any] = {}
+    for item in extra or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInput(f"--set takes FIELD=VALUE, got {item!r}")
+        key = key.strip()
+        if key in values:
+            raise InvalidInput(f"--set {key}: it has an option of its own", hint=f"use --{key.replace('_', '-')}")
+        if key not in model.model_fields:
+            others = sorted(set(model.model_fields) - set(values))
+            raise InvalidInput(f"--set {key}: not a parameter of this runbook", hint=f"one of {', '.join(others)}")
+        fields[key] = value
+    fields.update({k: v for k, v in values.items() if v is not None})
     try:
-        return model(**{k: v for k, v in values.items() if v is not None})
+        return model(**fields)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise InvalidInput(f"invalid parameters: {problems}") from None
@@ -92,6 +111,59 @@ def _report(flow_run_id: str, state: Any, postmortem: Path | None) -> None:
         raise typer.Exit(1)
 
 
+SubmitOpt = Annotated[bool, typer.Option(
+    "--submit", help="Create a run of the registered deployment (started by the workers: the sandbox's warm runner) "
+                     "and follow it, instead of running the flow in this process. Starts in well under a second.")]
+WaitOpt = Annotated[bool, typer.Option(help="With --submit: follow the run to its end (--no-wait: print its id and URL).")]
+_LEVELS = {10: "DEBUG", 20: "INFO", 30: "WARNING", 40: "ERROR", 50: "CRITICAL"}
+
+
+def _submit(deployment: str, params: Any, wait: bool, state_dir: Path | None) -> None:
+    """The run as an alert would create it; the CLI only follows it (no Prefect import: see k8s_runbooks.submit)."""
+    from k8s_runbooks import submit
+
+    use_sandbox_when_unconfigured(state_dir)
+    api = os.environ.get("PREFECT_API_URL")
+    if not api:
+        raise ConfigError("--submit needs PREFECT_API_URL: the server the runbook deployments are registered on",
+                          hint='e.g. eval "$(k8s-runbooks sandbox env)", or drop --submit to run it in this process')
+    ui = api.rstrip("/").removesuffix("/api")
+    rest = submit.PrefectRest(api, on_retry=lambda msg: err_console.print(f"[yellow]{msg}[/]", highlight=False))
+    try:
+        run = rest.create_run(deployment, {"params": params.model_dump(mode="json")}, ["k8s-runbooks", "cli"])
+        url = f"{ui}/runs/flow-run/{run.id}"
+        console.print(f"submitted {deployment}: flow run {run.name} ({run.id}); the workers' cluster credentials apply")
+        console.print(f"run URL:     {url}")
+        if not wait:
+            return
+
+        def on_state(view: Any) -> None:
+            console.print(f"[bold]{view.state_name}[/]" + (f": {view.message}" if view.message else ""), highlight=False)
+            if view.state_type == "PAUSED":
+                console.print(f"waiting for an approval: open {url} → Resume, and answer the typed form")
+
+        def on_log(line: dict[str, Any]) -> None:
+            if line.get("task_run_id") and str(line.get("message", "")).startswith("Finished in state Completed"):
+                return  # the engine's line per finished task: noise without the task's name
+            level = _LEVELS.get(int(line.get("level") or 20), str(line.get("level")))
+            console.print(f"{submit.log_time(line)} {level:<7} {line.get('message', '')}", highlight=False, markup=False)
+
+        try:
+            final = submit.follow(rest, run.id, on_state=on_state, on_log=on_log)
+        except KeyboardInterrupt:
+            console.print(f"stopped following; the run goes on: {url}")
+            raise typer.Exit(130) from None
+    finally:
+        rest.close()
+    colour = "green" if final.state_type == "COMPLETED" else "red"
+    console.print(f"[bold {colour}]{final.state_name}[/]: {final.message}", highlight=False)
+    console.print(f"flow run:    {final.id}")
+    console.print(f"post-mortem: written by the run on its worker (artifact `postmortem` on the run page); "
+                  f"here: k8s-runbooks postmortem {final.id}", highlight=False)
+    if final.state_type != "COMPLETED":
+        raise typer.Exit(1)
+
+
 @run_app.command("pod-crash")
 def run_pod_crash_cmd(
     namespace: Annotated[str, typer.Option("--namespace", "-n", help="Namespace of the crashing workload.")],
@@ -100,13 +172,18 @@ def run_pod_crash_cmd(
     approval_timeout: Annotated[Optional[int], typer.Option(help="Seconds to wait for an approval.")] = None,
     drill: Annotated[bool, typer.Option(help="Mark the post-mortem as a drill.")] = False,
     notes: Annotated[Optional[str], typer.Option(help="Free text for the record.")] = None,
+    submit: SubmitOpt = False,
+    wait: WaitOpt = True,
+    set_: SetOpt = None,
     sandbox_state_dir: StateDirOpt = None,
 ) -> None:
     """The pod-crash runbook: identify, contain (approval), recover, verify, communicate; then the post-mortem."""
     from flows.params import PodCrashParams
 
-    params = _params(PodCrashParams, namespace=namespace, deployment=deployment, approval=approval,
+    params = _params(PodCrashParams, set_, namespace=namespace, deployment=deployment, approval=approval,
                      approval_timeout_seconds=approval_timeout, drill=drill, notes=notes)
+    if submit:
+        return _submit("pod-crash/pod-crash", params, wait, sandbox_state_dir)
     _prepare(sandbox_state_dir)
     from flows.pod_crash import run_pod_crash
 
@@ -144,13 +221,18 @@ def run_high_latency_cmd(
     approval_timeout: Annotated[Optional[int], typer.Option(help="Seconds to wait for an approval.")] = None,
     drill: Annotated[bool, typer.Option(help="Mark the post-mortem as a drill.")] = False,
     notes: Annotated[Optional[str], typer.Option(help="Free text for the record.")] = None,
+    submit: SubmitOpt = False,
+    wait: WaitOpt = True,
+    set_: SetOpt = None,
     sandbox_state_dir: StateDirOpt = None,
 ) -> None:
     """The high-latency runbook: metrics, pods, logs, resolve by diagnosis (approval), monitor; then the post-mortem."""
     from flows.params import HighLatencyParams
 
-    params = _params(HighLatencyParams, namespace=namespace, service=service, deployment=deployment, approval=approval,
+    params = _params(HighLatencyParams, set_, namespace=namespace, service=service, deployment=deployment, approval=approval,
                      p95_threshold_ms=p95_threshold_ms, approval_timeout_seconds=approval_timeout, drill=drill, notes=notes)
+    if submit:
+        return _submit("high-latency/high-latency", params, wait, sandbox_state_dir)
     _prepare(sandbox_state_dir)
     from flows.high_latency import run_high_latency
 
@@ -168,13 +250,18 @@ def run_incident_cmd(
     approval: Annotated[str, typer.Option(help="required | auto | dry-run")] = "required",
     drill: Annotated[bool, typer.Option(help="Mark the post-mortem as a drill.")] = False,
     notes: Annotated[Optional[str], typer.Option(help="Free text for the record.")] = None,
+    submit: SubmitOpt = False,
+    wait: WaitOpt = True,
+    set_: SetOpt = None,
     sandbox_state_dir: StateDirOpt = None,
 ) -> None:
     """The incident-response plan: identify, contain, eradicate, recover, communicate — one post-mortem."""
     from flows.params import IncidentParams
 
-    params = _params(IncidentParams, namespace=namespace, service=service, deployment=deployment, alertname=alertname,
+    params = _params(IncidentParams, set_, namespace=namespace, service=service, deployment=deployment, alertname=alertname,
                      kind=kind, approval=approval, drill=drill, notes=notes)
+    if submit:
+        return _submit("incident-response/incident-response", params, wait, sandbox_state_dir)
     _prepare(sandbox_state_dir)
     from flows.incident_response import run_incident
 

@@ -19,8 +19,10 @@ CLI = [sys.executable, "-m", "k8s_runbooks.cli"]
 NS = "cli-run"
 
 
-def run_cli(box: Sandbox, tmp: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {**box.env, "K8S_RUNBOOKS_STATE_DIR": str(tmp / "state"), "K8S_RUNBOOKS_REPORTS_DIR": str(tmp / "reports")}
+def run_cli(box: Sandbox, tmp: Path, *args: str, timeout: float = 300,
+            env_over: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**box.env, "K8S_RUNBOOKS_STATE_DIR": str(tmp / "state"), "K8S_RUNBOOKS_REPORTS_DIR": str(tmp / "reports"),
+           **(env_over or {})}
     return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=timeout)
 
 
@@ -89,4 +91,82 @@ def test_runbook_parameters_are_validated_before_anything_runs(args: list[str], 
     out = subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 1
     assert "invalid parameters" in out.stderr and field in out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
+
+
+def _prefect(box: Sandbox, method: str, path: str, **kw: object) -> dict:
+    import httpx
+
+    resp = httpx.request(method, f"{box.prefect_api_url}{path}", timeout=10, **kw)  # type: ignore[arg-type]
+    resp.raise_for_status()
+    return resp.json()
+
+
+def test_submit_runs_the_deployment_on_the_workers_and_follows_it(sandbox_only: Sandbox, tmp_path: Path) -> None:
+    """`--submit`: the run is created from the registered deployment (as an alert creates it), the sandbox's warm
+    runner runs it, and the CLI shows its states and log lines as they come, then the outcome."""
+    box = sandbox_only
+    ensure_workload(box.kubeconfig, NS, {"web": 2})
+    wait_ready(box.kubeconfig, NS, ["web"], timeout_s=120)
+    before = _snapshot(box)
+    out = run_cli(box, tmp_path, "run", "pod-crash", "-n", NS, "-d", "web", "--approval", "dry-run", "--submit")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr
+    assert "submitted pod-crash/pod-crash" in out.stdout
+    run_id = re.search(r"flow run:\s+([0-9a-f-]{36})", out.stdout)
+    assert run_id, out.stdout
+    lines = out.stdout.splitlines()
+    states = [ln for ln in lines if ln in ("Pending", "Running") or ln.startswith("Completed")]
+    assert states[0] in ("Pending", "Running") and states[-1].startswith("Completed"), out.stdout
+    # the run's own log lines, streamed while it ran (before its final state), with time and level
+    first_log = next((i for i, ln in enumerate(lines) if re.match(r"\d\d:\d\d:\d\d INFO +\S", ln)), None)
+    assert first_log is not None, out.stdout
+    assert first_log < lines.index(states[-1]), out.stdout
+    assert any("Finished in state Completed('" in ln for ln in lines[first_log:lines.index(states[-1])]), out.stdout
+    assert "INFO    Finished in state Completed()" not in out.stdout  # per-task engine lines are left out
+    assert f"k8s-runbooks postmortem {run_id[1]}" in out.stdout
+
+    run = _prefect(box, "GET", f"/flow_runs/{run_id[1]}")
+    dep = _prefect(box, "GET", "/deployments/name/pod-crash/pod-crash")
+    assert run["deployment_id"] == dep["id"] and "cli" in run["tags"]
+    assert run["parameters"]["params"]["namespace"] == NS and run["parameters"]["params"]["approval"] == "dry-run"
+    assert _snapshot(box)[:2] == before[:2]  # dry-run
+
+    out = run_cli(box, tmp_path, "run", "pod-crash", "-n", NS, "-d", "web", "--approval", "dry-run", "--submit",
+                  "--no-wait")
+    assert out.returncode == 0, out.stdout + out.stderr
+    queued = re.search(r"submitted pod-crash/pod-crash: flow run \S+ \(([0-9a-f-]{36})\)", out.stdout)
+    assert queued and "Completed" not in out.stdout, out.stdout
+    deadline = time.monotonic() + 120
+    while _prefect(box, "GET", f"/flow_runs/{queued[1]}")["state"]["type"] != "COMPLETED":
+        assert time.monotonic() < deadline, "the --no-wait run never completed"
+        time.sleep(1)
+
+
+def test_submit_errors_say_what_to_do(sandbox_only: Sandbox, tmp_path: Path) -> None:
+    box = sandbox_only
+    # a server without the deployments (Prometheus answers 404 under /api/deployments/...): fail at once
+    out = run_cli(box, tmp_path, "run", "pod-crash", "-n", NS, "-d", "web", "--submit",
+                  env_over={"PREFECT_API_URL": f"{box.prometheus_url}/api"})
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stdout + out.stderr
+    assert "'pod-crash/pod-crash' is not registered" in out.stderr and "sandbox up" in out.stderr
+    # nobody listening: retried with backoff, then one line with the hint
+    out = run_cli(box, tmp_path, "run", "pod-crash", "-n", NS, "-d", "web", "--submit",
+                  env_over={"PREFECT_API_URL": "http://127.0.0.1:9/api"})
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stdout + out.stderr
+    assert "did not answer" in out.stderr and "PREFECT_API_URL" in out.stderr
+
+
+@pytest.mark.parametrize("setting, says", [
+    ("stable_seconds=abc", "stable_seconds"),         # validated like the run form
+    ("nope=1", "not a parameter of this runbook"),    # and the hint lists the fields
+    ("approval=auto", "use --approval"),              # a field with an option of its own
+    ("stable_seconds", "FIELD=VALUE"),
+])
+def test_set_fields_are_validated_before_anything_runs(setting: str, says: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("PREFECT_", "K8S_RUNBOOKS_"))}
+    env["K8S_RUNBOOKS_SANDBOX_STATE_DIR"] = str(tmp_path)
+    out = subprocess.run([*CLI, "run", "pod-crash", "-n", "shop", "-d", "checkout", "--set", setting, "--submit"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 1 and says in out.stderr, out.stderr
     assert "Traceback" not in out.stderr + out.stdout
