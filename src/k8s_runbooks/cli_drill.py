@@ -6,7 +6,6 @@ from typing import Literal
 
 import typer
 from rich.console import Console
-from rich.markdown import Markdown
 
 from k8s_runbooks.drills.model import DrillParams, FaultSpec
 from k8s_runbooks.errors import InvalidInput
@@ -26,6 +25,8 @@ def _params(namespace: str, deployment: str, dry_run: bool, approval: str, respo
 
 
 def _run(scenario: Literal["pod-crash", "latency"], params: DrillParams) -> None:
+    from rich.markdown import Markdown  # markdown-it: only for the commands that print Markdown
+
     from flows.drills import drill_latency, drill_pod_crash, plan_markdown, scorecard_of
 
     console.print(Markdown(plan_markdown(scenario, params)))

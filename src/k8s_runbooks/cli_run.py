@@ -122,7 +122,8 @@ def _submit(deployment: str, params: Any, wait: bool, state_dir: Path | None) ->
     """The run as an alert would create it; the CLI only follows it (no Prefect import: see k8s_runbooks.submit)."""
     from k8s_runbooks import submit
 
-    use_sandbox_when_unconfigured(state_dir)
+    if not os.environ.get("PREFECT_API_URL"):  # only the API matters here: the workers bring their own cluster
+        use_sandbox_when_unconfigured(state_dir)
     api = os.environ.get("PREFECT_API_URL")
     if not api:
         raise ConfigError("--submit needs PREFECT_API_URL: the server the runbook deployments are registered on",

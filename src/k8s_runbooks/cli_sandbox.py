@@ -15,9 +15,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from k8s_runbooks.sandbox import demo_workload, launchers, supervisor
+from k8s_runbooks.sandbox import launchers, supervisor
 from k8s_runbooks.sandbox.binaries import SandboxError, ensure_binaries, tools_dir
-from k8s_runbooks.sandbox.demo_workload import FAULT_KINDS
+from k8s_runbooks.sandbox.fault_kinds import FAULT_KINDS
 from k8s_runbooks.settings import Settings
 
 console = Console(width=None if sys.stdout.isatty() else 120)
@@ -240,6 +240,8 @@ def demo(
         console.print("clearing faults left from an earlier run: " + ", ".join(f"shop/{n}" for n in result.faulted))
         for name in result.faulted:
             supervisor.fault(cfg, "clear", "shop", name)
+        from k8s_runbooks.sandbox import demo_workload
+
         demo_workload.wait_ready(cfg.kubeconfig, names=list(result.faulted), timeout_s=120)
     if scenario == "drill":
         _demo_drill(cfg)

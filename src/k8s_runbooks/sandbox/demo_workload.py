@@ -15,6 +15,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from k8s_runbooks.errors import InvalidInput, RunbookError, TransientError, from_http_status
+from k8s_runbooks.sandbox.fault_kinds import FAULT_KINDS, FAULT_VARS, FAULTS  # noqa: F401 - re-exported
 
 NAMESPACE = "shop"
 IMAGE = "sandbox/shop:1"
@@ -23,16 +24,6 @@ DEPLOYMENTS: dict[str, int] = {"checkout": 3, "payments": 2}
 REQUEST_TIMEOUT_S = 10.0
 STRATEGIC = "application/strategic-merge-patch+json"
 
-# fault kind -> (env var, default value)
-FAULTS: dict[str, tuple[str, str]] = {
-    "crash": ("FAULT_CRASH_AFTER_S", "2"),
-    "latency": ("FAULT_LATENCY_MS", "800"),
-    "oom": ("FAULT_LEAK_MB_PER_S", "64"),
-    "errors": ("FAULT_ERROR_RATE", "0.5"),
-    "cpu": ("FAULT_CPU_BURN", "1.0"),
-}
-FAULT_VARS = [var for var, _ in FAULTS.values()] + ["FAULT_MESSAGE"]
-FAULT_KINDS = [*FAULTS, "clear"]
 
 
 def api_client(kubeconfig: Path) -> client.ApiClient:
@@ -55,7 +46,7 @@ def namespace_body(namespace: str = NAMESPACE) -> dict[str, Any]:
 
 
 def deployment_body(name: str, replicas: int, namespace: str = NAMESPACE,
-                    env: dict[str, str] | None = None) -> dict[str, Any]:
+                    env: dict[str, str] | None = None, probe_period_ms: int = 250) -> dict[str, Any]:
     labels = {"app": name}
     container_env = [{"name": k, "value": v} for k, v in (env or {}).items()]
     return {
@@ -67,10 +58,11 @@ def deployment_body(name: str, replicas: int, namespace: str = NAMESPACE,
             "template": {
                 "metadata": {
                     "labels": labels,
-                    # The sandbox probes these pods every 250 ms (the Kubernetes minimum is 1 s): a `crash 1` fault
-                    # must be seen ready before it crashes, or the rollout stalls at its first surge pod.
+                    # The sandbox probes these pods every 250 ms by default (the Kubernetes minimum is 1 s): a
+                    # `crash 1` fault must be seen ready before it crashes, or the rollout stalls at its first surge
+                    # pod. Benchmarks that compare with kubectl keep 1000, a real cluster's pace.
                     "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(PORT),
-                                    "sandbox.k8s-runbooks.io/probe-period-ms": "250"},  # kubelet.PROBE_PERIOD_ANNOTATION
+                                    "sandbox.k8s-runbooks.io/probe-period-ms": str(probe_period_ms)},  # kubelet.PROBE_PERIOD_ANNOTATION
                 },
                 "spec": {
                     "containers": [{
@@ -105,7 +97,7 @@ def ensure_demo_workload(kubeconfig: Path) -> list[str]:
 
 
 def ensure_workload(kubeconfig: Path, namespace: str, deployments: dict[str, int],
-                    env: dict[str, str] | None = None) -> list[str]:
+                    env: dict[str, str] | None = None, probe_period_ms: int = 250) -> list[str]:
     """Namespace + one shop Deployment and Service per name (idempotent); also used by tests and drills."""
     api = api_client(kubeconfig)
     core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
@@ -117,7 +109,7 @@ def ensure_workload(kubeconfig: Path, namespace: str, deployments: dict[str, int
                    service_body(name, namespace)):
             created.append(f"service/{name}")
         if _create(f"create deployment {namespace}/{name}", apps.create_namespaced_deployment, namespace,
-                   deployment_body(name, replicas, namespace, env)):
+                   deployment_body(name, replicas, namespace, env, probe_period_ms)):
             created.append(f"deployment/{name}")
     return created
 

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from k8s_runbooks.sandbox import demo_workload, launchers
+from k8s_runbooks.sandbox import launchers
 from k8s_runbooks.sandbox.binaries import SandboxError, ensure_binaries
 from k8s_runbooks.sandbox.launchers import Component, SandboxPorts
 from k8s_runbooks.settings import Settings
@@ -192,6 +192,8 @@ def up(cfg: SandboxConfig, demo: bool = True, demo_timeout_s: float = 120.0) -> 
     result.components.sort(key=lambda s: ORDER.index(s.name))
     if demo:
         t0 = time.monotonic()
+        from k8s_runbooks.sandbox import demo_workload  # the Kubernetes client: only where it is used
+
         result.created = demo_workload.ensure_demo_workload(cfg.kubeconfig)
         # A deployment left with a fault (e.g. an earlier demo) may never become ready: don't wait for it.
         for name in demo_workload.DEPLOYMENTS:
@@ -285,6 +287,8 @@ def fault(cfg: SandboxConfig, kind: str, namespace: str, deployment: str, value:
           message: str | None = None) -> dict[str, Any]:
     if not cfg.kubeconfig.exists():
         raise SandboxError(f"no kubeconfig at {cfg.kubeconfig}; run `k8s-runbooks sandbox up` first")
+    from k8s_runbooks.sandbox import demo_workload
+
     return demo_workload.set_fault(cfg.kubeconfig, namespace, deployment, kind, value, message)
 
 
