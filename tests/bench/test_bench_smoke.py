@@ -53,7 +53,9 @@ def check_overhead(data: dict[str, Any]) -> None:
     [row] = data["rounds"]
     for who in ("script", "runbook"):
         assert number(row[who]["wall_s"]) and number(row[who]["cpu_s"]), row[who]
-    assert number(row["deployment"]["wall_s"]) and number(row["deployment"]["to_recovered_s"]), row["deployment"]
+    for who in ("deployment", "submit"):
+        assert number(row[who]["wall_s"]) and number(row[who]["to_recovered_s"]), row[who]
+    assert number(data["submit_ratio_to_recovered_median"])
     assert row["script"]["steps_s"], "the manual script timed no step"
     assert number(row["runbook"]["to_recovered_s"]), "the runbook never noted the workload recovered"
     assert number(data["script_s_median"]) and number(data["runbook_s_median"])
