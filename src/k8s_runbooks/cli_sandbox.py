@@ -165,7 +165,7 @@ def _follow_alert_runs(cfg: supervisor.SandboxConfig, since: datetime, deploymen
                 if seen.get(str(run.id)) != state:
                     if str(run.id) not in seen:
                         console.print(f"receiver created run [bold]{run.name}[/] for alert {run.idempotency_key or '-'}: "
-                                      f"{ui}/runs/flow-run/{run.id}", highlight=False)
+                                      f"{ui}/runs/flow-run/{run.id}", highlight=False, soft_wrap=True)
                     console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {run.name}: {state}", highlight=False)
                     seen[str(run.id)] = state
             if runs and all(r.state is not None and r.state.is_final() for r in runs):
@@ -181,7 +181,7 @@ def _follow_alert_runs(cfg: supervisor.SandboxConfig, since: datetime, deploymen
         message = run.state.message if run.state and run.state.message else ""
         console.print(f"{run.name}: [bold]{run.state.name if run.state else '?'}[/] {message}", highlight=False)
         path = build_postmortem(str(run.id), cfg.state_dir / "reports" / str(run.id) / "postmortem.md")
-        console.print(f"  post-mortem: {path}", highlight=False)
+        console.print(f"  post-mortem: {path}", highlight=False, soft_wrap=True)  # a path to copy: never broken
 
 
 SCENARIOS = {
@@ -256,6 +256,8 @@ def demo(
     supervisor.fault(cfg, kind, "shop", "checkout", value, message)
     console.print(f"$ k8s-runbooks sandbox fault {kind} --namespace shop --deployment checkout --value {value}")
     console.rule("3. kubectl get pods -n shop")
+    am_url = f"http://127.0.0.1:{cfg.ports.alertmanager}"
+    labels = {"namespace": "shop", "deployment": "checkout"} if kind == "crash" else {"namespace": "shop", "service": "checkout"}
     deadline, last = time.monotonic() + 120, ""
     while time.monotonic() < deadline:
         out = subprocess.run([*kubectl, "get", "pods", "-n", "shop"], capture_output=True, text=True,
@@ -265,13 +267,17 @@ def demo(
             last = out
         if pod_status is None or pod_status in out:
             break
+        # The alert path can be quicker than the back-off: the alert fires on the first restarts and the
+        # auto-approved runbook may roll back before any pod shows CrashLoopBackOff.
+        if pod_status and supervisor.firing_alerts(am_url, alertname, labels):
+            console.print(f"{alertname} fired on the first restarts, before any pod showed {pod_status}: "
+                          "the runbook is already on it", highlight=False)
+            break
         time.sleep(2)
     else:
         raise SandboxError(f"no checkout pod reached {pod_status} within 120s",
                            hint=f"see {cfg.state_dir / 'logs' / 'cluster.log'}")
     console.rule(f"4. the {alertname} alert in Alertmanager")
-    am_url = f"http://127.0.0.1:{cfg.ports.alertmanager}"
-    labels = {"namespace": "shop", "deployment": "checkout"} if kind == "crash" else {"namespace": "shop", "service": "checkout"}
     alerts = supervisor.wait_for_alert(am_url, alertname, labels)
     table = Table("alert", "namespace", "deployment/service", "severity", "runbook", "since (UTC)", "summary")
     for alert in alerts:
