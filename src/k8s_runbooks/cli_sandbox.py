@@ -222,6 +222,34 @@ def _demo_drill(cfg: supervisor.SandboxConfig, steady_timeout_s: float = 180.0) 
                   fault="crash", value="2")
 
 
+def _wait_for_baseline_p95(cfg: supervisor.SandboxConfig, timeout_s: float = 90.0, threshold_s: float = 0.3) -> None:
+    """The high-latency runbook blames a rollout only when p95 was fine before it: with no p95 from then (a sandbox
+    up a second ago) it escalates instead. A real service has a history; the demo waits for a healthy one (and so
+    never starts while an earlier demo's latency is still in the 5-minute window, its alert still firing)."""
+    import httpx
+
+    from k8s_runbooks.prom import promql
+
+    query = promql.latency_quantile("shop", "checkout", 0.95, "5m")
+    url = f"http://127.0.0.1:{cfg.ports.prometheus}/api/v1/query"
+    deadline = time.monotonic() + timeout_s
+    with console.status("waiting for a baseline p95 of shop/checkout in Prometheus ..."):
+        while time.monotonic() < deadline:
+            try:
+                result = httpx.get(url, params={"query": query}, timeout=5).json()["data"]["result"]
+            except (httpx.HTTPError, ValueError, KeyError):
+                result = []
+            values = [float(r["value"][1]) for r in result if r["value"][1] not in ("NaN", "+Inf")]
+            if values and values[0] < threshold_s:
+                console.print(f"baseline p95 of shop/checkout: {values[0] * 1000:.0f} ms", highlight=False)
+                return
+            time.sleep(1)
+    last = f"{values[0] * 1000:.0f} ms" if values else "no data"
+    raise SandboxError(f"no healthy p95 of shop/checkout (< {threshold_s * 1000:.0f} ms) within {timeout_s:.0f}s: {last}",
+                       hint="an earlier latency demo's data leaves the 5-minute window within 5 minutes: run it again "
+                            f"then; or see {cfg.state_dir / 'logs' / 'prometheus.log'}")
+
+
 def demo(
     state_dir: StateDir = None,
     scenario: Annotated[str, typer.Option(help="crash: the pod-crash story; latency: a latency incident through the incident-response plan, "
@@ -250,6 +278,8 @@ def demo(
     kind, value, pod_status, alertname, runbook_deployment, target = SCENARIOS[scenario]
     kubectl = [_kubectl(), "--kubeconfig", str(cfg.kubeconfig)]
     env = {**os.environ, "KUBECONFIG": str(cfg.kubeconfig)}
+    if kind == "latency":
+        _wait_for_baseline_p95(cfg)
     console.rule(f"2. inject a {kind} fault into shop/checkout")
     injected_at = datetime.now(timezone.utc)
     message = "demo: payment gateway client panicked" if kind == "crash" else None
