@@ -17,6 +17,7 @@ from tests.conftest import Sandbox
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 CLI = [sys.executable, "-m", "k8s_runbooks.cli"]
 NS = "cli-run"
+SUBMIT_TARGET = "web-submit"
 
 
 def run_cli(box: Sandbox, tmp: Path, *args: str, timeout: float = 300,
@@ -35,10 +36,10 @@ def test_bad_parameters_are_one_clear_line(sandbox: Sandbox, tmp_path: Path) -> 
     assert out.returncode == 1 and "approval" in out.stderr and "Traceback" not in out.stderr
 
 
-def _snapshot(box: Sandbox) -> tuple[int | None, str, list[str]]:
+def _snapshot(box: Sandbox, name: str = "web") -> tuple[int | None, str, list[str]]:
     apps = k8s.AppsV1Api(api_client(box.kubeconfig))
-    dep = apps.read_namespaced_deployment("web", NS)
-    pods = k8s.CoreV1Api(api_client(box.kubeconfig)).list_namespaced_pod(NS)
+    dep = apps.read_namespaced_deployment(name, NS)
+    pods = k8s.CoreV1Api(api_client(box.kubeconfig)).list_namespaced_pod(NS, label_selector=f"app={name}")
     return dep.spec.replicas, dep.metadata.annotations.get("deployment.kubernetes.io/revision", ""), sorted(
         p.metadata.name for p in pods.items if not p.metadata.deletion_timestamp)
 
@@ -106,10 +107,11 @@ def test_submit_runs_the_deployment_on_the_workers_and_follows_it(sandbox_only: 
     """`--submit`: the run is created from the registered deployment (as an alert creates it), the sandbox's warm
     runner runs it, and the CLI shows its states and log lines as they come, then the outcome."""
     box = sandbox_only
-    ensure_workload(box.kubeconfig, NS, {"web": 2})
-    wait_ready(box.kubeconfig, NS, ["web"], timeout_s=120)
-    before = _snapshot(box)
-    out = run_cli(box, tmp_path, "run", "pod-crash", "-n", NS, "-d", "web", "--approval", "dry-run", "--submit")
+    # Its own Deployment: the dry-run test above leaves `web` crash-looping.
+    ensure_workload(box.kubeconfig, NS, {SUBMIT_TARGET: 2})
+    wait_ready(box.kubeconfig, NS, [SUBMIT_TARGET], timeout_s=120)
+    before = _snapshot(box, SUBMIT_TARGET)
+    out = run_cli(box, tmp_path, "run", "pod-crash", "-n", NS, "-d", SUBMIT_TARGET, "--approval", "dry-run", "--submit")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Traceback" not in out.stderr
     assert "submitted pod-crash/pod-crash" in out.stdout
@@ -130,9 +132,10 @@ def test_submit_runs_the_deployment_on_the_workers_and_follows_it(sandbox_only: 
     dep = _prefect(box, "GET", "/deployments/name/pod-crash/pod-crash")
     assert run["deployment_id"] == dep["id"] and "cli" in run["tags"]
     assert run["parameters"]["params"]["namespace"] == NS and run["parameters"]["params"]["approval"] == "dry-run"
-    assert _snapshot(box)[:2] == before[:2]  # dry-run
+    assert run["parameters"]["params"]["deployment"] == SUBMIT_TARGET
+    assert _snapshot(box, SUBMIT_TARGET)[:2] == before[:2]  # dry-run
 
-    out = run_cli(box, tmp_path, "run", "pod-crash", "-n", NS, "-d", "web", "--approval", "dry-run", "--submit",
+    out = run_cli(box, tmp_path, "run", "pod-crash", "-n", NS, "-d", SUBMIT_TARGET, "--approval", "dry-run", "--submit",
                   "--no-wait")
     assert out.returncode == 0, out.stdout + out.stderr
     queued = re.search(r"submitted pod-crash/pod-crash: flow run \S+ \(([0-9a-f-]{36})\)", out.stdout)

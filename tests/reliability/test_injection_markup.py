@@ -84,6 +84,7 @@ def _harmless(text: str, i: int) -> str:
 @example(texts=["- - nested"] * N_TEXTS)
 @example(texts=["&lt;script&gt;"] * N_TEXTS)
 @example(texts=["---"] * N_TEXTS)
+@example(texts=["a" * 5000] * N_TEXTS)  # a chart path over PATH_MAX (ENAMETOOLONG): "missing", not a crash
 def test_no_markup_from_incident_text(texts: list[str]) -> None:
     pm = _postmortem(texts)
     harmless = _postmortem([_harmless(t, i) for i, t in enumerate(texts)])

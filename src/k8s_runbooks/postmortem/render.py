@@ -45,10 +45,13 @@ def _chart_src(chart: ChartRef, base_dir: Path | None, inline: bool) -> str | No
     """Where the image comes from: a data: URI (self-contained HTML), a path relative to the report, or
     the stored path; None when the file is gone."""
     path = Path(chart.path)
-    if not path.is_file():
+    try:  # the path comes from an artifact: too long, unreadable or gone is "missing", never a failed report
+        if not path.is_file():
+            return None
+        if inline:
+            return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+    except OSError:
         return None
-    if inline:
-        return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
     if base_dir is not None:
         return Path(os.path.relpath(path.resolve(), base_dir.resolve())).as_posix()
     return path.as_posix()
