@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 Source = Literal["alertmanager", "grafana", "sentry"]
 SOURCES: tuple[Source, ...] = ("alertmanager", "grafana", "sentry")
@@ -50,6 +50,17 @@ def labels_fingerprint(labels: dict[str, str]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _in_utc(value: datetime) -> datetime:
+    """Every timestamp must have a UTC equivalent (0001-01-01T00:00:00+05:00 has none): a 422, not a 500 later."""
+    try:
+        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError("timestamp out of range once converted to UTC") from None
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_in_utc)]
+
+
 def utc_iso(value: datetime) -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
@@ -71,8 +82,8 @@ class AlertmanagerAlert(_Payload):
     status: Status
     labels: Labels
     annotations: Annotations = Field(default_factory=dict)
-    starts_at: datetime = Field(alias="startsAt")
-    ends_at: datetime | None = Field(default=None, alias="endsAt")
+    starts_at: UtcDatetime = Field(alias="startsAt")
+    ends_at: UtcDatetime | None = Field(default=None, alias="endsAt")
     generator_url: str | None = Field(default=None, alias="generatorURL", max_length=8192)
     fingerprint: str | None = Field(default=None, max_length=128)
 
@@ -144,7 +155,7 @@ class SentryEvent(_Payload):
     issue_id: int | Annotated[str, StringConstraints(min_length=1, max_length=64)]
     title: str = Field(default="", max_length=8192)
     level: str = Field(default="error", max_length=32)
-    datetime_: datetime = Field(alias="datetime")
+    datetime_: UtcDatetime = Field(alias="datetime")
     project: int | str | None = None
     environment: str | None = Field(default=None, max_length=256)
     tags: list[tuple[str, str | None]] = Field(default_factory=list, max_length=512)
