@@ -16,20 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from k8s_runbooks.models import utcnow
 from k8s_runbooks.names import DNS_LABEL, DNS_SUBDOMAIN, kube_context_field
+from k8s_runbooks.sandbox.fault_kinds import FAULTS
 
 DRILLS_LABEL = "k8s-runbooks.io/drills"
 DRILLS_ALLOWED = "allowed"
 
 Scenario = Literal["pod-crash", "latency"]
 FaultKind = Literal["crash", "latency", "cpu", "oom", "errors", "pod-kill", "custom"]
-# env-var faults of the shop image (any image honouring the same variables works)
-ENV_FAULTS: dict[str, tuple[str, str]] = {
-    "crash": ("FAULT_CRASH_AFTER_S", "1"),
-    "latency": ("FAULT_LATENCY_MS", "800"),
-    "cpu": ("FAULT_CPU_BURN", "1.0"),
-    "oom": ("FAULT_LEAK_MB_PER_S", "64"),
-    "errors": ("FAULT_ERROR_RATE", "0.5"),
-}
+# env-var faults of the shop image (any image honouring the same variables works); a drill's crash comes sooner
+ENV_FAULTS: dict[str, tuple[str, str]] = {**FAULTS, "crash": (FAULTS["crash"][0], "1")}
 FAULT_MESSAGE_VAR = "FAULT_MESSAGE"
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 

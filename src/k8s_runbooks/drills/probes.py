@@ -6,7 +6,8 @@ import math
 
 from k8s_runbooks.drills.alertmanager import firing_alerts
 from k8s_runbooks.drills.kube_faults import active_env
-from k8s_runbooks.drills.model import ENV_FAULTS, FAULT_MESSAGE_VAR, ProbeResult, SteadyState, SteadyStateReport
+from k8s_runbooks.drills.model import ProbeResult, SteadyState, SteadyStateReport
+from k8s_runbooks.sandbox.fault_kinds import FAULT_VARS
 from k8s_runbooks.errors import RunbookError
 from k8s_runbooks.kube.client import get_kube
 from k8s_runbooks.kube.pods import read_deployment
@@ -14,7 +15,6 @@ from k8s_runbooks.prom import promql
 from k8s_runbooks.prom.client import PromClient
 from k8s_runbooks.settings import Settings, get_settings
 
-FAULT_VARS = [v for v, _ in ENV_FAULTS.values()] + [FAULT_MESSAGE_VAR]
 
 
 def probe_replicas(namespace: str, deployment: str, ss: SteadyState, settings: Settings) -> ProbeResult:
