@@ -30,6 +30,7 @@ HTTP_TIMEOUT_S = 2.0
 STOP_GRACE_S = 10.0
 
 _children: dict[int, subprocess.Popen[bytes]] = {}  # reaped on stop/poll so dead children are not zombies
+_exited: dict[int, int] = {}  # return codes of children found dead, for start-up error messages
 
 
 @dataclass
@@ -78,6 +79,7 @@ def owned_process(pid: int, state_dir: Path, marker: str = "", since: float | No
     child = _children.get(pid)
     if child is not None and child.poll() is not None:
         _children.pop(pid, None)
+        _exited[pid] = child.returncode
         return None
     try:
         proc = psutil.Process(pid)
@@ -179,7 +181,7 @@ def wait_healthy(state_dir: Path, comp: Component, pid: int) -> None:
     healthy = False
     while time.monotonic() < deadline:
         if owned_process(pid, state_dir, comp.marker) is None:
-            raise SandboxError(f"{comp.name} exited during start-up; {log_excerpt(state_dir, comp.name)}")
+            raise SandboxError(f"{comp.name} {exit_reason(pid)} during start-up; {log_excerpt(state_dir, comp.name)}")
         if not healthy:
             healthy = is_healthy(comp)
         if healthy and (comp.extra_ready is None or comp.extra_ready()):
@@ -187,6 +189,20 @@ def wait_healthy(state_dir: Path, comp: Component, pid: int) -> None:
         time.sleep(0.2)
     what = comp.extra_ready_what if healthy else f"{comp.health_url} answering 200"
     raise SandboxError(f"{comp.name} not ready after {comp.timeout_s:.0f}s (waiting for {what}); {log_excerpt(state_dir, comp.name)}")
+
+
+def exit_reason(pid: int) -> str:
+    """'exited with code 1', 'was killed by SIGKILL' or 'exited' (not our child: no status to read)."""
+    code = _exited.pop(pid, None)
+    if code is None:
+        return "exited"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"was killed by {name}"
+    return f"exited with code {code}"
 
 
 def log_excerpt(state_dir: Path, name: str, lines: int = 5) -> str:
