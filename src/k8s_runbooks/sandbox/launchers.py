@@ -241,8 +241,10 @@ def stop_pid(pid: int, grace_s: float = STOP_GRACE_S) -> bool:
             break
         time.sleep(0.1)
     else:
-        _signal([m for m in members if _alive(m)], signal.SIGKILL, group if group == pid else None)
-        psutil.wait_procs([m for m in members if _alive(m)], timeout=5)
+        alive = [m for m in members if _alive(m)]
+        if alive:  # once the whole group is gone its id may be reused: never signal it then
+            _signal(alive, signal.SIGKILL, group if group == pid else None)
+            psutil.wait_procs([m for m in alive if _alive(m)], timeout=5)
     _reap(pid)
     return True
 
