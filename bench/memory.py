@@ -247,7 +247,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 time.sleep(args.rest)
                 rest_window = (t_rest, time.monotonic())
                 load_out = directory / "load.json"
-                cmd = [sys.executable, str(HERE / "_storm_load.py"), "--url", receiver_url, "--token", token,
+                cmd = [sys.executable, str(HERE / "_storm_load.py"), "--url", receiver_url, f"--token={token}",
                        "--out", str(load_out), "--notifications", str(args.notifications),
                        "--fingerprints", str(args.fingerprints), "--resolved-fraction", "0", "--concurrency", "8"]
                 t_storm = time.monotonic()

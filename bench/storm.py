@@ -327,7 +327,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             sampler = Sampler(url, receiver.proc.pid)
             sampler.start()
             load_out = tmp / "load.json"
-            cmd = [sys.executable, str(HERE / "_storm_load.py"), "--url", url, "--token", TOKEN, "--out", str(load_out),
+            cmd = [sys.executable, str(HERE / "_storm_load.py"), "--url", url, f"--token={TOKEN}", "--out", str(load_out),
                    "--notifications", str(args.notifications), "--fingerprints", str(args.fingerprints),
                    "--resolved-fraction", str(args.resolved_fraction), "--concurrency", str(args.concurrency),
                    "--seed", str(args.seed)]

@@ -17,6 +17,7 @@ import math
 import re
 import statistics
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -41,7 +42,7 @@ from tasks.logs import container_logs
 from tasks.metrics import prom_instant, prom_range
 
 # Prefect's default cache policy (inputs + run id) would answer a repeated identical query from the first call.
-from tasks.pods import find_unhealthy_pods, workload_status
+from tasks.pods import describe_pod, find_unhealthy_pods, workload_status
 from tasks.sentry import sentry_on_failure
 
 FLOW = "high-latency"
@@ -239,6 +240,22 @@ def check_metrics(ctx: Ctx) -> None:
 
 
 # ------------------------------------------------------------------------------------ 2. inspect pods
+def split_slow_pods(slow: Iterable[str], replicaset: str, going_away: Callable[[str], bool]) -> tuple[list[str], list[str]]:
+    """(slow pods of `replicaset`, slow pods of other revisions that are still there). Pods the rollout already
+    replaced (deleted or being deleted) are in neither: only Prometheus' rate window still remembers them."""
+    ours = sorted(pod for pod in slow if pod.startswith(f"{replicaset}-"))
+    others = sorted(pod for pod in slow if not pod.startswith(f"{replicaset}-") and not going_away(pod))
+    return ours, others
+
+
+def _going_away(namespace: str, pod: str) -> bool:
+    """Deleted or being deleted (e.g. by the rollout that replaced it)."""
+    try:
+        return describe_pod(namespace, pod).terminating
+    except NotFound:
+        return True
+
+
 def _detect_bad_rollout(ctx: Ctx) -> None:
     """Latency began with a new ReplicaSet: it is recent, the slow pods are its pods, and p95 was below
     the threshold when it was created. Without a p95 from then there is no evidence the previous revision was
@@ -249,8 +266,14 @@ def _detect_bad_rollout(ctx: Ctx) -> None:
     cur, prev = st.current_replicaset, st.previous_replicaset
     if cur.created_at is None or cur.created_at < utcnow() - timedelta(minutes=p.incident_window_minutes):
         return
-    # A ReplicaSet names its pods `<replicaset>-<suffix>`; the slow pods come from Prometheus labels.
-    if not all(pod.startswith(f"{cur.name}-") for pod in ctx.diagnosis.slow):
+    # A ReplicaSet names its pods `<replicaset>-<suffix>`; the slow pods come from Prometheus labels, which
+    # still name pods the rollout replaced seconds ago: those do not speak against the new revision.
+    ours, others = split_slow_pods(ctx.diagnosis.slow, cur.name, lambda pod: _going_away(p.namespace, pod))
+    if not ours:
+        return
+    if others:
+        ctx.note(f"Revision {cur.revision} is recent, but pods of other revisions are slow too",
+                 f"{', '.join(others)}: the slowness is not the new revision's alone, so rolling back is not proposed", "note")
         return
     before: float | None = None
     try:

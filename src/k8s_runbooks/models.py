@@ -50,6 +50,7 @@ class PodDiagnosis(Model):
     node: str | None = None
     pod_ip: str | None = None
     created_at: datetime | None = None
+    terminating: bool = Field(False, description="deletion requested (metadata.deletionTimestamp set): the pod is going away")
     owner_chain: list[str] = Field(default_factory=list, description="e.g. ['ReplicaSet/checkout-5d9f', 'Deployment/checkout']")
     containers: list[ContainerDiagnosis] = Field(default_factory=list)
     conditions: dict[str, str] = Field(default_factory=dict, description="condition type -> status")

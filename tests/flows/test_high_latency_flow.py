@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from flows.high_latency import Diagnosis, cpu_millis, find_outliers, limit_patch, rank_actions
+from flows.high_latency import Diagnosis, cpu_millis, find_outliers, limit_patch, rank_actions, split_slow_pods
 from flows.params import HighLatencyParams
 from k8s_runbooks.models import ActionKind, ContainerTemplate, WorkloadStatus
 from k8s_runbooks.prom import promql
@@ -60,6 +60,20 @@ def test_outliers_are_pods_much_slower_than_the_median_not_a_slow_service() -> N
     assert slow == {"c": 900} and outliers == ["c"]
     slow, outliers = find_outliers({"a": 800, "b": 820, "c": 810}, 300, 2.0)
     assert set(slow) == {"a", "b", "c"} and outliers == []  # service-wide: restarting pods would not help
+
+
+def test_pods_a_rollout_replaced_do_not_speak_against_it_but_live_pods_of_other_revisions_do() -> None:
+    gone = {"web-old-a"}  # CI: Prometheus' 20 s window still held a replaced pod's slow requests
+    looked_up: list[str] = []
+
+    def going_away(pod: str) -> bool:
+        looked_up.append(pod)
+        return pod in gone
+
+    assert split_slow_pods({"web-new-x": 900, "web-new-y": 950, "web-old-a": 400}, "web-new", going_away) == (["web-new-x", "web-new-y"], [])
+    assert looked_up == ["web-old-a"]  # only pods of other revisions are looked up
+    assert split_slow_pods({"web-new-x": 900, "web-old-b": 700}, "web-new", going_away) == (["web-new-x"], ["web-old-b"])
+    assert split_slow_pods({"web-old-b": 700}, "web-new", going_away) == ([], ["web-old-b"])
 
 
 def test_cpu_limit_patch_and_diff() -> None:

@@ -218,6 +218,7 @@ def diagnose(pod: k8s.V1Pod, owner_chain: list[str] | None = None) -> PodDiagnos
         node=pod.spec.node_name if pod.spec else None,
         pod_ip=status.pod_ip,
         created_at=pod.metadata.creation_timestamp,
+        terminating=pod.metadata.deletion_timestamp is not None,
         owner_chain=owner_chain,
         containers=containers,
         conditions=conditions,

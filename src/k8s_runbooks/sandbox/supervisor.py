@@ -107,7 +107,7 @@ def receiver_token(cfg: SandboxConfig, create: bool = False) -> str | None:
     elif path.exists():
         return path.read_text().strip() or None
     elif create:
-        token = secrets.token_urlsafe(32)
+        token = secrets.token_hex(32)  # no "-": a token passed as a command-line value is never read as an option
     else:
         return None
     if create:
