@@ -72,9 +72,9 @@ def alert_body(fp: str, index: int, status: str, receiver: str = "runbooks") -> 
     return json.dumps(payload, separators=(",", ":")).encode()
 
 
-def make_plan(total: int, fingerprints: int, resolved_fraction: float, seed: int) -> Plan:
+def make_plan(total: int, fingerprints: int, resolved_fraction: float, seed: int, first_index: int = 0) -> Plan:
     rng = random.Random(seed)
-    fps = [fingerprint(i) for i in range(fingerprints)]
+    fps = [fingerprint(first_index + i) for i in range(fingerprints)]
     n_resolved = round(fingerprints * resolved_fraction)
     resolved = set(rng.sample(fps, n_resolved))
     resolve_repeats = 3
@@ -90,7 +90,7 @@ def make_plan(total: int, fingerprints: int, resolved_fraction: float, seed: int
         fp = rng.choice(fps)
         events.append((rng.uniform(first[fp], end[fp]), fp, "firing"))
     events.sort()
-    index = {fp: i for i, fp in enumerate(fps)}
+    index = {fp: first_index + i for i, fp in enumerate(fps)}
     bodies: dict[tuple[str, str], bytes] = {}
     out = []
     for _, fp, status in events:
@@ -240,9 +240,11 @@ def main() -> int:
     parser.add_argument("--resolved-fraction", type=float, default=0.2)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--first-index", type=int, default=0,
+                        help="number the alerts from here: a second storm with new fingerprints starts new runs")
     parser.add_argument("--timeout", type=float, default=30.0, help="per request, seconds")
     args = parser.parse_args()
-    plan = make_plan(args.notifications, args.fingerprints, args.resolved_fraction, args.seed)
+    plan = make_plan(args.notifications, args.fingerprints, args.resolved_fraction, args.seed, args.first_index)
     try:
         import uvloop
     except ImportError:

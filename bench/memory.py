@@ -1,7 +1,7 @@
 """Memory of the sandbox's long-running processes at rest, during an alert storm (and the runbook runs it starts),
 and after.
 
-    .venv/bin/python bench/memory.py [--quick] [--out FILE] [--notifications N] [--fingerprints N]
+    .venv/bin/python bench/memory.py [--quick] [--out FILE] [--notifications N] [--fingerprints N] [--storms N]
 
 Starts `k8s-runbooks sandbox up --no-demo` on free ports in a temporary state dir, with receiver routes of its
 own that send the storm's alerts (PodCrashLooping, namespace `storm`) to pod-crash in **dry-run**: the namespace
@@ -246,32 +246,50 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 t_rest = time.monotonic()
                 time.sleep(args.rest)
                 rest_window = (t_rest, time.monotonic())
-                load_out = directory / "load.json"
-                cmd = [sys.executable, str(HERE / "_storm_load.py"), "--url", receiver_url, f"--token={token}",
-                       "--out", str(load_out), "--notifications", str(args.notifications),
-                       "--fingerprints", str(args.fingerprints), "--resolved-fraction", "0", "--concurrency", "8"]
+
+                def storm(k: int) -> tuple[dict[str, Any], float]:
+                    """Storm number k (0-based) with fingerprints of its own, until every run it started is final."""
+                    load_out = directory / f"load-{k}.json"
+                    cmd = [sys.executable, str(HERE / "_storm_load.py"), "--url", receiver_url, f"--token={token}",
+                           "--out", str(load_out), "--notifications", str(args.notifications),
+                           "--fingerprints", str(args.fingerprints), "--resolved-fraction", "0", "--concurrency", "8",
+                           "--first-index", str(k * args.fingerprints)]
+                    print(f"storm {k + 1}/{args.storms}: {args.notifications} notifications, {args.fingerprints} fingerprints "
+                          f"(load {os.getloadavg()[0]:.1f})", flush=True)
+                    t0 = time.monotonic()
+                    subprocess.run(cmd, cwd=h.REPO, timeout=600, check=False, stdout=subprocess.DEVNULL)
+                    seconds = time.monotonic() - t0
+                    if not load_out.exists():
+                        raise BenchError("the load process wrote no results")
+                    wait_for("every alert dispatched", lambda: receiver_metric(receiver_url, "k8s_runbooks_receiver_spool_depth") == 0,
+                             timeout_s=300)
+                    expected = (k + 1) * args.fingerprints
+
+                    def all_final() -> Any:
+                        runs = prefect_runs(api, deployment_id)
+                        states = [(r.get("state") or {}).get("type") for r in runs]
+                        return True if len(runs) >= expected and all(s in FINAL for s in states) else (len(runs), states.count(None))
+
+                    wait_for(f"the {expected} runs to end", all_final, timeout_s=args.runs_timeout, interval_s=1.0)
+                    return json.loads(load_out.read_text()), seconds
+
+                def after() -> tuple[float, float]:
+                    time.sleep(5.0)
+                    t0 = time.monotonic()
+                    time.sleep(args.rest)
+                    return t0, time.monotonic()
+
                 t_storm = time.monotonic()
-                print(f"storm: {args.notifications} notifications, {args.fingerprints} fingerprints "
-                      f"(load {os.getloadavg()[0]:.1f})", flush=True)
-                subprocess.run(cmd, cwd=h.REPO, timeout=600, check=False, stdout=subprocess.DEVNULL)
-                storm_s = time.monotonic() - t_storm
-                if not load_out.exists():
-                    raise BenchError("the load process wrote no results")
-                load = json.loads(load_out.read_text())
-                wait_for("every alert dispatched", lambda: receiver_metric(receiver_url, "k8s_runbooks_receiver_spool_depth") == 0,
-                         timeout_s=300)
-
-                def all_final() -> Any:
-                    runs = prefect_runs(api, deployment_id)
-                    states = [(r.get("state") or {}).get("type") for r in runs]
-                    return True if len(runs) >= args.fingerprints and all(s in FINAL for s in states) else (len(runs), states.count(None))
-
-                wait_for(f"the {args.fingerprints} runs to end", all_final, timeout_s=args.runs_timeout, interval_s=1.0)
+                load, storm_s = storm(0)
                 t_runs_done = time.monotonic()
-                time.sleep(5.0)
-                t_after = time.monotonic()
-                time.sleep(args.rest)
-                after_window = (t_after, time.monotonic())
+                after_window = after()
+                soak_windows = [after_window]
+                for k in range(1, args.storms):  # --storms > 1: does memory come back after each storm, or grow?
+                    more, _ = storm(k)
+                    load["notifications"] += more["notifications"]
+                    load["accepted"] += more["accepted"]
+                    load.setdefault("errors", []).extend(more.get("errors", []))
+                    soak_windows.append(after())
             finally:
                 sampler.stop()
             runs = prefect_runs(api, deployment_id)
@@ -282,6 +300,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for name in names:
         label = COMPONENTS.get(name, name)
         processes[label] = {"rest": median_of(rest_rows, name), "peak": max_of(during, name), "after": median_of(after_rows, name)}
+    soak = [{name: (median_of(sampler.window(*w), name) or {}).get("rss") for name in COMPONENTS}
+            for w in soak_windows]
     run_peaks = list(sampler.runs.values())
     states: dict[str, int] = {}
     for r in runs:
@@ -299,15 +319,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     checks = {
         "notifications": load["notifications"], "accepted": load["accepted"], "lost": load["notifications"] - load["accepted"],
-        "runs_expected": args.fingerprints, "runs_in_prefect": len(runs), "run_states": states,
+        "runs_expected": args.storms * args.fingerprints, "runs_in_prefect": len(runs), "run_states": states,
         "samples": len(sampler.samples), "samples_rest": len(rest_rows), "samples_during": len(during),
         "samples_after": len(after_rows),
     }
     problems = []
     if checks["lost"]:
         problems.append(f"{checks['lost']} notifications not acknowledged: {load.get('errors', [])[:3]}")
-    if len(runs) != args.fingerprints:
-        problems.append(f"{len(runs)} runs in Prefect, expected {args.fingerprints} (one per fingerprint)")
+    if len(runs) != checks["runs_expected"]:
+        problems.append(f"{len(runs)} runs in Prefect, expected {checks['runs_expected']} (one per fingerprint)")
     missing = [n for n in processes if not processes[n]["rest"] or not processes[n]["peak"]]
     if missing:
         problems.append(f"no samples for {missing}")
@@ -318,6 +338,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                   "seconds": round(load["seconds"], 2), "accepted_per_second": round(load["accepted_per_second"] or 0, 1),
                   "storm_and_runs_s": round(t_runs_done - t_storm, 1), "load_process_s": round(storm_s, 1)},
         "processes_mb": processes, "forked_runs": forked, "checks": checks,
+        "soak_rss_after_each_storm_mb": {COMPONENTS[name]: [row[name] for row in soak] for name in COMPONENTS},
     }
 
 
@@ -329,6 +350,8 @@ def main() -> int:
     parser.add_argument("--fingerprints", type=int, help="= runbook runs started; default 20 (--quick 5)")
     parser.add_argument("--rest", type=float, help="seconds of the rest and after windows; default 5 (--quick 3)")
     parser.add_argument("--runs-timeout", type=float, default=600.0, help="max seconds for the runs to end")
+    parser.add_argument("--storms", type=int, default=1,
+                        help="storms in a row, each with new fingerprints (a soak): RSS after each is reported; default 1")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the finally blocks stop the sandbox
     args.notifications = args.notifications or (2_000 if args.quick else 10_000)
@@ -355,6 +378,10 @@ def main() -> int:
     f = out["forked_runs"]
     print(f"  forked runs: {f['runs_seen']} seen, at most {f['max_at_once']} at once; peak per run {f['peak_per_run_mb']}; "
           f"all runs together at peak {f['peak_all_runs_mb']}")
+    if args.storms > 1:
+        print(f"  RSS after each of {args.storms} storms (MB):")
+        for name, values in out["soak_rss_after_each_storm_mb"].items():
+            print(f"    {name:<20}" + " → ".join("-" if v is None else f"{v:.0f}" for v in values))
     for p in out["checks"]["problems"]:
         print(f"  PROBLEM: {p}")
     return 1 if out["checks"]["problems"] else 0

@@ -103,7 +103,10 @@ def check_drill_mttd(data: dict[str, Any]) -> None:
 def check_memory(data: dict[str, Any]) -> None:
     c = data["checks"]
     assert c["problems"] == [], c["problems"]
-    assert c["lost"] == 0 and c["runs_in_prefect"] == c["runs_expected"] == 2
+    assert c["lost"] == 0 and c["runs_in_prefect"] == c["runs_expected"] == 4  # 2 storms x 2 fingerprints
+    assert c["notifications"] == 600
+    soak = data["soak_rss_after_each_storm_mb"]
+    assert all(len(v) == 2 and all(number(x) and x > 0 for x in v) for k, v in soak.items() if k != "Pushgateway"), soak
     assert set(c["run_states"]) <= {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}, c["run_states"]
     for name in ("receiver", "runner", "fork server", "sandbox API server", "Prefect server", "Prometheus"):
         p = data["processes_mb"][name]
@@ -121,7 +124,7 @@ SMOKE: dict[str, tuple[list[str], Callable[[dict[str, Any]], None]]] = {
     "storm": (["--notifications", "300", "--fingerprints", "10"], check_storm),
     "alert_to_running": (["--variants", "warm-nudge", "--alerts", "2"], check_alert_to_running),
     "drill_mttd": (["--rounds", "1", "--faults", "crash"], check_drill_mttd),
-    "memory": (["--notifications", "300", "--fingerprints", "2", "--rest", "1"], check_memory),
+    "memory": (["--notifications", "300", "--fingerprints", "2", "--rest", "1", "--storms", "2"], check_memory),
 }
 
 
