@@ -28,10 +28,14 @@ WATCH_CUT = {"latency_ms": 150, "watch_disconnect_after_s": 2, "path_regex": SCO
 FAULTS = {"rules": [
     # The remediation's answer is lost after the PATCH was applied: a blind retry would roll back twice.
     {"drop_rate": 1, "drop_phase": "response", "methods": ["PATCH"], "path_regex": f"{SCOPE}deployments/{TARGET}$", "count": 1},
+    # The first read is dropped before it is served and the second rate limited, whatever the dice say below
+    # (the random drop rule alone, behind three error rules, drew nothing in ~1 run of 20: CI saw it once).
+    {"drop_rate": 1, "methods": ["GET"], "path_regex": SCOPE, "count": 1},
+    {"error_rate": 1, "status": 429, "retry_after": 1, "methods": ["GET"], "path_regex": SCOPE, "count": 1},
     {"error_rate": 0.12, "status": 503, "path_regex": SCOPE, "count": 4},
     {"error_rate": 0.08, "status": 500, "path_regex": SCOPE, "count": 3},
-    {"error_rate": 0.12, "status": 429, "retry_after": 1, "path_regex": SCOPE, "count": 3},
-    {"drop_rate": 0.08, "path_regex": SCOPE, "count": 3},
+    {"error_rate": 0.12, "status": 429, "retry_after": 1, "path_regex": SCOPE, "count": 2},
+    {"drop_rate": 0.08, "path_regex": SCOPE, "count": 2},
     WATCH_CUT,
 ]}
 
