@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import subprocess
@@ -226,20 +227,20 @@ def _wait_for_baseline_p95(cfg: supervisor.SandboxConfig, timeout_s: float = 90.
     """The high-latency runbook blames a rollout only when p95 was fine before it: with no p95 from then (a sandbox
     up a second ago) it escalates instead. A real service has a history; the demo waits for a healthy one (and so
     never starts while an earlier demo's latency is still in the 5-minute window, its alert still firing)."""
-    import httpx
-
+    from k8s_runbooks.errors import RunbookError
     from k8s_runbooks.prom import promql
+    from k8s_runbooks.prom.client import PromClient
 
     query = promql.latency_quantile("shop", "checkout", 0.95, "5m")
-    url = f"http://127.0.0.1:{cfg.ports.prometheus}/api/v1/query"
     deadline = time.monotonic() + timeout_s
-    with console.status("waiting for a baseline p95 of shop/checkout in Prometheus ..."):
+    values: list[float] = []
+    with console.status("waiting for a baseline p95 of shop/checkout in Prometheus ..."), \
+            PromClient(f"http://127.0.0.1:{cfg.ports.prometheus}", timeout=5) as prom:
         while time.monotonic() < deadline:
             try:
-                result = httpx.get(url, params={"query": query}, timeout=5).json()["data"]["result"]
-            except (httpx.HTTPError, ValueError, KeyError):
-                result = []
-            values = [float(r["value"][1]) for r in result if r["value"][1] not in ("NaN", "+Inf")]
+                values = [v for _, v in prom.instant(query).samples if math.isfinite(v)]
+            except RunbookError:  # not answering yet: keep waiting until the deadline
+                values = []
             if values and values[0] < threshold_s:
                 console.print(f"baseline p95 of shop/checkout: {values[0] * 1000:.0f} ms", highlight=False)
                 return

@@ -19,7 +19,6 @@ import httpx
 import psutil
 
 from k8s_runbooks.sandbox import launchers
-from k8s_runbooks.sandbox.binaries import SandboxError
 from k8s_runbooks.sandbox.launchers import SandboxPorts
 from k8s_runbooks.warm_runner.starter import read_run_pid
 from tests.conftest import REPO, Sandbox, free_ports
@@ -48,12 +47,12 @@ class PrefectServer:
             try:
                 launchers.wait_healthy(self.state_dir, self.comp, self.pid)
                 return
-            except SandboxError as exc:
+            except launchers.ComponentExited as exc:
                 self.stop()  # never leave a half-started server behind
                 # Killed by a signal while importing, with an empty log (once in CI): nothing here sends one, and
                 # with PIDs wrapping every few minutes under the suite, a stray kill of a reused PID is the likely
                 # sender. A second start tells that apart from a server that cannot start (that one fails twice).
-                if attempt == 2 or "was killed by" not in str(exc):
+                if attempt == 2 or exc.returncode is None or exc.returncode >= 0:
                     raise
                 warnings.warn(f"retrying the Prefect start once: {exc}", stacklevel=1)
             except BaseException:

@@ -28,6 +28,7 @@ def test_death_during_start_up_names_the_exit(tmp_path: Path, code: str, says: s
     pid = launchers.start(tmp_path, comp)
     with pytest.raises(SandboxError) as err:
         launchers.wait_healthy(tmp_path, comp, pid)
+    assert isinstance(err.value, launchers.ComponentExited) and err.value.returncode == (3 if "code 3" in says else -9)
     message = str(err.value)
     assert says in message, message
     assert "starting:" in message  # the log excerpt follows

@@ -30,7 +30,6 @@ HTTP_TIMEOUT_S = 2.0
 STOP_GRACE_S = 10.0
 
 _children: dict[int, subprocess.Popen[bytes]] = {}  # reaped on stop/poll so dead children are not zombies
-_exited: dict[int, int] = {}  # return codes of children found dead, for start-up error messages
 
 
 @dataclass
@@ -79,7 +78,6 @@ def owned_process(pid: int, state_dir: Path, marker: str = "", since: float | No
     child = _children.get(pid)
     if child is not None and child.poll() is not None:
         _children.pop(pid, None)
-        _exited[pid] = child.returncode
         return None
     try:
         proc = psutil.Process(pid)
@@ -179,9 +177,12 @@ def is_healthy(comp: Component) -> bool:
 def wait_healthy(state_dir: Path, comp: Component, pid: int) -> None:
     deadline = time.monotonic() + comp.timeout_s
     healthy = False
+    child = _children.get(pid)  # kept here: owned_process forgets a dead child, and its exit status with it
     while time.monotonic() < deadline:
         if owned_process(pid, state_dir, comp.marker) is None:
-            raise SandboxError(f"{comp.name} {exit_reason(pid)} during start-up; {log_excerpt(state_dir, comp.name)}")
+            code = child.poll() if child is not None else None
+            raise ComponentExited(f"{comp.name} {exit_reason(code)} during start-up; {log_excerpt(state_dir, comp.name)}",
+                                  returncode=code)
         if not healthy:
             healthy = is_healthy(comp)
         if healthy and (comp.extra_ready is None or comp.extra_ready()):
@@ -191,9 +192,16 @@ def wait_healthy(state_dir: Path, comp: Component, pid: int) -> None:
     raise SandboxError(f"{comp.name} not ready after {comp.timeout_s:.0f}s (waiting for {what}); {log_excerpt(state_dir, comp.name)}")
 
 
-def exit_reason(pid: int) -> str:
+class ComponentExited(SandboxError):
+    """A component died while starting; `returncode` as subprocess gives it (-N: killed by signal N), None if unknown."""
+
+    def __init__(self, message: str, *, returncode: int | None) -> None:
+        super().__init__(message)
+        self.returncode = returncode
+
+
+def exit_reason(code: int | None) -> str:
     """'exited with code 1', 'was killed by SIGKILL' or 'exited' (not our child: no status to read)."""
-    code = _exited.pop(pid, None)
     if code is None:
         return "exited"
     if code < 0:
