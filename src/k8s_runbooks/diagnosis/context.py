@@ -77,6 +77,37 @@ class Context:
                 return wl.name
         return None
 
+    def hosts_of(self, workload: str) -> set[str]:
+        """Host names `workload` is configured to reach: env values and the coordinates of the Secrets and
+        ConfigMaps its env comes from ('tsdb-mysql-leader:3306' -> 'tsdb-mysql-leader')."""
+        spec = self.spec_of(workload)
+        if spec is None:
+            return set()
+        refs: set[tuple[str, str]] = set()
+        values: list[str] = []
+        for c in spec.containers + spec.init_containers:
+            values += [v.value for v in c.env if v.value]
+            refs |= {("Secret", v.secret_ref.name) for v in c.env if v.secret_ref}
+            refs |= {("ConfigMap", v.config_map_ref.name) for v in c.env if v.config_map_ref}
+            refs |= {(f.kind, f.name) for f in c.env_from}
+        for kind, items in (("Secret", self.e.secrets), ("ConfigMap", self.e.config_maps)):
+            for item in items or []:
+                if (kind, item.name) in refs:
+                    values += list(item.coordinates.values())
+        hosts = set()
+        for v in values:
+            host = re.sub(r"^[\w+.-]+://", "", v.strip()).split("/", 1)[0].split(":", 1)[0].split(".", 1)[0]
+            if re.match(r"^[a-z][a-z0-9-]*$", host):
+                hosts.add(host)
+        return hosts
+
+    def workload_behind(self, host: str) -> str | None:
+        """The workload a Service name leads to."""
+        svc = self.services.get(host)
+        if svc is not None:
+            return self.workload_for_labels(svc.selector)
+        return host if host in self.workloads else None
+
     # -------------------------------------------------------------------------------- health
     @staticmethod
     def pod_unhealthy(pod: Pod) -> bool:

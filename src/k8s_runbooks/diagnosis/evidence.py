@@ -206,6 +206,7 @@ class Pod(_M):
     containers: list[ContainerStatus] = Field(default_factory=list)
     conditions: dict[str, str] = Field(default_factory=dict)
     age_seconds: float | None = None
+    last_restart_age_seconds: float | None = Field(None, description="time since the last container restart")
     terminating: bool = False
     spec: PodSpec | None = None
 
@@ -300,6 +301,8 @@ class NamedKeys(_M):
 
     name: str
     keys: list[str] = Field(default_factory=list)
+    coordinates: dict[str, str] = Field(
+        default_factory=dict, description="where it points, not secrets: values of *HOST/*PORT/*ADDR/*URL/*DATABASE keys")
 
 
 # ------------------------------------------------------------------------------------ signals
@@ -331,6 +334,16 @@ class MetricSeries(_M):
     name: str
     labels: dict[str, str] = Field(default_factory=dict)
     points: list[tuple[float, float]] = Field(default_factory=list, description="(unix seconds, value)")
+
+
+class Route(_M):
+    """A routing rule of a gateway or ingress: requests for `paths` go to `target`."""
+
+    source: str = Field(description="where the rule lives: configmap/<name> key, ingress/<name>")
+    id: str = ""
+    paths: list[str] = Field(default_factory=list)
+    target: str = Field(description="the host requests are sent to (a Service name when in-cluster)")
+    port: int | None = None
 
 
 class Dependency(_M):
@@ -365,6 +378,7 @@ class Evidence(_M):
     anomalies: list[Anomaly] = Field(default_factory=list)
     metrics: list[MetricSeries] = Field(default_factory=list)
     dependencies: list[Dependency] = Field(default_factory=list)
+    routes: list[Route] = Field(default_factory=list, description="gateway and ingress routing rules")
     declared_missing: list[ObjectRef] = Field(
         default_factory=list, description="objects the application's manifests declare that the cluster does not have")
     notes: list[str] = Field(default_factory=list, description="what could not be collected, and why")

@@ -14,8 +14,8 @@ _READ_ONLY = re.compile(r"--read-only option|read-only transaction|database is r
 _TOO_MANY = re.compile(r"Too many connections|too many clients already|remaining connection slots are reserved|ER_CON_COUNT_ERROR", re.I)
 _LINK = re.compile(r"Communications link failure|Connection refused|ECONNREFUSED|could not connect to server", re.I)
 _UNKNOWN_HOST = re.compile(r"UnknownHostException: (?P<host>[\w.-]+)|Temporary failure in name resolution|"
-                           r"lookup (?P<host2>[\w.-]+)(?: on [\d.:]+)?: (?:no such host|server misbehaving|i/o timeout)", re.I)
-_IN_USE = re.compile(r"(?:Port \d+ was already in use|address already in use|EADDRINUSE|Address in use)", re.I)
+                           r"lookup (?P<host2>[\w.-]+)(?: on [\d.:]+)?: (?:read udp \S+: )?(?:no such host|server misbehaving|i/o timeout)", re.I)
+_IN_USE = re.compile(r"already in use|EADDRINUSE|Address in use|bind: address already|PortInUseException", re.I)
 _DB_IMAGE = re.compile(r"mysql|mariadb|postgres|percona|mongo|redis|cockroach|tidb", re.I)
 
 
@@ -42,6 +42,19 @@ def _database_workloads(ctx: Context, hints: str = "") -> list[str]:
     return named + [d for d in dbs if d not in named]
 
 
+def _configured_database(ctx: Context, callers: list[str], databases: list[str]) -> str | None:
+    """The database the failing callers are configured to use (their hosts, through Services), else the first known."""
+    votes: dict[str, int] = {}
+    for wl in callers:
+        for host in ctx.hosts_of(wl):
+            target = ctx.workload_behind(host)
+            if target in databases:
+                votes[target] = votes.get(target, 0) + 1
+    if votes:
+        return max(sorted(votes), key=lambda d: votes[d])
+    return databases[0] if databases else None
+
+
 def database(ctx: Context) -> list[Hypothesis]:
     out: list[Hypothesis] = []
     troubled = ctx.troubled
@@ -64,7 +77,7 @@ def database(ctx: Context) -> list[Hypothesis]:
             continue
         owners = [e.object.name for e in probe_evs]
         db = next((w for w in ctx.workloads if any(o.startswith(w + "-") for o in owners)), None)
-        db = db or next(iter(_database_workloads(ctx, hints)), None)
+        db = db or _configured_database(ctx, [wl for wl, _, _ in hits], _database_workloads(ctx, hints))
         facts = [ctx.event_fact(e) for e in probe_evs[:1]] + [ctx.log_fact(ref, line) for _, ref, line in hits[:2]]
         target = ctx.app(db) if db else ctx.app(hits[0][0])
         callers = sorted({wl for wl, _, _ in hits})
@@ -101,18 +114,18 @@ def name_resolution(ctx: Context) -> list[Hypothesis]:
         short = host.split(".", 1)[0]
         spec = ctx.spec_of(wl)
         facts = [ctx.log_fact(*hit)]
-        if short and short not in services and not host.endswith(".svc") and "istiod" not in host:
+        custom_dns = spec is not None and (spec.dns_policy == "None" or bool(spec.dns_nameservers))
+        if custom_dns and spec is not None:
+            facts.append(ctx.field_fact(f"deployment/{wl} spec.template.spec", f"dnsPolicy {spec.dns_policy}, nameservers {spec.dns_nameservers}"))
+            out.append(ctx.hyp(Cause.dns_resolution_failed, ctx.app(wl), 0.93,
+                               f"{wl} cannot resolve {host or 'names'}: its pods use a custom DNS configuration", facts, host=host))
+        elif short and short not in services and not host.endswith(".svc") and "istiod" not in host:
             env = next((v for c in (spec.containers if spec else []) for v in c.env if v.value and short in v.value), None)
             if env is not None:
                 facts.append(ctx.field_fact(f"deployment/{wl} env {env.name}", env.value or ""))
             out.append(ctx.hyp(Cause.env_address_wrong, ctx.app(wl), 0.9 if env else 0.7,
                                f"{wl} dials {host}, which is not a Service in {ctx.ns}", facts,
                                variable=env.name if env else "", host=host))
-        elif spec is not None and (spec.dns_policy == "None" or spec.dns_nameservers):
-            facts.append(ctx.field_fact(f"deployment/{wl} spec.template.spec", f"dnsPolicy {spec.dns_policy}, nameservers {spec.dns_nameservers}"))
-            out.append(ctx.hyp(Cause.dns_resolution_failed, ctx.app(wl), 0.93,
-                               f"{wl} cannot resolve {host or 'service names'}: its pods use a custom DNS configuration", facts,
-                               host=host))
         elif short in services and wl in ctx.troubled:
             out.append(ctx.hyp(Cause.dns_resolution_failed, ctx.app(wl), 0.6, f"{wl} cannot resolve the Service {host}", facts, host=host))
     return out
@@ -129,8 +142,12 @@ def env_addresses(ctx: Context) -> list[Hypothesis]:
             for var in c.env:
                 if not var.value or not re.search(r"(ADDR|HOST|URL|ENDPOINT|SERVICE)$", var.name):
                     continue
-                host = re.sub(r"^\w+://", "", var.value).split("/", 1)[0].split(":", 1)[0]
-                if not host or "." in host or host in services or host in ("localhost",) or re.match(r"^[\d.]+$", host):
+                hostport = re.sub(r"^\w+://", "", var.value).split("/", 1)[0]
+                host, _, port = hostport.partition(":")
+                if not host or "." in host or host in ("localhost",) or re.match(r"^[\d.]+$", host):
+                    continue
+                if host in services:
+                    out += _wrong_port(ctx, wl.name, var.name, var.value, host, port)
                     continue
                 near = [s for s in services if s in host or host in s]
                 hit = ctx.find_log(wl.name, re.compile(re.escape(host)))
@@ -146,13 +163,51 @@ def env_addresses(ctx: Context) -> list[Hypothesis]:
     return out
 
 
+def _wrong_port(ctx: Context, wl: str, name: str, value: str, host: str, port: str) -> list[Hypothesis]:
+    svc = ctx.services.get(host)
+    if svc is None or not port.isdigit() or not svc.ports or int(port) in {p.port for p in svc.ports}:
+        return []
+    hit = ctx.find_log(wl, re.compile(re.escape(f"{host}:{port}")))
+    facts = [ctx.field_fact(f"deployment/{wl} env {name}", value),
+             ctx.field_fact(f"service/{host} ports", ", ".join(str(p.port) for p in svc.ports))]
+    if hit:
+        facts.append(ctx.log_fact(*hit))
+    right = svc.ports[0].port
+    return [ctx.hyp(Cause.env_address_wrong, ctx.app(wl), 0.9 if hit else 0.7,
+                    f"{wl}'s {name} dials port {port} of {host}, which serves {right}", facts,
+                    variable=name, value=value, suggestion=f"{host}:{right}")]
+
+
+def _stem(name: str) -> str:
+    s = name.lower()
+    s = re.sub(r"^(ts|svc|app)-", "", s)
+    s = re.sub(r"-(service|svc|server|backend|api)$", "", s)
+    return re.sub(r"[^a-z0-9]", "", s)
+
+
 def gateway(ctx: Context) -> list[Hypothesis]:
-    """User requests fail with 404 at one entry service while its pods are healthy: the route sends them elsewhere."""
+    """A gateway route whose name says one service and whose target is another (or nothing that exists); and
+    user requests failing with 404 at one entry service while its pods are healthy."""
     out: list[Hypothesis] = []
     by_entry: dict[str, list[Fact]] = {}
     for a in ctx.e.anomalies:
         if a.category == "REQUEST_ERRORS" and "404" in a.detail:
             by_entry.setdefault(a.entity, []).append(Fact(source="alert", ref=f"requests to {a.entity}", text=a.detail))
+    services = set(ctx.services) | set(ctx.workloads)
+    stems = {_stem(s): s for s in sorted(services)}
+    for route in ctx.e.routes:
+        want = stems.get(_stem(route.id)) if route.id else None
+        if want is None:
+            continue
+        got = _stem(route.target)
+        if got == _stem(want) or (got and (got in _stem(route.id) or _stem(route.id) in got) and route.target in services):
+            continue
+        exists = route.target in services
+        facts = [ctx.field_fact(f"{route.source} route {route.id}", f"{', '.join(route.paths)} -> {route.target}"
+                                + ("" if exists else " (no such Service)"))] + by_entry.pop(want, [])
+        out.append(ctx.hyp(Cause.gateway_route_wrong, ctx.app(want), 0.93,
+                           f"the gateway sends {want}'s requests ({', '.join(route.paths)}) to {route.target}", facts,
+                           route=route.id, source=route.source, target=route.target, right_target=want))
     for entry, facts in by_entry.items():
         healthy = entry not in ctx.troubled
         out.append(ctx.hyp(Cause.gateway_route_wrong, ctx.app(entry), 0.85 if healthy else 0.6,

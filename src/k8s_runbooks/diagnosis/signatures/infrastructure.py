@@ -9,6 +9,7 @@ from collections import Counter
 
 from k8s_runbooks.diagnosis.context import Context
 from k8s_runbooks.diagnosis.hypothesis import Cause, Fact, Hypothesis
+from k8s_runbooks.diagnosis.signatures.performance import latency_roots
 
 _COMPONENT = {"kubelet": Cause.kubelet_down, "containerd": Cause.container_runtime_down, "docker": Cause.container_runtime_down,
               "cri-o": Cause.container_runtime_down, "crio": Cause.container_runtime_down, "kube-proxy": Cause.kube_proxy_down,
@@ -71,31 +72,30 @@ def scheduler(ctx: Context) -> list[Hypothesis]:
                     facts, node=where)]
 
 
+_RETRANS = re.compile(r"Current=(?P<c>[\d.]+)\s*retrans")
+STRONG_RETRANSMISSIONS = 2.0  # retransmissions per second: a few are normal, several per second are loss
+
+
 def node_network(ctx: Context) -> list[Hypothesis]:
     out: list[Hypothesis] = []
     for a in ctx.e.anomalies:
-        if a.entity_kind == "Node" and re.search(r"NETWORK_QUALITY|Retransmission|packet loss|drop", a.category + " " + a.detail, re.I):
-            out.append(ctx.hyp(Cause.node_packet_loss, ctx.node_ref(a.entity), 0.9, f"{a.entity} retransmits TCP segments: packets are lost",
+        if a.entity_kind == "Node" and re.search(r"NETWORK_QUALITY|Retransmission|packet loss", a.category + " " + a.detail, re.I):
+            m = _RETRANS.search(a.detail)
+            rate = float(m.group("c")) if m else STRONG_RETRANSMISSIONS
+            out.append(ctx.hyp(Cause.node_packet_loss, ctx.node_ref(a.entity), 0.92 if rate >= STRONG_RETRANSMISSIONS else 0.4,
+                               f"{a.entity} retransmits TCP segments ({rate:g}/s): packets are lost",
                                [Fact(source="alert", ref=f"node/{a.entity}", text=a.detail)], node=a.entity))
-    slow = {a.entity for a in ctx.e.anomalies if a.entity_kind == "Service" and a.category.startswith(("LATENCY", "TRAFFIC", "THROUGHPUT"))}
-    if len(slow) < 3:
+    roots, slow, details = latency_roots(ctx)
+    placed = {p.workload: p.node for p in ctx.e.pods if p.workload and p.node}
+    by_node: Counter[str] = Counter(placed[r] for r in roots if r in placed)
+    if not by_node:
         return out
-    hosts: Counter[str] = Counter()
-    totals: Counter[str] = Counter()
-    for p in ctx.e.pods:
-        if p.node and p.workload:
-            totals[p.node] += 1
-            if p.workload in slow:
-                hosts[p.node] += 1
-    if not hosts:
-        return out
-    node, n = hosts.most_common(1)[0]
-    share = n / max(1, sum(hosts.values()))
-    if share >= 0.5 and not any(h.object.name == node for h in out):
-        facts = [Fact(source="alert", ref="degraded services", text=", ".join(sorted(slow))[:400]),
-                 Fact(source="field", ref=f"node/{node}", text=f"hosts {n} of the {sum(hosts.values())} degraded pods")]
-        out.append(ctx.hyp(Cause.node_network_delay, ctx.node_ref(node), 0.55 + 0.3 * (share - 0.5), f"the degraded services run mostly on {node}",
-                           facts, node=node))
+    node, n = by_node.most_common(1)[0]
+    if n >= 2 and n == len([r for r in roots if r in placed]):
+        facts = [Fact(source="alert", ref=f"service/{r}", text=(details.get(r) or [""])[0][:300]) for r in roots[:3]]
+        facts.append(Fact(source="field", ref=f"node/{node}", text=f"runs {', '.join(r for r in roots if placed.get(r) == node)}"))
+        out.append(ctx.hyp(Cause.node_network_delay, ctx.node_ref(node), 0.88,
+                           f"{n} services slow down independently, all on {node}: the node's network adds the delay", facts, node=node))
     return out
 
 

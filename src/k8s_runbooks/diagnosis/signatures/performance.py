@@ -24,42 +24,80 @@ def cpu(ctx: Context) -> list[Hypothesis]:
             by_service.setdefault(a.entity, []).append(a.detail)
     for svc, details in by_service.items():
         throttled = any("cfs" in d.lower() or "throttl" in d.lower() for d in details)
+        # A service throttled every day is a standing condition; the incident is usage that jumped with it.
+        jumped = any("cpu core" in d.lower() and _increase(d) >= 100 for d in details)
+        slow = any(a.entity == svc and a.category.startswith("LATENCY") for a in ctx.e.anomalies)
         wl = svc if svc in ctx.workloads else (ctx.workload_for_labels(ctx.services[svc].selector) if svc in ctx.services else svc)
         spec = ctx.spec_of(wl or svc)
         limit = next((c.limits.get("cpu") for c in (spec.containers if spec else []) if c.limits.get("cpu")), None)
         facts = [Fact(source="alert", ref=f"service/{svc}", text=d) for d in details[:3]]
         if limit:
             facts.append(ctx.field_fact(f"deployment/{wl} resources", f"cpu limit {limit}"))
-        out.append(ctx.hyp(Cause.cpu_saturated, ctx.app(wl or svc), 0.92 if throttled else 0.75,
+        conf = 0.93 if throttled and jumped else (0.6 if jumped and slow else (0.4 if throttled else 0.3))
+        out.append(ctx.hyp(Cause.cpu_saturated, ctx.app(wl or svc), conf,
                            f"{svc} is CPU-throttled" + (f" at its limit of {limit}" if limit else ""), facts, cpu_limit=limit or ""))
     return out
 
 
-def latency(ctx: Context) -> list[Hypothesis]:
-    slow: dict[str, float] = {}
+_LATENCY = re.compile(r"(?P<q>p\d\d)latency: Normal=(?P<n>[\d.]+)ms -> Current=(?P<c>[\d.]+)ms")
+
+
+def _slowdown(normal: float, current: float) -> float:
+    return current / normal if normal > 0 else (current if current > 0 else 1.0)
+
+
+def latency_profile(ctx: Context) -> tuple[dict[str, float], dict[str, float], dict[str, list[str]]]:
+    """(broad, tail, details): services whose median latency rose ("broad": every request is slower, the delay is on
+    their own path) and those where only a tail percentile rose ("tail": some requests, e.g. a slow caller's)."""
+    broad: dict[str, float] = {}
+    tail: dict[str, float] = {}
     details: dict[str, list[str]] = {}
     for a in ctx.e.anomalies:
-        if a.entity_kind == "Service" and a.category.startswith(("LATENCY", "THROUGHPUT_DROP", "TRAFFIC", "ERROR_SPIKE")):
-            weight = _increase(a.detail) if a.category.startswith("LATENCY") else 50.0
-            slow[a.entity] = slow.get(a.entity, 0.0) + weight
-            details.setdefault(a.entity, []).append(a.detail)
-    if not slow or any(a.category.startswith("RESOURCE_SATURATION") and _THROTTLE.search(a.detail) and a.entity_kind != "Node"
-                       for a in ctx.e.anomalies):
+        if a.entity_kind != "Service" or not a.category.startswith("LATENCY"):
+            continue
+        details.setdefault(a.entity, []).append(a.detail)
+        for m in _LATENCY.finditer(a.detail):
+            factor = _slowdown(float(m.group("n")), float(m.group("c")))
+            if factor < 2.0:
+                continue
+            target = broad if m.group("q") == "p50" else tail
+            target[a.entity] = max(target.get(a.entity, 0.0), float(m.group("c")) - float(m.group("n")))
+    for svc in broad:
+        tail.pop(svc, None)
+    return broad, tail, details
+
+
+def latency_roots(ctx: Context) -> tuple[list[str], dict[str, float], dict[str, list[str]]]:
+    """Where the delay enters: slow services none of whose callees is slow in the same way (callers of a
+    slow service are slow too). Median-slow services are judged first; tail-only ones when there are none."""
+    broad, tail, details = latency_profile(ctx)
+    slow = broad or tail
+    calls = {d.service: set(d.calls) for d in ctx.e.dependencies}
+    roots = [s for s in slow if not (calls.get(s, set()) & (set(slow) - {s}))]
+    # A callee whose (tail) latency grew by at least as much as the caller's median explains the caller's delay.
+    moved = []
+    for r in roots or list(slow):
+        deeper = [c for c in calls.get(r, set()) if tail.get(c, 0.0) >= slow[r] > 0]
+        moved.append(max(deeper, key=lambda c: tail[c]) if deeper else r)
+    merged = {**tail, **slow}
+    ordered = sorted(dict.fromkeys(moved), key=lambda s: -merged.get(s, 0.0))
+    return ordered, merged, details
+
+
+def latency(ctx: Context) -> list[Hypothesis]:
+    roots, slow, details = latency_roots(ctx)
+    if not roots:
         return []
     calls = {d.service: set(d.calls) for d in ctx.e.dependencies}
-    # The delay enters where a slow service calls no slow service (callers of a slow service slow down too).
-    roots = [s for s in slow if not (calls.get(s, set()) & set(slow))]
-    ranked = sorted(roots or list(slow), key=lambda s: -slow[s])
     out = []
-    for i, svc in enumerate(ranked[:3]):
-        wl = svc if svc in ctx.workloads else svc
-        facts = [Fact(source="alert", ref=f"service/{svc}", text=d) for d in details[svc][:3]]
-        callers = sorted(s for s in slow if svc in calls.get(s, set()))
+    for i, svc in enumerate(roots[:3]):
+        facts = [Fact(source="alert", ref=f"service/{svc}", text=d) for d in details.get(svc, [])[:2]]
+        callers = sorted(s for s in details if svc in calls.get(s, set()))
         if callers:
-            facts.append(Fact(source="alert", ref="slow callers", text=", ".join(callers)[:300]))
-        conf = (0.8 if roots and len(roots) == 1 else 0.65) - 0.2 * i
-        out.append(ctx.hyp(Cause.pod_network_delay, ctx.app(wl), conf,
-                           f"latency enters at {svc}: it is slow while everything it calls is not", facts))
+            facts.append(Fact(source="alert", ref=f"slow callers of {svc}", text=", ".join(callers)[:300]))
+        conf = (0.85 if len(roots) == 1 else 0.62) - 0.15 * i
+        out.append(ctx.hyp(Cause.pod_network_delay, ctx.app(svc), conf,
+                           f"latency enters at {svc} (+{slow.get(svc, 0):.0f} ms) while what it calls is not slower", facts))
     return out
 
 

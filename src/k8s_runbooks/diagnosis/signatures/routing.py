@@ -47,7 +47,7 @@ def services(ctx: Context) -> list[Hypothesis]:
             labels = tpl.labels if tpl else {}
             facts = [ctx.field_fact(f"service/{svc.name} spec.selector", ",".join(f"{k}={v}" for k, v in svc.selector.items())),
                      ctx.field_fact(f"pods of {owner} labels", ",".join(f"{k}={v}" for k, v in labels.items()) or "none")] + observed
-            out.append(ctx.hyp(Cause.service_selects_no_pods, ctx.app(owner), 0.95 if observed else 0.75,
+            out.append(ctx.hyp(Cause.service_selects_no_pods, ctx.app(owner), 0.95 if observed else 0.6,
                                f"Service {svc.name} selects no pod: its selector does not match {owner}'s labels", facts,
                                service=svc.name, selector=",".join(f"{k}={v}" for k, v in svc.selector.items()),
                                labels=",".join(f"{k}={v}" for k, v in labels.items())))
@@ -61,18 +61,22 @@ def services(ctx: Context) -> list[Hypothesis]:
             continue
         for sp in svc.ports:
             target = sp.target_port if sp.target_port is not None else sp.port
+            if isinstance(target, str) and target.isdigit():
+                target = int(target)
+            if isinstance(target, str) and not names:
+                continue  # a named targetPort, and the port names were not visible (kubectl describe omits them)
             cport = names.get(target) if isinstance(target, str) else ports.get(int(target))
             if cport is None:
                 facts = [ctx.field_fact(f"service/{svc.name} port {sp.port}", f"targetPort {target}"),
                          ctx.field_fact(f"deployment/{selected} containers", f"listen on {sorted(ports)}")] + observed
-                out.append(ctx.hyp(Cause.service_target_port_wrong, ctx.app(selected), 0.95 if observed else 0.8,
+                out.append(ctx.hyp(Cause.service_target_port_wrong, ctx.app(selected), 0.95 if observed else 0.45,
                                    f"Service {svc.name} forwards port {sp.port} to {target}; {selected} listens on {sorted(ports)}",
                                    facts, service=svc.name, port=str(sp.port), target_port=str(target),
                                    right_port=str(sorted(ports)[0])))
             elif (sp.protocol or "TCP") != (cport.protocol or "TCP"):
                 facts = [ctx.field_fact(f"service/{svc.name} port {sp.port}", f"protocol {sp.protocol}"),
                          ctx.field_fact(f"deployment/{selected} port {cport.port}", f"protocol {cport.protocol}")] + observed
-                out.append(ctx.hyp(Cause.service_protocol_wrong, ctx.app(selected), 0.95 if observed else 0.8,
+                out.append(ctx.hyp(Cause.service_protocol_wrong, ctx.app(selected), 0.95 if observed else 0.45,
                                    f"Service {svc.name} port {sp.port} is {sp.protocol}; {selected} serves {cport.protocol}", facts,
                                    service=svc.name, port=str(sp.port), protocol=sp.protocol, right_protocol=cport.protocol))
     return out

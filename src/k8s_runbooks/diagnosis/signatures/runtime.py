@@ -15,6 +15,7 @@ _ADDR = re.compile(r"(?:\d{1,3}\.){3}\d{1,3}:(?P<port>\d+)")
 _PROTOCOL = re.compile(r"malformed HTTP|HTTP/1\.x transport connection broken|server gave HTTP response to HTTPS client|"
                        r"first record does not look like a TLS handshake|http2: frame too large|unexpected HTTP status code|"
                        r"received an unexpected|Unexpected HTTP/2|protocol error", re.I)
+RESTART_WINDOW_SECONDS = 900.0  # a restart older than this belongs to an earlier incident
 _TELLING = re.compile(r"panic|fatal|error|exception|killed|traceback|refused|denied", re.I)
 
 
@@ -62,7 +63,9 @@ def _probe_of(spec_containers: list[Container], kind: str) -> tuple[Container, P
 
 def probes(ctx: Context) -> list[Hypothesis]:
     out: list[Hypothesis] = []
-    for wl in set(ctx.troubled) | {p.workload for p in ctx.e.pods if p.workload and any(c.restart_count for c in p.containers)}:
+    restarting = {p.workload for p in ctx.e.pods if p.workload and p.last_restart_age_seconds is not None
+                  and p.last_restart_age_seconds < RESTART_WINDOW_SECONDS}
+    for wl in sorted(set(ctx.troubled) | restarting):
         by_kind = _probe_events(ctx, wl)
         spec = ctx.spec_of(wl)
         pods = ctx.pods_by_wl.get(wl, [])

@@ -58,13 +58,27 @@ def _req_matches(req: Requirement, labels: dict[str, str]) -> bool:
     return False
 
 
+def _labels(node: Node) -> dict[str, str]:
+    # The kubelet always sets kubernetes.io/hostname to the node's name; a record that lost it still means it.
+    return {"kubernetes.io/hostname": node.name, **node.labels}
+
+
 def selector_ok(spec: PodSpec, node: Node) -> bool:
-    return all(node.labels.get(k) == v for k, v in spec.node_selector.items())
+    labels = _labels(node)
+    return all(labels.get(k) == v for k, v in spec.node_selector.items())
 
 
 def affinity_ok(spec: PodSpec, node: Node) -> bool:
     terms = [t for t in spec.node_affinity if t]
-    return not terms or any(all(_req_matches(r, node.labels) for r in term) for term in terms)
+    labels = _labels(node)
+    return not terms or any(all(_req_matches(r, labels) for r in term) for term in terms)
+
+
+def control_plane(node: Node) -> bool:
+    """Control-plane nodes are kept free of workloads on purpose (cordoned or tainted as a rule)."""
+    role = node.labels.get("kubernetes.io/role", "")
+    return role in ("master", "control-plane") or any(
+        k in ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master") for k in node.labels)
 
 
 def _tolerated(spec: PodSpec, key: str, value: str | None, effect: str) -> bool:
@@ -165,6 +179,13 @@ def _placement(ctx: Context, pod: Pod, wl: str, spec: PodSpec | None, reasons: d
     by_selector = [n for n in nodes if selector_ok(spec, n)]
     by_affinity = [n for n in nodes if affinity_ok(spec, n)]
     candidates = [n for n in by_selector if n in by_affinity]
+    # A control-plane node that is cordoned or tainted is the cluster's design, not the incident: when it is the
+    # only node left, the constraint that excluded every worker is what changed.
+    workers = [n for n in candidates if not (control_plane(n) and (cordoned(spec, n) or untolerated(spec, n)))]
+    if candidates and not workers and len(candidates) < len(nodes):
+        by_selector = [n for n in by_selector if n not in candidates] if spec.node_selector else by_selector
+        by_affinity = [n for n in by_affinity if n not in candidates] if any(spec.node_affinity) else by_affinity
+        candidates = []
     out: list[Hypothesis] = []
     wanted = _describe_spec(spec)
     if not candidates:

@@ -28,8 +28,9 @@ from k8s_runbooks.diagnosis.sources.cloud_opsbench_signals import (
     add_logs,
     add_node_component,
 )
-from k8s_runbooks.diagnosis.sources.kubectl_text import parse_age, parse_selector
+from k8s_runbooks.diagnosis.sources.kubectl_text import parse_age, parse_describe, parse_selector
 from k8s_runbooks.diagnosis.sources.redaction import redact_evidence
+from k8s_runbooks.diagnosis.sources.routes import config_map_routes, ingress_routes
 
 MAX_FILE_BYTES = 200 * 1024 * 1024
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -115,10 +116,12 @@ def build_evidence(cache: dict[str, Any], namespace: str) -> ev.Evidence:
             kind = str(args.get("resource_type", ""))
             flavour = "wide" if args.get("output_wide") else ("labels" if args.get("show_labels") else "plain")
             lists[(kind, flavour)] = value
+    declared: list[dict[str, Any]] = []
     for tool, args, value in calls:
         if tool == "GetAppYAML" and isinstance(value, str):
-            _add_manifests(evidence, value)
+            declared += _add_manifests(evidence, value)
     _add_lists(evidence, lists)
+    _add_coordinates(evidence, k8s_objects.coordinates_by_name(declared))
     _reconcile_declared(evidence, lists)
     for tool, args, value in calls:
         try:
@@ -129,16 +132,28 @@ def build_evidence(cache: dict[str, Any], namespace: str) -> ev.Evidence:
     return evidence
 
 
-def _add_manifests(evidence: ev.Evidence, text: str) -> None:
+def _add_manifests(evidence: ev.Evidence, text: str) -> list[dict[str, Any]]:
     try:
-        docs = list(yaml.load_all(text, Loader=_YAML_LOADER))
+        docs = [d for d in yaml.load_all(text, Loader=_YAML_LOADER) if isinstance(d, dict)]
     except yaml.YAMLError:
         evidence.notes.append("an application manifest is not valid YAML")
-        return
+        return []
     for doc in docs:
-        if isinstance(doc, dict) and doc.get("kind") in k8s_objects.MANIFEST_KINDS:
-            doc.setdefault("metadata", {}).setdefault("namespace", evidence.namespace)
+        if doc.get("kind") == "ConfigMap" and isinstance(doc.get("data"), dict):
+            evidence.routes += config_map_routes(str((doc.get("metadata") or {}).get("name", "")), doc["data"])
+        elif doc.get("kind") == "Ingress":
+            evidence.routes += ingress_routes(doc)
+        if doc.get("kind") in k8s_objects.MANIFEST_KINDS and isinstance(doc.get("metadata"), dict):
+            doc["metadata"].setdefault("namespace", evidence.namespace)
             k8s_objects.add_manifest(evidence, doc)
+    return docs
+
+
+def _add_coordinates(evidence: ev.Evidence, coords: dict[tuple[str, str], dict[str, str]]) -> None:
+    """Connection settings the manifests give, onto the Secrets/ConfigMaps that exist in the cluster."""
+    for kind, items in (("Secret", evidence.secrets), ("ConfigMap", evidence.config_maps)):
+        for item in items or []:
+            item.coordinates = coords.get((kind, item.name), item.coordinates)
 
 
 def _add_lists(evidence: ev.Evidence, lists: dict[tuple[str, str], str]) -> None:
@@ -157,12 +172,13 @@ def _add_lists(evidence: ev.Evidence, lists: dict[tuple[str, str], str]) -> None
         if not name:
             continue
         ready = r.get("READY", "0/0")
-        restarts = r.get("RESTARTS", "0").split(" ", 1)[0]
+        restarts, _, ago = r.get("RESTARTS", "0").partition(" ")
         evidence.pods.append(ev.Pod(
             name=name, namespace=ns, labels=labels.get(name, {}), status=r.get("STATUS"),
             phase="Running" if r.get("STATUS") == "Running" else ("Pending" if r.get("STATUS") == "Pending" else "Unknown"),
             node=None if r.get("NODE") in (None, "", "<none>") else r.get("NODE"),
             ip=None if r.get("IP") in (None, "", "<none>") else r.get("IP"), age_seconds=parse_age(r.get("AGE")),
+            last_restart_age_seconds=parse_age(ago.strip("() ").removesuffix(" ago")) if ago else None,
             workload=ko.workload_of_pod(name), terminating=r.get("STATUS") == "Terminating",
             containers=[ev.ContainerStatus(name="?", ready=ready.split("/")[0] == ready.split("/")[-1],
                                            restart_count=int(restarts) if restarts.isdigit() else 0)],
@@ -307,6 +323,11 @@ def _add_call(evidence: ev.Evidence, tool: str, args: dict[str, Any], value: Any
             else:
                 known.status = claim.status
             evidence.events.extend(events)
+        elif kind == "persistentvolume":
+            d = parse_describe(value)
+            pv = next((p for p in evidence.pvs if p.name == d.val("Name")), None)
+            if pv is not None:
+                pv.labels = pv.labels or parse_selector(",".join(d.values("Labels")))
         elif kind in ("deployment", "replicaset", "statefulset"):
             evidence.events.extend(ko.describe_events(value, kind.capitalize() if kind != "replicaset" else "ReplicaSet", ns))
     elif tool == "GetClusterConfiguration" and isinstance(value, dict):

@@ -7,6 +7,8 @@ evidence (`redaction.redact_evidence`), never stored raw.
 
 from __future__ import annotations
 
+import base64
+import re
 from typing import Any
 
 from k8s_runbooks.diagnosis import evidence as ev
@@ -224,9 +226,37 @@ def node(obj: J) -> ev.Node:
     )
 
 
+_COORDINATE = re.compile(r"(HOST|HOSTNAME|PORT|ADDR|ADDRESS|URL|URI|DATABASE|DB|SERVER|ENDPOINT)$", re.I)
+_NOT_COORDINATE = re.compile(r"PASS|SECRET|TOKEN|KEY|CRED", re.I)
+
+
 def named_keys(obj: J) -> ev.NamedKeys:
+    """Name and key names; values only of keys that say where something is (host, port, URL), never of others."""
+    coordinates: dict[str, str] = {}
+    for source, encoded in ((_d(obj.get("data")), obj.get("kind") == "Secret"), (_d(obj.get("stringData")), False)):
+        for key, value in source.items():
+            if not _COORDINATE.search(str(key)) or _NOT_COORDINATE.search(str(key)):
+                continue
+            text = str(value)
+            if encoded:
+                try:
+                    text = base64.b64decode(text, validate=True).decode("utf-8")
+                except (ValueError, UnicodeDecodeError):
+                    continue
+            coordinates[str(key)] = text[:300]
     return ev.NamedKeys(name=str(_d(obj.get("metadata")).get("name", "")),
-                        keys=sorted(set(_d(obj.get("data"))) | set(_d(obj.get("stringData")))))
+                        keys=sorted(set(_d(obj.get("data"))) | set(_d(obj.get("stringData")))), coordinates=coordinates)
+
+
+def coordinates_by_name(objs: list[J]) -> dict[tuple[str, str], dict[str, str]]:
+    """(kind, name) -> coordinates, for the Secrets and ConfigMaps among manifest objects."""
+    out = {}
+    for obj in objs:
+        if obj.get("kind") in ("Secret", "ConfigMap"):
+            nk = named_keys(obj)
+            if nk.coordinates:
+                out[(str(obj["kind"]), nk.name)] = nk.coordinates
+    return out
 
 
 MANIFEST_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Service", "PersistentVolumeClaim", "PersistentVolume",
