@@ -42,6 +42,7 @@ def _register() -> None:
     from k8s_runbooks.cli_sandbox import demo, sandbox_app
 
     from k8s_runbooks.cli_alerts import app as alerts_app
+    from k8s_runbooks.cli_diagnose import diagnose_cmd, snapshot_cmd
     from k8s_runbooks.cli_drill import drill_app
     from k8s_runbooks.cli_run import postmortem_cmd, run_app
 
@@ -50,6 +51,8 @@ def _register() -> None:
     app.add_typer(alerts_app, name="alerts")
     app.add_typer(drill_app, name="drill")
     app.command("postmortem")(postmortem_cmd)
+    app.command("diagnose")(diagnose_cmd)
+    app.command("snapshot")(snapshot_cmd)
     app.command("demo", help="The pod-crash story on the sandbox: crash → PodCrashLooping alert → receiver → runbook run → post-mortem.")(demo)
 
 

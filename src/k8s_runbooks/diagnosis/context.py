@@ -3,6 +3,7 @@ which workloads are in trouble, and the helpers that turn an observation into a 
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections import defaultdict
 from functools import cached_property
@@ -46,6 +47,7 @@ class Context:
         for excerpt in evidence.logs:
             self.logs_by_wl[base_workload(excerpt.workload)].append(excerpt)
         self.services: dict[str, Service] = {s.name: s for s in evidence.services}
+        self._blobs: dict[str, tuple[str, list[int], list[str]]] = {}
 
     # -------------------------------------------------------------------------------- objects
     def app(self, name: str) -> ObjectRef:
@@ -162,8 +164,29 @@ class Context:
             out.extend((ref, line) for line in excerpt.lines)
         return out
 
+    def _log_blob(self, workload: str) -> tuple[str, list[int], list[str]]:
+        blob = self._blobs.get(workload)
+        if blob is None:
+            starts, refs, parts, pos = [], [], [], 0
+            for ref, line in self.log_lines(workload):
+                starts.append(pos)
+                refs.append(ref)
+                parts.append(line)
+                pos += len(line) + 1
+            blob = ("\n".join(parts), starts, refs)
+            self._blobs[workload] = blob
+        return blob
+
     def find_log(self, workload: str, pattern: re.Pattern[str]) -> tuple[str, str] | None:
-        return next(((ref, line) for ref, line in self.log_lines(workload) if pattern.search(line)), None)
+        """The first kept log line of `workload` that `pattern` matches, with where it was read (one regex
+        scan over the joined lines, not one per line)."""
+        text, starts, refs = self._log_blob(workload)
+        m = pattern.search(text)
+        if m is None:
+            return None
+        i = bisect.bisect_right(starts, m.start()) - 1
+        end = text.find("\n", starts[i])
+        return refs[i], text[starts[i]:end if end >= 0 else len(text)]
 
     # -------------------------------------------------------------------------------- facts
     @staticmethod

@@ -41,7 +41,33 @@ def _merge(hypotheses: list[Hypothesis]) -> list[Hypothesis]:
     return list(best.values())
 
 
-def diagnose(evidence: Evidence, symptom: str = "", signatures: tuple[Signature, ...] = ALL) -> Diagnosis:
+def _attribute_revisions(ctx: Context, hypotheses: list[Hypothesis]) -> list[Hypothesis]:
+    """Mark template causes that arrived with a Deployment's newest revision (its pods are the failing ones and
+    an older revision exists): rolling back is then the fix (`plan`)."""
+    out = []
+    for h in hypotheses:
+        sets = sorted((r for r in ctx.e.replicasets if r.owner == h.object.name and r.revision is not None),
+                      key=lambda r: r.revision or 0)
+        bad = [p for p in ctx.pods_by_wl.get(h.object.name, []) if ctx.pod_unhealthy(p)]
+        if h.object.kind == "Deployment" and len(sets) >= 2 and bad and all(p.owner and p.owner.name == sets[-1].name for p in bad):
+            h = h.model_copy(update={"details": {**h.details, "introduced_by_revision": str(sets[-1].revision),
+                                                 "previous_revision": str(sets[-2].revision)}})
+        out.append(h)
+    return out
+
+
+def _focused(h: Hypothesis, focus: str | None, ctx: Context) -> bool:
+    if not focus:
+        return False
+    if h.object.name == focus:
+        return True
+    return h.object.kind == "Node" and any(p.node == h.object.name for p in ctx.pods_by_wl.get(focus, []))
+
+
+def diagnose(evidence: Evidence, symptom: str = "", signatures: tuple[Signature, ...] = ALL,
+             focus: str | None = None) -> Diagnosis:
+    """Ranked hypotheses for `evidence`. `focus` (a service or workload the alert names) ranks its causes first
+    among equals; `symptom` lifts the layers that produce it."""
     started = time.perf_counter()
     ctx = Context(evidence, symptom)
     found: list[Hypothesis] = []
@@ -53,9 +79,10 @@ def diagnose(evidence: Evidence, symptom: str = "", signatures: tuple[Signature,
             notes.append(f"signature {signature.__module__.rsplit('.', 1)[-1]}.{signature.__name__} failed: {exc!r}")
     lifted = _symptom_layers(symptom)
     ranked = []
-    for h in _merge(found):
-        if h.layer in lifted:
-            h = h.model_copy(update={"confidence": min(1.0, round(h.confidence + 0.03, 3))})
+    for h in _attribute_revisions(ctx, _merge(found)):
+        lift = (0.03 if h.layer in lifted else 0.0) + (0.04 if _focused(h, focus, ctx) else 0.0)
+        if lift:
+            h = h.model_copy(update={"confidence": min(1.0, round(h.confidence + lift, 3))})
         ranked.append(h)
     ranked.sort(key=lambda h: (-h.confidence, h.layer.value, h.cause.value, h.object.name))
     return Diagnosis(namespace=evidence.namespace, symptom=symptom, hypotheses=ranked[:MAX_HYPOTHESES], notes=notes,
