@@ -167,5 +167,5 @@ def test_the_runtime_file_set_runs(runtime_tree: Path, tmp_path: Path) -> None:
     assert Path(runbooks) == runtime_tree / "runbooks"
     assert "alerts" in run("-m", "k8s_runbooks.cli", "--help")
     assert "pod-crash" in run("-m", "k8s_runbooks.cli", "alerts", "check-routes", env["K8S_RUNBOOKS_RECEIVER_ROUTES"])
-    listed = run("-m", "k8s_runbooks.deploy", "list")
+    listed = run("-m", "k8s_runbooks_prefect.deploy", "list")
     assert listed.count("available") == len(yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]), listed
