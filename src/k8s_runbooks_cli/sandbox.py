@@ -16,9 +16,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from k8s_runbooks.fault_kinds import FAULT_KINDS
 from k8s_runbooks.sandbox import launchers, supervisor
 from k8s_runbooks.sandbox.binaries import SandboxError, ensure_binaries, tools_dir
+from k8s_runbooks.sandbox.fault_kinds import FAULT_KINDS
 from k8s_runbooks.settings import Settings
 
 console = Console(width=None if sys.stdout.isatty() else 120)

@@ -15,7 +15,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from k8s_runbooks.errors import InvalidInput, RunbookError, TransientError, from_http_status
-from k8s_runbooks.fault_kinds import FAULT_KINDS, FAULT_VARS, FAULTS  # noqa: F401 - re-exported
+from k8s_runbooks.sandbox.fault_kinds import FAULT_KINDS, FAULT_VARS, FAULTS  # noqa: F401 - re-exported
 
 NAMESPACE = "shop"
 IMAGE = "sandbox/shop:1"

@@ -1,8 +1,6 @@
-"""The env-var fault kinds: each one an env var of the workload's container (set as a rollout) and its default.
-
-Product knowledge shared by the drills (core) and the sandbox's shop image (which honours the variables), so it
-lives in the core and the sandbox imports it from here. Its own module so the CLI can list the kinds without
-importing the Kubernetes client."""
+"""The demo workload's fault kinds: each one an env var of the shop container (set as a rollout) and its default.
+Its own module so the CLI can list them without importing the Kubernetes client; the core (drills) and the
+sandbox (its CLI and the shop image) share it."""
 
 from __future__ import annotations
 
