@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from k8s_runbooks import deploy  # noqa: E402
+from k8s_runbooks_prefect import deploy  # noqa: E402
 from k8s_runbooks.sandbox import demo_workload, supervisor  # noqa: E402
 from k8s_runbooks.settings import Settings  # noqa: E402
 from tests.ui.scenario import ScenarioFailed, browser, probe_env, run_scenario  # noqa: E402

@@ -87,7 +87,7 @@ class Settings(BaseSettings):
         description="Where the sandbox Alertmanager sends notifications; default is the sandbox alert receiver.",
     )
 
-    # --- Runbook runner (`python -m k8s_runbooks.deploy serve`, started by `sandbox up`) -------
+    # --- Runbook runner (`python -m k8s_runbooks_prefect.deploy serve`, started by `sandbox up`) -------
     runner_mode: Literal["warm", "stock"] = Field(
         default="warm",
         description="warm: runs are forks of a pre-imported fork server (start in ms, see warm_runner/); "

@@ -132,7 +132,7 @@ class Receiver:
     def start(self) -> None:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "k8s_runbooks.alerts.server", "--port", str(self.port),
+                [sys.executable, "-m", "k8s_runbooks_prefect.alerts.server", "--port", str(self.port),
                  "--routes", str(REPO / "deployments" / "alert-routes.yaml"), "--spool", str(self.spool)],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO,
             )
@@ -303,7 +303,7 @@ def test_bad_routes_file_fails_at_startup_with_file_and_line(prefect_server: Pre
     routes = tmp_path / "routes.yaml"
     routes.write_text("routes:\n  - name: x\n    match: {alertname: A}\n    deployment: nope\n")
     env = {**prefect_server.env()}
-    result = subprocess.run([sys.executable, "-m", "k8s_runbooks.alerts.server", "--port", str(free_ports(1)[0]),
+    result = subprocess.run([sys.executable, "-m", "k8s_runbooks_prefect.alerts.server", "--port", str(free_ports(1)[0]),
                              "--routes", str(routes), "--spool", str(tmp_path / "s.sqlite3")],
                             env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
@@ -313,7 +313,7 @@ def test_bad_routes_file_fails_at_startup_with_file_and_line(prefect_server: Pre
 def test_missing_prefect_api_url_is_a_clear_error(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "K8S_RUNBOOKS_"))}
     env["PREFECT_HOME"] = str(tmp_path)
-    result = subprocess.run([sys.executable, "-m", "k8s_runbooks.alerts.server", "--port", str(free_ports(1)[0]),
+    result = subprocess.run([sys.executable, "-m", "k8s_runbooks_prefect.alerts.server", "--port", str(free_ports(1)[0]),
                              "--routes", str(REPO / "deployments" / "alert-routes.yaml"), "--spool", str(tmp_path / "s.sqlite3")],
                             env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "PREFECT_API_URL is not set" in result.stderr
@@ -358,7 +358,7 @@ class _ResolvesDuringCreate:
 def test_alert_resolved_while_its_run_is_created_gets_the_run_cancelled(prefect_server: PrefectServer, tmp_path: Path) -> None:
     import dataclasses
 
-    from k8s_runbooks.alerts.dispatcher import RESOLVED_DURING_CREATION, Dispatcher
+    from k8s_runbooks_prefect.alerts.dispatcher import RESOLVED_DURING_CREATION, Dispatcher
     from k8s_runbooks.alerts.metrics import ReceiverMetrics
     from k8s_runbooks.alerts.payloads import AlertmanagerPayload
     from k8s_runbooks.alerts.routing import load_routes

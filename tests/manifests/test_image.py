@@ -93,7 +93,7 @@ def test_runs_as_a_non_root_user_matching_the_manifests() -> None:
 def test_entrypoint_is_the_cli() -> None:
     entry = [args for word, args in final_stage() if word == "ENTRYPOINT"]
     assert entry == ['["k8s-runbooks"]']
-    assert 'k8s-runbooks = "k8s_runbooks.cli:app"' in (REPO / "pyproject.toml").read_text()
+    assert 'k8s-runbooks = "k8s_runbooks_cli.main:app"' in (REPO / "pyproject.toml").read_text()
 
 
 def test_copies_only_what_runs_and_every_source_is_in_the_context() -> None:
@@ -165,7 +165,7 @@ def test_the_runtime_file_set_runs(runtime_tree: Path, tmp_path: Path) -> None:
     module, flows_file, runbooks = where.split()
     assert module.startswith(str(runtime_tree)) and flows_file.startswith(str(runtime_tree)), where
     assert Path(runbooks) == runtime_tree / "runbooks"
-    assert "alerts" in run("-m", "k8s_runbooks.cli", "--help")
-    assert "pod-crash" in run("-m", "k8s_runbooks.cli", "alerts", "check-routes", env["K8S_RUNBOOKS_RECEIVER_ROUTES"])
-    listed = run("-m", "k8s_runbooks.deploy", "list")
+    assert "alerts" in run("-m", "k8s_runbooks_cli", "--help")
+    assert "pod-crash" in run("-m", "k8s_runbooks_cli", "alerts", "check-routes", env["K8S_RUNBOOKS_RECEIVER_ROUTES"])
+    listed = run("-m", "k8s_runbooks_prefect.deploy", "list")
     assert listed.count("available") == len(yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]), listed

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from k8s_runbooks import deploy
+from k8s_runbooks_prefect import deploy
 from k8s_runbooks.sandbox import demo_workload
 from tests.conftest import Sandbox
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from fastapi import FastAPI, Request
@@ -27,7 +27,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
 from k8s_runbooks.alerts import auth
-from k8s_runbooks.alerts.dispatcher import Dispatcher
 from k8s_runbooks.alerts.groupcommit import GroupCommit
 from k8s_runbooks.alerts.metrics import ReceiverMetrics
 from k8s_runbooks.alerts.payloads import Alert, AlertmanagerPayload, GrafanaPayload, SentryIssueAlertPayload, Source
@@ -36,6 +35,23 @@ from k8s_runbooks.alerts.spool import Spool
 from k8s_runbooks.redact import redact
 
 log = logging.getLogger("k8s_runbooks.alerts")
+
+
+class Dispatcher(Protocol):
+    """What the app needs of its dispatcher (the Prefect one is k8s_runbooks_prefect.alerts.dispatcher, outside
+    the Prefect-free core): started and stopped with the app, woken when a row is queued, its state on /healthz."""
+
+    api_ok: bool | None
+    last_error: str | None
+
+    @property
+    def alive(self) -> bool: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def wake(self) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from k8s_runbooks.models import utcnow
 from k8s_runbooks.names import DNS_LABEL, DNS_SUBDOMAIN, kube_context_field
-from k8s_runbooks.sandbox.fault_kinds import FAULTS
+from k8s_runbooks.drills.fault_kinds import FAULTS
 
 DRILLS_LABEL = "k8s-runbooks.io/drills"
 DRILLS_ALLOWED = "allowed"
@@ -180,12 +180,6 @@ class Scorecard(_M):
     @property
     def success(self) -> bool:
         return self.outcome == "passed"
-
-    def to_markdown(self) -> str:
-        from k8s_runbooks.drills.report import scorecard_markdown
-
-        payload = self.model_dump_json(indent=1).replace("`", "\\u0060")
-        return scorecard_markdown(self) + f"\n\n<details><summary>machine-readable</summary>\n\n```{SCORECARD_FENCE}\n{payload}\n```\n</details>\n"
 
     @classmethod
     def from_markdown(cls, text: str) -> "Scorecard | None":

@@ -7,7 +7,7 @@ its pid (SIGTERM after the control-channel intent, SIGKILL after the grace perio
 
 Which process runs which flow run: a forked run's command line and environment are the fork server's, so
 nothing outside the runner could tell. The starter says it: `flow run <id> started in process <pid>` and
-`flow run <id>: process <pid> exited with code <n>` on the `k8s_runbooks.warm_runner` logger (INFO, in the
+`flow run <id>: process <pid> exited with code <n>` on the `k8s_runbooks_prefect.warm_runner` logger (INFO, in the
 runner's log), and with a `run_pid_dir` a `<flow run id>.pid` file holding the PID while the process lives
 (written before the run is handed to Prefect's executor, removed once the process has exited and been reaped).
 """
@@ -27,13 +27,13 @@ import anyio.abc
 from prefect.runner._process_manager import ProcessHandle
 from prefect.settings import get_current_settings
 
-from k8s_runbooks.warm_runner import LOGGER_NAME, PRELOAD_ENV, REPO_ROOT_ENV, child
+from k8s_runbooks_prefect.warm_runner import LOGGER_NAME, PRELOAD_ENV, REPO_ROOT_ENV, child
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
     from prefect.runner._control_channel import ControlChannel
 
-PRELOAD_MODULE = "k8s_runbooks.warm_runner.preload"
+PRELOAD_MODULE = "k8s_runbooks_prefect.warm_runner.preload"
 log = logging.getLogger(LOGGER_NAME)
 _lock = threading.Lock()
 _context: Any = None

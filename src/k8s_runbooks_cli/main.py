@@ -39,12 +39,12 @@ app = App(
 
 
 def _register() -> None:
-    from k8s_runbooks.cli_sandbox import demo, sandbox_app
+    from k8s_runbooks_cli.sandbox import demo, sandbox_app
 
-    from k8s_runbooks.cli_alerts import app as alerts_app
-    from k8s_runbooks.cli_diagnose import diagnose_cmd, snapshot_cmd
-    from k8s_runbooks.cli_drill import drill_app
-    from k8s_runbooks.cli_run import postmortem_cmd, run_app
+    from k8s_runbooks_cli.alerts import app as alerts_app
+    from k8s_runbooks_cli.diagnose import diagnose_cmd, snapshot_cmd
+    from k8s_runbooks_cli.drill import drill_app
+    from k8s_runbooks_cli.run import postmortem_cmd, run_app
 
     app.add_typer(sandbox_app, name="sandbox")
     app.add_typer(run_app, name="run")

@@ -15,8 +15,8 @@ from uuid import UUID
 import anyio
 from prefect.runner import Runner
 
-from k8s_runbooks.warm_runner import LOGGER_NAME
-from k8s_runbooks.warm_runner.starter import WarmForkStarter, fork_server, remove_stale_run_pids, warm_up
+from k8s_runbooks_prefect.warm_runner import LOGGER_NAME
+from k8s_runbooks_prefect.warm_runner.starter import WarmForkStarter, fork_server, remove_stale_run_pids, warm_up
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun

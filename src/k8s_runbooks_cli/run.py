@@ -1,7 +1,7 @@
 """`k8s-runbooks run <runbook>` and `k8s-runbooks postmortem <run>`.
 
-The CLI is the composition root: it is the one place in `src/k8s_runbooks` that loads `flows/` (lazily,
-inside the commands), so the core library stays Prefect-free.
+The CLI is the composition root: it loads `flows/` (lazily, inside the commands, so `--help` and `--submit`
+stay light); the core library (`k8s_runbooks`) never does and stays Prefect-free (.importlinter).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 
-from k8s_runbooks.warm_runner import PRELOAD_ENV, REPO_ROOT_ENV
+from k8s_runbooks_prefect.warm_runner import PRELOAD_ENV, REPO_ROOT_ENV
 
 # Imported lazily by the engine during a run (found by diffing sys.modules after a forked run): without them
 # here every run pays for them again (fastapi alone took seconds under load, via serialize_parameters).

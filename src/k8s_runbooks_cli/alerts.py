@@ -17,7 +17,7 @@ def serve_cmd(
     spool: Path = typer.Option(None, help="SQLite spool file [default: K8S_RUNBOOKS_RECEIVER_SPOOL]."),
 ) -> None:
     """Run the receiver until interrupted (needs PREFECT_API_URL)."""
-    from k8s_runbooks.alerts.server import serve
+    from k8s_runbooks_prefect.alerts.server import serve
 
     serve(host=host, port=port, routes=routes, spool=spool)
 

@@ -31,7 +31,7 @@ from k8s_runbooks.alerts.metrics import ReceiverMetrics
 from k8s_runbooks.alerts.spool import OutboxItem, Spool, SpoolRow, Synchronous
 from k8s_runbooks.redact import redact
 
-log = logging.getLogger("k8s_runbooks.alerts.dispatcher")
+log = logging.getLogger("k8s_runbooks_prefect.alerts.dispatcher")
 
 EVENT_PREFIX = "k8s-runbooks.alert"
 CHECKPOINT_EVERY_S = 1.0

@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 from k8s_runbooks.drills.model import DrillParams, FaultSpec
+from k8s_runbooks.drills.report import scorecard_document
 from k8s_runbooks.errors import InvalidInput
 
 drill_app = typer.Typer(help="Failure drills: inject a fault, score the response, always roll back.", no_args_is_help=True)
@@ -39,7 +40,7 @@ def _run(scenario: Literal["pod-crash", "latency"], params: DrillParams) -> None
     if card is None:
         console.print(f"drill run {run_id} ended {state.name}: {state.message or ''} (no scorecard)")
         raise typer.Exit(1)
-    console.print(Markdown(card.to_markdown().split("<details>")[0]))
+    console.print(Markdown(scorecard_document(card).split("<details>")[0]))
     console.print(f"drill run {run_id}: {state.name}")
     if card.outcome not in ("passed", "dry-run"):
         raise typer.Exit(1)

@@ -18,11 +18,11 @@ when one concerns its deployments, so a new run does not wait for the next poll;
 - `runner`: `WarmRunner`, the Runner with that starter and the event nudge.
 
 Which process runs which flow run (a fork's command line and environment do not say): the runner logs
-`flow run <id> started in process <pid>` (logger `k8s_runbooks.warm_runner`, INFO) and, given a `run_pid_dir`
+`flow run <id> started in process <pid>` (logger `k8s_runbooks_prefect.warm_runner`, INFO) and, given a `run_pid_dir`
 (`--run-pid-dir`, K8S_RUNBOOKS_RUNNER_RUN_PID_DIR; the sandbox's is `D/pids/runs/`), keeps a
 `<flow run id>.pid` file there while the process lives.
 """
 
 PRELOAD_ENV = "K8S_RUNBOOKS_WARM_PRELOAD"  # comma-separated flow modules the fork server imports
 REPO_ROOT_ENV = "K8S_RUNBOOKS_WARM_REPO_ROOT"  # put on the fork server's sys.path (flows/ lives there)
-LOGGER_NAME = "k8s_runbooks.warm_runner"
+LOGGER_NAME = "k8s_runbooks_prefect.warm_runner"

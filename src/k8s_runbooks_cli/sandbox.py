@@ -133,7 +133,7 @@ def _run_pod_crash_drill(cfg: supervisor.SandboxConfig) -> None:
     # Repeated demos act on the same target within minutes; the production default cooldown (300 s) would
     # rightly refuse the second roll-back, so the sandbox drill uses a short one unless the user chose one.
     os.environ.setdefault("K8S_RUNBOOKS_COOLDOWN_SECONDS", "30")
-    from k8s_runbooks.cli_run import run_pod_crash_cmd
+    from k8s_runbooks_cli.run import run_pod_crash_cmd
 
     run_pod_crash_cmd(namespace="shop", deployment="checkout", approval="auto", drill=True,
                       notes="make demo: crash injected into shop/checkout")
@@ -202,7 +202,7 @@ def _demo_drill(cfg: supervisor.SandboxConfig, steady_timeout_s: float = 180.0) 
     os.environ["K8S_RUNBOOKS_STATE_DIR"] = str(cfg.state_dir / "runbooks")  # one audit log with the runner's runbooks
     os.environ["K8S_RUNBOOKS_REPORTS_DIR"] = str(cfg.state_dir / "reports")
     os.environ.setdefault("K8S_RUNBOOKS_COOLDOWN_SECONDS", "30")
-    from k8s_runbooks.cli_drill import pod_crash_cmd
+    from k8s_runbooks_cli.drill import pod_crash_cmd
     from k8s_runbooks.drills.model import SteadyState
     from k8s_runbooks.drills.probes import steady_state
 

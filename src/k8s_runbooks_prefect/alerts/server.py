@@ -1,4 +1,4 @@
-"""Run the receiver: `python -m k8s_runbooks.alerts.server [--host H] [--port P] [--routes FILE] [--spool PATH]`.
+"""Run the receiver: `python -m k8s_runbooks_prefect.alerts.server [--host H] [--port P] [--routes FILE] [--spool PATH]`.
 
 Also `k8s-runbooks alerts serve`. Needs PREFECT_API_URL (a running Prefect server): without it the Prefect client
 would start a throw-away in-process server and the runs would vanish with it.
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from k8s_runbooks.alerts.app import AuthConfig, create_app
-from k8s_runbooks.alerts.dispatcher import Dispatcher
+from k8s_runbooks_prefect.alerts.dispatcher import Dispatcher
 from k8s_runbooks.alerts.metrics import ReceiverMetrics
 from k8s_runbooks.alerts.routing import load_routes
 from k8s_runbooks.alerts.spool import Spool
@@ -96,7 +96,7 @@ def serve(settings: Settings | None = None, *, host: str | None = None, port: in
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m k8s_runbooks.alerts.server", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m k8s_runbooks_prefect.alerts.server", description=__doc__)
     parser.add_argument("--host")
     parser.add_argument("--port", type=int)
     parser.add_argument("--routes", type=Path)

@@ -7,7 +7,7 @@ unless `--drills-active` (the sandbox) asks otherwise.
 
 Two ways to register them:
 - `prefect --no-prompt deploy --all` with `prefect.yaml` (users: a process work pool and `prefect worker start`);
-- `python -m k8s_runbooks.deploy serve` (the sandbox): one process registers every deployment whose flow
+- `python -m k8s_runbooks_prefect.deploy serve` (the sandbox): one process registers every deployment whose flow
   module exists and serves them, polling every `--query-seconds`. `--runner warm` (default,
   K8S_RUNBOOKS_RUNNER_MODE) runs them as forks of a pre-imported fork server and polls at once on a
   `prefect.flow-run.Scheduled` event (see `warm_runner/`); `--runner stock` is Prefect's `Runner`, which
@@ -124,7 +124,7 @@ def make_runner(mode: RunnerMode, query_seconds: float, nudge: bool, name: str =
         return Runner(name=name, query_seconds=query_seconds, pause_on_shutdown=False)
     if mode != "warm":
         raise ConfigError(f"unknown runner mode {mode!r}", hint="K8S_RUNBOOKS_RUNNER_MODE is warm or stock")
-    from k8s_runbooks.warm_runner.runner import WarmRunner
+    from k8s_runbooks_prefect.warm_runner.runner import WarmRunner
 
     return WarmRunner(name=name, query_seconds=query_seconds, pause_on_shutdown=False,
                       repo_root=str(REPO_ROOT), nudge=nudge, run_pid_dir=run_pid_dir)
@@ -171,7 +171,7 @@ def serve(query_seconds: float = DEFAULT_QUERY_SECONDS, drills_active: bool = Fa
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m k8s_runbooks.deploy", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m k8s_runbooks_prefect.deploy", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("serve", help="register the deployments and serve them (until SIGTERM)")
     defaults = Settings()
