@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from k8s_runbooks.diagnosis.context import Context
+from k8s_runbooks.diagnosis.context import RESTART_WINDOW_SECONDS, Context
 from k8s_runbooks.diagnosis.evidence import Container, Event, Probe
 from k8s_runbooks.diagnosis.hypothesis import Cause, Fact, Hypothesis
 
@@ -15,7 +15,6 @@ _ADDR = re.compile(r"(?:\d{1,3}\.){3}\d{1,3}:(?P<port>\d+)")
 _PROTOCOL = re.compile(r"malformed HTTP|HTTP/1\.x transport connection broken|server gave HTTP response to HTTPS client|"
                        r"first record does not look like a TLS handshake|http2: frame too large|unexpected HTTP status code|"
                        r"received an unexpected|Unexpected HTTP/2|protocol error", re.I)
-RESTART_WINDOW_SECONDS = 900.0  # a restart older than this belongs to an earlier incident
 _TELLING = re.compile(r"panic|fatal|error|exception|killed|traceback|refused|denied", re.I)
 
 
