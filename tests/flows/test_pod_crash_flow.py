@@ -279,7 +279,7 @@ def test_approved_rollback_recovers_and_writes_the_postmortem(env: Env, crashing
     pm = Path(result["postmortem"]).read_text()
     assert "Approved by alice" in pm and "bad deploy" in pm
     timeline = pm[pm.index("## Timeline"):pm.index("## Root Cause")]
-    order = ["Crash detected", "Approval requested", "Approved by alice", "Action allowed", "Recovered", "Verified"]
+    order = ["Incident detected", "Approval requested", "Approved by alice", "Re-checked before acting", "Action allowed", "Recovered", "Verified"]
     positions = [timeline.index(word) for word in order]
     assert positions == sorted(positions), timeline
     # "Recovered" is stamped when the workload settled; the stability window confirming it came after.
@@ -302,8 +302,11 @@ def test_auto_drill_names_only_checkout_pods_recovers_and_redacts(env: Env) -> N
     rec = env.record(run_id)
     logs = [e["content"] for e in rec["evidence"] if e["kind"] == "log"]
     assert any("panic: checkout cannot reach the ledger" in text for text in logs)
-    assert any(f["evidence"].get("kind") == "crash_error" and "cannot reach the ledger" in f["title"] for f in rec["findings"])
-    assert any(f["evidence"].get("kind") == "bad_rollout" for f in rec["findings"])
+    top = rec["hypotheses"][0]
+    assert top["cause"] == "crash-after-rollout" and top["object"]["name"] == "checkout", top
+    assert any("cannot reach the ledger" in f["text"] for f in top["facts"]), top["facts"]
+    assert top["details"]["introduced_by_revision"] and rec["plan"][0]["action"]["kind"] == "rollout_undo"
+    assert any(f["evidence"].get("kind") == "crash-after-rollout" for f in rec["findings"])
     assert rec["actions"][0]["action"]["kind"] == "rollout_undo" and rec["actions"][0]["executed"]
     assert env.crash_looping() == []
     pm_path = Path(result["postmortem"])
@@ -327,7 +330,10 @@ def test_oom_fault_is_recorded_as_oomkilled_with_its_memory_limit(env: Env) -> N
     result = env.run(approval="auto", drill=True)
     assert result["state"] == "COMPLETED", result
     rec = env.record(result["flow_run_id"])
-    oom = [f for f in rec["findings"] if f["evidence"].get("kind") == "oom"]
-    assert oom and all(f["title"].startswith("OOMKilled: memory limit 128Mi, exit 137") for f in oom)
+    top = rec["hypotheses"][0]
+    assert top["cause"] == "oom-killed" and top["details"]["memory_limit"] == "128Mi", top
+    assert any("OOMKilled" in f["text"] for f in top["facts"])
+    # The OOMs began with the revision that set the fault: rolling back to the revision that fit is the fix.
+    assert rec["actions"][0]["action"]["kind"] == "rollout_undo" and rec["actions"][0]["executed"]
     pm = Path(result["postmortem"]).read_text()
-    assert "OOMKilled" in pm and "Raise the memory limit" in pm and "memory alert" in pm
+    assert "oom-killed" in pm and "Raise the memory limit" in pm and "memory alert" in pm
