@@ -28,7 +28,7 @@ import yaml
 from kubernetes.client import ApiClient
 from pydantic import ValidationError
 
-from k8s_runbooks.sandbox import podlogs
+from k8s_runbooks.sandbox import podlogs, probes
 from k8s_runbooks.sandbox.errors import ApiError
 from k8s_runbooks.sandbox.faults import Audit, FaultSwitch
 from k8s_runbooks.sandbox.patches import apply_patch
@@ -101,6 +101,7 @@ def _default_pod_spec(spec: Obj) -> None:
                 requests.setdefault(k, v)
         for p in c.get("ports") or []:
             p.setdefault("protocol", "TCP")
+        probes.apply_defaults(c)
         for e in c.get("env") or []:
             field_ref = (e.get("valueFrom") or {}).get("fieldRef")
             if field_ref is not None:
@@ -308,9 +309,16 @@ def _pb_object_meta(buf: bytes) -> Obj:
 def decode_protobuf(res: Resource, body: bytes) -> Obj:
     """kubectl's typed clients (`kubectl create namespace|deployment|service`) send protobuf bodies.
 
-    The sandbox decodes the one kind whose message is small enough to read without the generated schema
-    (Namespace: name, labels, annotations) and answers 415 for the others, as a real server does for a
-    media type it cannot decode."""
+    The sandbox decodes the kinds whose message is small enough to read without the generated schema
+    (Namespace: name, labels, annotations; and the configuration kinds of protobuf_kinds.py) and answers 415
+    for the others, as a real server does for a media type it cannot decode."""
+    from k8s_runbooks.sandbox import protobuf_kinds  # lazy: it builds on the helpers above
+
+    if res.plural in protobuf_kinds.KINDS and body.startswith(b"k8s\x00"):
+        try:
+            return protobuf_kinds.decode(res.plural, dict(_pb_fields(body[4:])).get(2, b""))
+        except (ValueError, IndexError, UnicodeDecodeError) as exc:
+            raise ApiError.bad_request(f"the body of the request could not be decoded: {exc}") from None
     if res.plural != "namespaces" or not body.startswith(b"k8s\x00"):
         raise ApiError(415, "UnsupportedMediaType",
                        f"the sandbox API cannot decode {_PROTOBUF} bodies for {res.plural}; send JSON "
