@@ -152,6 +152,8 @@ class Admission:
             self._default_tolerations(obj)
         elif plural == "secrets":
             self._secret_data(obj)
+        elif plural == "services":
+            self._service_defaults(store, obj)
         elif plural == "persistentvolumeclaims":
             self._default_storage_class(store, obj)
             obj.setdefault("metadata", {}).setdefault("finalizers", ["kubernetes.io/pvc-protection"])
@@ -196,6 +198,35 @@ class Admission:
             if not any(t.get("key") == default["key"] and t.get("effect") in (None, "", "NoExecute")
                        for t in tolerations):
                 tolerations.append(dict(default))
+
+    @staticmethod
+    def _service_defaults(store: Any, svc: Obj) -> None:
+        """Service defaulting and the ClusterIP allocator (10.96.0.0/16; nothing routes to it, pods are reached
+        through their endpoints)."""
+        spec = svc.setdefault("spec", {})
+        spec.setdefault("type", "ClusterIP")
+        spec.setdefault("sessionAffinity", "None")
+        for p in spec.get("ports") or []:
+            p.setdefault("protocol", "TCP")
+            p.setdefault("targetPort", p.get("port"))
+        if spec["type"] == "ExternalName" or spec.get("clusterIP") == "None":
+            return
+        spec.setdefault("internalTrafficPolicy", "Cluster")
+        spec.setdefault("ipFamilies", ["IPv4"])
+        spec.setdefault("ipFamilyPolicy", "SingleStack")
+        if not spec.get("clusterIP"):
+            used = {s_["spec"].get("clusterIP") for s_ in store.list("services")[0] if s_.get("spec")}
+            n = 10
+            while f"10.96.{n // 256}.{n % 256}" in used or n % 256 in (0, 255):
+                n += 1
+            spec["clusterIP"] = f"10.96.{n // 256}.{n % 256}"
+        spec["clusterIPs"] = [spec["clusterIP"]]
+        if spec["type"] in ("NodePort", "LoadBalancer"):
+            taken = {p_.get("nodePort") for s_ in store.list("services")[0] for p_ in (s_.get("spec") or {}).get("ports") or []}
+            free = (n for n in range(30000, 32768) if n not in taken)
+            for p in spec.get("ports") or []:
+                p.setdefault("nodePort", next(free))
+            spec.setdefault("externalTrafficPolicy", "Cluster")
 
     @staticmethod
     def _secret_data(secret: Obj) -> None:

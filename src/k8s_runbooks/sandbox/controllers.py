@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from k8s_runbooks.sandbox import endpointslices
 from k8s_runbooks.sandbox.admission import QuotaController, ensure_default_service_account
 from k8s_runbooks.sandbox.errors import ApiError
 from k8s_runbooks.sandbox.nodes import NodeController
@@ -97,7 +98,8 @@ class Informer:
     """
 
     PLURALS = ("pods", "replicasets", "deployments", "services", "endpoints", "nodes", "persistentvolumeclaims",
-               "persistentvolumes", "storageclasses", "resourcequotas", "secrets", "configmaps", "serviceaccounts")
+               "persistentvolumes", "storageclasses", "resourcequotas", "secrets", "configmaps", "serviceaccounts",
+               "endpointslices")
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -696,6 +698,7 @@ class Controllers:
             cur["subsets"] = subsets
             cur["metadata"]["labels"] = labels
             self.store.replace("endpoints", cur)
+        endpointslices.sync(self.store, svc, subsets)
 
     @staticmethod
     def _named_port(pods: list[Obj], port_name: str) -> int | None:
@@ -721,6 +724,7 @@ class Controllers:
                     except ApiError:
                         pass
         services = {(s["metadata"]["namespace"], s["metadata"]["name"]) for s in self.cache.list("services")}
+        endpointslices.collect(self.store, self.cache, services)
         for ep in self.cache.list("endpoints"):
             key = (ep["metadata"]["namespace"], ep["metadata"]["name"])
             if key not in services:

@@ -39,6 +39,7 @@ FIDELITY_RESOURCES = (
     Resource("persistentvolumes", "PersistentVolume", "", "v1", False, ("pv",), subresources=("status",),
              singular="persistentvolume"),
     Resource("storageclasses", "StorageClass", "storage.k8s.io", "v1", False, ("sc",), singular="storageclass"),
+    Resource("endpointslices", "EndpointSlice", "discovery.k8s.io", "v1", True, (), singular="endpointslice"),
 )
 
 RESOURCES: dict[str, Resource] = {

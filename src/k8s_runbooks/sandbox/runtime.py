@@ -72,4 +72,6 @@ def start_runtime(store: Store, api: RawRouteHost | None, *, state_dir: Path, ap
     if api is not None:
         for path, fn in metrics.raw_routes(informer, kubelet):
             api.add_raw_route(path, fn)
+        api.add_raw_route("/metrics/traffic",
+                          lambda _q: (200, metrics.TEXT_CONTENT_TYPE, traffic.render_metrics().encode()))
     return runtime

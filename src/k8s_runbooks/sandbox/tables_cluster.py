@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from k8s_runbooks.sandbox import quantity
+from k8s_runbooks.sandbox import endpointslices, quantity
 from k8s_runbooks.sandbox.tables import _AGE, _NAME, _age, _col
 
 Obj = dict[str, Any]
@@ -119,6 +119,8 @@ _TABLES: dict[str, tuple[list[Obj], Callable[[Obj], list[Any]]]] = {
     "persistentvolumes": ([_NAME, _col("Capacity"), _col("Access Modes"), _col("Reclaim Policy"), _col("Status"),
                            _col("Claim"), _col("StorageClass"), _col("VolumeAttributesClass"), _col("Reason"), _AGE,
                            _col("VolumeMode", priority=1)], _pv_row),
+    "endpointslices": ([_NAME, _col("AddressType"), _col("Ports"), _col("Endpoints"), _AGE],
+                       lambda s: endpointslices.table_row(s, _age(s))),
     "storageclasses": ([_NAME, _col("Provisioner"), _col("ReclaimPolicy"), _col("VolumeBindingMode"),
                         _col("AllowVolumeExpansion"), _AGE], _storage_class_row),
 }
