@@ -32,7 +32,9 @@ def sync(store: Store, svc: Obj, subsets: list[Obj]) -> None:
     ns, name = svc["metadata"]["namespace"], svc["metadata"]["name"]
     existing = sorted(store.list("endpointslices", ns, label_selector=f"{SERVICE_NAME}={name}")[0],
                       key=lambda s: s["metadata"]["name"])
-    wanted = [{"endpoints": _endpoints(s), "ports": [dict(p) for p in s.get("ports") or []]} for s in subsets] or \
+    # A slice port always has a name ("" when the service port has none): kubectl dereferences it.
+    wanted = [{"endpoints": _endpoints(s), "ports": [{"name": "", **p} for p in s.get("ports") or []]}
+              for s in subsets] or \
         [{"endpoints": [], "ports": []}]
     owner = {"apiVersion": "v1", "kind": "Service", "name": name, "uid": svc["metadata"]["uid"], "controller": True,
              "blockOwnerDeletion": True}
