@@ -41,6 +41,9 @@ class NodeInfo:
     cpu: Fraction = Fraction(0)
     memory: Fraction = Fraction(0)
     pods: list[Obj] = field(default_factory=list)
+    owners: Counter[str] = field(default_factory=Counter)  # pods per controller uid (spreading)
+    anti: list[Obj] = field(default_factory=list)  # pods with required anti-affinity (rare: checked one by one)
+    _allocatable: dict[str, Fraction] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -51,15 +54,23 @@ class NodeInfo:
         return self.node["metadata"].get("labels") or {}
 
     def allocatable(self, resource: str) -> Fraction:
-        value = ((self.node.get("status") or {}).get("allocatable") or {}).get(resource)
-        parsed = quantity.try_parse(value)
-        return parsed if parsed is not None else Fraction(0)
+        if resource not in self._allocatable:
+            value = ((self.node.get("status") or {}).get("allocatable") or {}).get(resource)
+            parsed = quantity.try_parse(value)
+            self._allocatable[resource] = parsed if parsed is not None else Fraction(0)
+        return self._allocatable[resource]
 
-    def add(self, pod: Obj) -> None:
-        req, _ = pod_requests(pod)
-        self.cpu += req.get("cpu", Fraction(0))
-        self.memory += req.get("memory", Fraction(0))
+    def add(self, pod: Obj, requests: tuple[Fraction, Fraction]) -> None:
+        self.cpu += requests[0]
+        self.memory += requests[1]
         self.pods.append(pod)
+        self.owners[_owner_uid(pod) or ""] += 1
+        if _terms(pod, "podAntiAffinity"):
+            self.anti.append(pod)
+
+
+def _owner_uid(pod: Obj) -> str | None:
+    return next((r.get("uid") for r in pod["metadata"].get("ownerReferences") or [] if r.get("controller")), None)
 
 
 # ------------------------------------------------------------------------------------------ matching
@@ -141,6 +152,7 @@ class Scheduler:
         self.recorder = recorder
         self._snapshot: dict[str, NodeInfo] | None = None
         self._backoff: dict[str, tuple[float, float]] = {}  # pod uid -> (next attempt, delay)
+        self._requests: dict[str, tuple[Fraction, Fraction]] = {}  # pod uid -> (cpu, memory): pod specs are immutable
 
     # -------------------------------------------------------------------------------- queue plumbing
     def begin_batch(self) -> None:
@@ -151,6 +163,7 @@ class Scheduler:
     def keys_for(self, ev: WatchEvent) -> list[tuple[str, str, str]]:
         if ev.resource == "pods" and ev.type == "DELETED":
             self._backoff.pop(ev.object["metadata"].get("uid", ""), None)
+            self._requests.pop(ev.object["metadata"].get("uid", ""), None)
         moves = ev.resource in ("nodes", "persistentvolumeclaims", "persistentvolumes", "storageclasses") or (
             ev.resource == "pods" and (ev.type == "DELETED" or ev.object["metadata"].get("deletionTimestamp")))
         if moves and self._backoff:
@@ -180,9 +193,17 @@ class Scheduler:
             for p in self.cache.list("pods"):
                 node = (p.get("spec") or {}).get("nodeName")
                 if node in infos and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
-                    infos[node].add(p)
+                    infos[node].add(p, self._pod_requests(p))
             self._snapshot = infos
         return self._snapshot
+
+    def _pod_requests(self, pod: Obj) -> tuple[Fraction, Fraction]:
+        uid = pod["metadata"]["uid"]
+        cached = self._requests.get(uid)
+        if cached is None:
+            req, _ = pod_requests(pod)
+            cached = self._requests[uid] = (req.get("cpu", Fraction(0)), req.get("memory", Fraction(0)))
+        return cached
 
     # -------------------------------------------------------------------------------- one pod
     def schedule(self, ns: str, name: str) -> None:
@@ -281,18 +302,17 @@ class Scheduler:
                 return UNRESOLVABLE, [f"node(s) had untolerated taint {{{taint.get('key')}: {taint.get('value') or ''}}}"]
         if not node_affinity_matches(pod, info.node):
             return UNRESOLVABLE, ["node(s) didn't match Pod's node affinity/selector"]
-        insufficient = self._fits(pod, info)
+        insufficient = self._fits(info, self._pod_requests(pod))
         if insufficient:
             return UNSCHEDULABLE, insufficient
         return self._inter_pod(pod, info, infos)
 
     @staticmethod
-    def _fits(pod: Obj, info: NodeInfo) -> list[str]:
+    def _fits(info: NodeInfo, requests: tuple[Fraction, Fraction]) -> list[str]:
         out = []
         if len(info.pods) + 1 > info.allocatable("pods"):
             out.append("Too many pods")
-        req, _ = pod_requests(pod)
-        cpu, mem = req.get("cpu", Fraction(0)), req.get("memory", Fraction(0))
+        cpu, mem = requests
         if cpu and info.cpu + cpu > info.allocatable("cpu"):
             out.append("Insufficient cpu")
         if mem and info.memory + mem > info.allocatable("memory"):
@@ -318,7 +338,7 @@ class Scheduler:
             if any(_term_covers(term, pod, p) for p in same_domain(term.get("topologyKey", ""))):
                 return UNSCHEDULABLE, ["node(s) didn't match pod anti-affinity rules"]
         for other_info in infos.values():
-            for other in other_info.pods:
+            for other in other_info.anti:
                 for term in _terms(other, "podAntiAffinity"):
                     key = term.get("topologyKey", "")
                     if key in info.labels and other_info.labels.get(key) == info.labels.get(key) \
@@ -328,12 +348,10 @@ class Scheduler:
 
     @staticmethod
     def _score(pod: Obj, info: NodeInfo) -> tuple[Any, ...]:
-        """Lower is better: spread a workload's replicas, then the least allocated node."""
-        owner = next((r.get("uid") for r in pod["metadata"].get("ownerReferences") or [] if r.get("controller")), None)
-        labels = pod["metadata"].get("labels") or {}
-        siblings = sum(1 for p in info.pods if (owner and any(
-            r.get("uid") == owner for r in p["metadata"].get("ownerReferences") or []))
-            or (not owner and labels and (p["metadata"].get("labels") or {}) == labels))
+        """Lower is better: spread a workload's replicas (pods of the same controller), then the least
+        allocated node."""
+        owner = _owner_uid(pod)
+        siblings = info.owners[owner] if owner else 0
         cpu, mem = info.allocatable("cpu"), info.allocatable("memory")
         used = (info.cpu / cpu if cpu else 0) + (info.memory / mem if mem else 0)
         return siblings, used, len(info.pods), info.name
@@ -367,7 +385,7 @@ class Scheduler:
         def bind(p: Obj) -> None:
             p["spec"]["nodeName"] = info.name
         bound = self.store.mutate("pods", ns, name, bind)
-        info.add(bound)
+        info.add(bound, self._pod_requests(bound))
 
         def cond(p: Obj) -> None:
             st = p.setdefault("status", {})
