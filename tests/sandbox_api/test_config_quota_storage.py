@@ -125,6 +125,15 @@ def test_resource_quota_admission_and_kubectl(live, live_ns) -> None:
     assert ('services "two" is forbidden: exceeded quota: svc-quota, requested: services=1, used: services=1, '
             "limited: services=1") in refused.stderr
 
+    live.kubectl("create", "quota", "pvc-quota", "-n", live_ns, "--hard=persistentvolumeclaims=1,requests.storage=1Gi")
+    claim = '{"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "%s"}, "spec": {' \
+            '"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}'
+    live.kubectl("apply", "-n", live_ns, "-f", "-", input_text=claim % "first")
+    refused = live.kubectl("apply", "-n", live_ns, "-f", "-", check=False, input_text=claim % "second")
+    assert ('persistentvolumeclaims "second" is forbidden: exceeded quota: pvc-quota, requested: '
+            "persistentvolumeclaims=1,requests.storage=1Gi, used: persistentvolumeclaims=1,requests.storage=1Gi, "
+            "limited: persistentvolumeclaims=1,requests.storage=1Gi") in refused.stderr
+
 
 def test_claims_bind_provision_or_say_why(live, live_ns) -> None:
     def claim(name: str, storage_class: str | None) -> dict[str, Any]:

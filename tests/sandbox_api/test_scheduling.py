@@ -62,6 +62,10 @@ def test_unschedulable_pod_gets_the_fit_error_condition_and_event(sched) -> None
     assert (cond["type"], cond["status"], cond["reason"], cond["message"]) == ("PodScheduled", "False", "Unschedulable",
                                                                                expected)
     assert _failed_scheduling(store, "web") == [expected]
+    # a pod that tolerates node.kubernetes.io/unschedulable may still go to the cordoned node
+    _pod(store, "agent", nodeSelector={"disktype": "hdd"}, tolerations=[
+        {"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"}])
+    assert _schedule(store, scheduler, "agent")["spec"]["nodeName"] == "n1"
 
 
 def test_node_selector_and_affinity_mismatch(sched) -> None:
