@@ -273,7 +273,9 @@ def _row_object(obj: Obj, include: str) -> Obj | None:
 def to_table(plural: str, objects: list[Obj], *, resource_version: str, include_object: str = "Metadata",
              continue_token: str | None = None, remaining: int | None = None) -> Obj:
     """A Table of `objects`; `include_object` is the request's `includeObject` (None|Metadata|Object)."""
-    columns, row_fn = _TABLES.get(plural, ([_NAME, _col("Created At", "date")], _default_row))
+    from k8s_runbooks.sandbox.tables_cluster import table_for  # lazy: it builds on this module's helpers
+
+    columns, row_fn = _TABLES.get(plural) or table_for(plural) or ([_NAME, _col("Created At", "date")], _default_row)
     rows = []
     for obj in objects:
         row: Obj = {"cells": row_fn(obj)}
