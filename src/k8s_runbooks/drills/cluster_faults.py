@@ -15,7 +15,7 @@ from typing import Any
 from k8s_runbooks.errors import InvalidInput, NotFound
 from k8s_runbooks.kube.client import Kube, Op
 from k8s_runbooks.kube.workloads import _rollout_restart, _scale
-from k8s_runbooks.sandbox.fault_kinds import CLUSTER_FAULTS  # the names only: a dependency-free module (as drills.model)
+from k8s_runbooks.drills.fault_kinds import CLUSTER_FAULTS  # the names only: a dependency-free module (as drills.model)
 
 STRATEGIC = "application/strategic-merge-patch+json"
 MERGE = "application/merge-patch+json"

@@ -28,6 +28,7 @@ import yaml
 from kubernetes.client import ApiClient
 from pydantic import ValidationError
 
+from k8s_runbooks.sandbox.protobuf_wire import pb_fields, pb_object_meta
 from k8s_runbooks.sandbox import podlogs, probes
 from k8s_runbooks.sandbox.errors import ApiError
 from k8s_runbooks.sandbox.faults import Audit, FaultSwitch
@@ -275,63 +276,17 @@ def _check_type(res: Resource, obj: Any) -> Obj:
 _PROTOBUF = "application/vnd.kubernetes.protobuf"
 
 
-def _pb_fields(buf: bytes) -> list[tuple[int, Any]]:
-    """Top-level fields of a protobuf message: (field number, int or bytes)."""
-    out: list[tuple[int, Any]] = []
-    i = 0
-
-    def varint() -> int:
-        nonlocal i
-        shift = result = 0
-        while True:
-            b = buf[i]
-            i += 1
-            result |= (b & 0x7F) << shift
-            if not b & 0x80:
-                return result
-            shift += 7
-
-    while i < len(buf):
-        key = varint()
-        num, wire = key >> 3, key & 7
-        if wire == 0:
-            out.append((num, varint()))
-        elif wire == 2:
-            n = varint()
-            out.append((num, buf[i:i + n]))
-            i += n
-        elif wire in (1, 5):
-            size = 8 if wire == 1 else 4
-            out.append((num, buf[i:i + size]))
-            i += size
-        else:
-            raise ValueError(f"unsupported protobuf wire type {wire}")
-    return out
-
-
-def _pb_object_meta(buf: bytes) -> Obj:
-    meta: Obj = {}
-    for num, value in _pb_fields(buf):
-        if num in (1, 2, 3) and value:
-            meta[("name", "generateName", "namespace")[num - 1]] = value.decode()
-        elif num in (11, 12):
-            entry = dict(_pb_fields(value))
-            meta.setdefault("labels" if num == 11 else "annotations", {})[entry.get(1, b"").decode()] = \
-                entry.get(2, b"").decode()
-    return meta
-
-
 def decode_protobuf(res: Resource, body: bytes) -> Obj:
     """kubectl's typed clients (`kubectl create namespace|deployment|service`) send protobuf bodies.
 
     The sandbox decodes the kinds whose message is small enough to read without the generated schema
     (Namespace: name, labels, annotations; and the configuration kinds of protobuf_kinds.py) and answers 415
     for the others, as a real server does for a media type it cannot decode."""
-    from k8s_runbooks.sandbox import protobuf_kinds  # lazy: it builds on the helpers above
+    from k8s_runbooks.sandbox import protobuf_kinds  # lazy: only kubectl's typed clients send protobuf
 
     if res.plural in protobuf_kinds.KINDS and body.startswith(b"k8s\x00"):
         try:
-            return protobuf_kinds.decode(res.plural, dict(_pb_fields(body[4:])).get(2, b""))
+            return protobuf_kinds.decode(res.plural, dict(pb_fields(body[4:])).get(2, b""))
         except (ValueError, IndexError, UnicodeDecodeError) as exc:
             raise ApiError.bad_request(f"the body of the request could not be decoded: {exc}") from None
     if res.plural != "namespaces" or not body.startswith(b"k8s\x00"):
@@ -339,9 +294,9 @@ def decode_protobuf(res: Resource, body: bytes) -> Obj:
                        f"the sandbox API cannot decode {_PROTOBUF} bodies for {res.plural}; send JSON "
                        "(kubectl apply -f / kubectl create -f, or the Python client)")
     try:
-        unknown = dict(_pb_fields(body[4:]))
-        namespace = dict(_pb_fields(unknown.get(2, b"")))
-        return {"apiVersion": "v1", "kind": "Namespace", "metadata": _pb_object_meta(namespace.get(1, b""))}
+        unknown = dict(pb_fields(body[4:]))
+        namespace = dict(pb_fields(unknown.get(2, b"")))
+        return {"apiVersion": "v1", "kind": "Namespace", "metadata": pb_object_meta(namespace.get(1, b""))}
     except (ValueError, IndexError, UnicodeDecodeError) as exc:
         raise ApiError.bad_request(f"the body of the request could not be decoded: {exc}") from None
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from k8s_runbooks.sandbox.apiserver import _pb_fields, _pb_object_meta
+from k8s_runbooks.sandbox.protobuf_wire import pb_fields as _pb_fields, pb_object_meta as _pb_object_meta
 
 Obj = dict[str, Any]
 KINDS = {"secrets": "Secret", "configmaps": "ConfigMap", "serviceaccounts": "ServiceAccount",

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from k8s_runbooks.sandbox import endpointslices, quantity
-from k8s_runbooks.sandbox.tables import _AGE, _NAME, _age, _col
+from k8s_runbooks.sandbox.table_cells import _AGE, _NAME, _age, _col
 
 Obj = dict[str, Any]
 _MODES = {"ReadWriteOnce": "RWO", "ReadOnlyMany": "ROX", "ReadWriteMany": "RWX", "ReadWriteOncePod": "RWOP"}
