@@ -1,0 +1,23 @@
+"""wait_for: poll until a check returns something truthy, or fail saying what was awaited and what was seen last."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+def wait_for(fn: Callable[[], Any], timeout: float, what: str, interval: float = 0.2,
+             ignore: tuple[type[BaseException], ...] = (OSError, ValueError)) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+        except ignore as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
