@@ -1,7 +1,6 @@
 """The receiver's POST /v1/slack/interactions with the approval desk, in-process, against a local Slack.
 
-Paused runs live in `PausedRuns`, which keeps Prefect's resume rules (only a paused run resumes, not after
-its pause timeout, the answer stored as the run's input); tests/chatops/test_slack_e2e.py does the same
+Paused runs live in `PausedRuns` (tests/helpers/paused_runs.py, Prefect's resume rules in memory); tests/chatops/test_slack_e2e.py does the same
 against a real Prefect server and a real runbook run.
 """
 
@@ -25,6 +24,7 @@ from k8s_runbooks.chatops.blocks import ApprovalRequest, PlannedAction, approval
 from k8s_runbooks.chatops.desk import ApprovalDesk, RunView
 from k8s_runbooks.chatops.policy import parse_policies
 from k8s_runbooks.chatops.slack import SlackClient
+from tests.helpers.paused_runs import PausedRuns
 from tests.helpers.slack_api import LocalSlack, Message
 from tests.helpers.wait import wait_for
 from tests.reliability.conftest import ROUTES, AsgiClient
@@ -41,31 +41,6 @@ policies:
     two_person_min_pods: 3
 """)
 PATH = "/v1/slack/interactions"
-
-
-@dataclass
-class PausedRuns:
-    """RunControl with Prefect's resume semantics, in memory."""
-
-    runs: dict[str, RunView]
-    inputs: dict[str, dict[str, Any]]
-    records: list[tuple[str, dict[str, Any]]]
-
-    def read(self, run_id: str) -> RunView | None:
-        return self.runs.get(run_id)
-
-    def resume(self, run_id: str, run_input: dict[str, Any]) -> tuple[bool, str]:
-        run = self.runs.get(run_id)
-        if run is None or run.state != "PAUSED":
-            return False, "ABORT: Cannot resume a flow run that is not paused."
-        if run.pause_expires is not None and time.time() > run.pause_expires:
-            return False, "REJECT: The flow run pause has timed out and can no longer resume."
-        self.runs[run_id] = replace(run, state="RUNNING")
-        self.inputs[run_id] = run_input
-        return True, "ACCEPT"
-
-    def record(self, run_id: str, key: str, value: dict[str, Any]) -> None:
-        self.records.append((key, value))
 
 
 @dataclass
@@ -99,7 +74,7 @@ def _request(pods_undo: int = 3) -> ApprovalRequest:
 @pytest.fixture()
 def env(tmp_path: Path) -> Iterator[Env]:
     with LocalSlack(TOKEN, SECRET, {CHANNEL}, groups={"S0ONCALL": ["U0CAROL"]}) as slack:
-        runs = PausedRuns({RUN: RunView(RUN, "PAUSED", f"{NONCE}-1", time.time() + 300, "shop", None, True)}, {}, [])
+        runs = PausedRuns({RUN: RunView(RUN, "PAUSED", f"{NONCE}-1", time.time() + 300, "shop", None, True)})
         desk = ApprovalDesk(SecretStr(SECRET), POLICIES, runs, tmp_path / "desk.sqlite3", slack=SlackClient(TOKEN, slack.api_url))
         spool = Spool(tmp_path / "spool.sqlite3")
         client = AsgiClient(create_app(load_routes(ROUTES), spool, approvals=desk))

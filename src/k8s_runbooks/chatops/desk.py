@@ -229,6 +229,19 @@ class ApprovalDesk:
             self._thread.join(timeout)
         self._store.close()
 
+    def process_pending(self) -> int:
+        """Decide every queued press now, in this thread (shutdown without a worker, tests); returns how many."""
+        done = 0
+        while True:
+            try:
+                press = self._queue.get_nowait()
+            except queue.Empty:
+                return done
+            if press is not None:
+                self.process(press)
+                self.processed += 1
+                done += 1
+
     def _run(self) -> None:
         while (press := self._queue.get()) is not None:
             try:
@@ -243,8 +256,10 @@ class ApprovalDesk:
         run = self.runs.read(press.run_id)
         if run is None:
             return self._refuse(press, None, "no such flow run")
-        if run.state != "PAUSED" or not run.pause_key or not run.pause_key.startswith(press.nonce + "-"):
+        if run.state != "PAUSED":
             return self._refuse(press, run, f"this approval is closed (the run is {run.state.lower()})")
+        if not run.pause_key or not run.pause_key.startswith(press.nonce + "-"):
+            return self._refuse(press, run, "this approval is closed (the run now waits for another approval)")
         if run.pause_expires is not None and self.clock() >= run.pause_expires:
             return self._refuse(press, run, "this approval has expired")
         policy = self.policies.for_run(run.route, run.namespace)
