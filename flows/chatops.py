@@ -33,7 +33,7 @@ from k8s_runbooks.chatops.pagerduty import PagerDuty, severity_from_alert
 from k8s_runbooks.chatops.policy import Level, Policy, load_policies, pods_touched
 from k8s_runbooks.chatops.settings import ChatOpsSettings, get_chatops_settings
 from k8s_runbooks.chatops.slack import SlackClient
-from k8s_runbooks.communicate import AUDIENCES, StatusUpdate, render
+from k8s_runbooks.communicate import AUDIENCES, StatusUpdate, render_safely
 from k8s_runbooks.errors import RunbookError
 from k8s_runbooks.models import Action, Decision, utcnow
 from k8s_runbooks.settings import get_settings
@@ -287,8 +287,8 @@ def _notify_level(ctx: Any, s: Session, i: int, level: Level, log: Any) -> None:
         if s.slack is None or not channel:
             ctx.note(f"Escalation level {i + 1} skipped: no Slack bot token or channel", "", "escalation")
             return
-        text = render("responders", "slack", _update(ctx, "escalated", "no approval yet: on-call, please look"),
-                      s.settings.templates_dir).text
+        text = render_safely("responders", "slack", _update(ctx, "escalated", "no approval yet: on-call, please look"),
+                             s.settings.templates_dir).text
         try:
             s.slack.post_message(channel, text)
         except RunbookError as exc:
@@ -348,7 +348,7 @@ def send_elsewhere(ctx: Any, update: StatusUpdate) -> None:
         if not to or not settings.smtp_host:
             continue
         try:
-            rendered = render(audience, "email", update, settings.templates_dir)
+            rendered = render_safely(audience, "email", update, settings.templates_dir)
             send_email(settings, to, rendered.subject, rendered.text, timeout=settings.slack_timeout_seconds * 2)
         except RunbookError as exc:
             ctx.note(f"Email to {audience} could not be sent", str(exc), "communication")
@@ -371,7 +371,7 @@ def finish(ctx: Any) -> None:
     line = f"*Run finished: {esc(rec.outcome)}*" + (f" — {esc(rec.outcome_detail)}" if rec.outcome_detail else "")
     if s.ts and s.channel and s.slack is not None and s.request is not None:
         kind = "resolved" if rec.outcome == "resolved" else "mitigated" if rec.outcome == "mitigated" else "escalated"
-        text = render("responders", "slack", _update(ctx, kind, line), s.settings.templates_dir).text
+        text = render_safely("responders", "slack", _update(ctx, kind, line), s.settings.templates_dir).text
         try:
             s.slack.update_message(s.channel, s.ts, line, with_status(approval_blocks(s.request), line, close=True))
             s.slack.call("chat.postMessage", {"channel": s.channel, "thread_ts": s.ts, "text": text})

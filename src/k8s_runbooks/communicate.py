@@ -10,6 +10,7 @@ and line, and the caller keeps the packaged rendering.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +27,7 @@ UpdateKind = Literal["opened", "mitigated", "resolved", "escalated"]
 Audience = Literal["responders", "stakeholders", "status_page"]
 Format = Literal["slack", "webhook", "email"]
 AUDIENCES: tuple[Audience, ...] = ("responders", "stakeholders", "status_page")
+log = logging.getLogger(__name__)
 PACKAGED = Path(__file__).resolve().parent / "templates"
 
 _HEADLINES: dict[str, str] = {
@@ -134,6 +136,21 @@ def render(audience: Audience, fmt: Format, update: StatusUpdate, templates_dir:
     return Rendered(subject=" ".join(subject.split())[:200], text=body.strip("\n") + "\n")
 
 
+def render_safely(audience: Audience, fmt: Format, update: StatusUpdate, templates_dir: Path | None) -> Rendered:
+    """`render`, falling back to the packaged template (and logging why) when the user's template is broken:
+    an incident update must go out even with a typo in a template."""
+    try:
+        return render(audience, fmt, update, templates_dir)
+    except ConfigError as exc:
+        if templates_dir is None:
+            raise
+        log.error("%s; the packaged %s template is used instead", exc, audience)
+        return render(audience, fmt, update, None)
+
+
 def render_status_update(update: StatusUpdate, templates_dir: Path | None = None) -> str:
-    """The stakeholders' update as the generic (Slack-compatible) webhook gets it."""
-    return render("stakeholders", "webhook", update, templates_dir).text
+    """The stakeholders' update as the generic (Slack-compatible) webhook gets it (K8S_RUNBOOKS_TEMPLATES_DIR
+    unless `templates_dir` is given)."""
+    from k8s_runbooks.chatops.settings import get_chatops_settings
+
+    return render_safely("stakeholders", "webhook", update, templates_dir or get_chatops_settings().templates_dir).text

@@ -63,3 +63,11 @@ def test_a_broken_or_unsafe_template_fails_naming_the_file(tmp_path: Path, sourc
 def test_every_audience_has_a_packaged_template() -> None:
     for audience in AUDIENCES:
         assert render(audience, "webhook", StatusUpdate(kind="opened", target="a/b", summary="s")).text.strip()
+
+
+def test_a_broken_user_template_falls_back_to_the_packaged_one_for_updates(tmp_path: Path) -> None:
+    from k8s_runbooks.communicate import render_safely, render_status_update
+
+    (tmp_path / "stakeholders.j2").write_text("{{ broken")
+    assert "Incident mitigated" in render_status_update(UPDATE, tmp_path)
+    assert render_safely("stakeholders", "email", UPDATE, tmp_path).subject == "[MITIGATED] shop/checkout: rolled back <bad> & co"

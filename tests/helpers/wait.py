@@ -6,9 +6,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx
+
 
 def wait_for(fn: Callable[[], Any], timeout: float, what: str, interval: float = 0.2,
-             ignore: tuple[type[BaseException], ...] = (OSError, ValueError)) -> Any:
+             ignore: tuple[type[BaseException], ...] = (OSError, ValueError, httpx.HTTPError)) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
