@@ -76,13 +76,15 @@ def _tag(prefix: str) -> str | None:
     return next((t.split(":", 1)[1] for t in _tags() if t.startswith(prefix + ":")), None)
 
 
-def _event(ctx: Any, event: str, actor: str = "", detail: str = "", kind: str = "approval", note: str | None = None) -> None:
-    """One approval step in the approval audit and on the timeline."""
+def _event(ctx: Any, event: str, actor: str = "", detail: str = "", kind: str = "approval", note: str | None = None,
+           timeline: bool = True) -> None:
+    """One approval step in the approval audit and (unless seek_approval notes it itself) on the timeline."""
     try:
         append_event(get_settings().state_dir, ApprovalEvent(flow_run_id=ctx.flow_run_id, event=event, actor=actor, detail=detail))
     except OSError as exc:
         get_run_logger().error("approval audit not written: %s", exc)
-    ctx.note(note or f"{event}: {actor}".rstrip(": "), detail, kind)
+    if timeline:
+        ctx.note(note or f"{event}: {actor}".rstrip(": "), detail, kind)
 
 
 def _session(ctx: Any) -> Session:
@@ -156,7 +158,7 @@ def request_approval(ctx: Any, plan_md: str, usable: list[Action], checks: dict[
     if outcome.void_reason:
         return outcome
     if not outcome.approved:
-        _event(ctx, "rejected", outcome.approver, outcome.comment, note=f"Rejected by {outcome.approver}")
+        _event(ctx, "rejected", outcome.approver, outcome.comment, timeline=False)
         for i, level in enumerate(levels):  # a person said no: on-call takes over (the channel, then the first page)
             _notify_level(ctx, s, i, level, log)
             if level.notify == "page":
@@ -172,7 +174,8 @@ def _verify(ctx: Any, s: Session, outcome: ApprovalOutcome, pause_key: str, two:
                                                                           outcome.action if outcome.approved else None):
         approvers = {a.id: a for a in got.approvers}
         label = " + ".join(a.label() for a in approvers.values())
-        _event(ctx, "answer", label, f"approve={outcome.approved} action={outcome.action}; verified by Slack signature")
+        _event(ctx, "answer", label, f"approve={outcome.approved} action={outcome.action}; verified by Slack signature",
+               timeline=False)
         if outcome.approved and outcome.action in two and len(approvers) < 2:
             return _void(ctx, outcome, label, f"{outcome.action} needs two distinct approvers")
         return dataclasses.replace(outcome, approver=label)
@@ -180,7 +183,7 @@ def _verify(ctx: Any, s: Session, outcome: ApprovalOutcome, pause_key: str, two:
         ctx.note("The answer carried an attestation that does not check out; treated as unverified", "", "approval")
     label = f"{outcome.approver} (Prefect UI, authenticated server)" if _server_requires_auth() \
         else f"{outcome.approver} — unverified (Prefect UI)"
-    _event(ctx, "answer", label, f"approve={outcome.approved} action={outcome.action}")
+    _event(ctx, "answer", label, f"approve={outcome.approved} action={outcome.action}", timeline=False)
     if outcome.approved and outcome.action in two:
         return _void(ctx, outcome, label, f"{outcome.action} needs two distinct verified approvers (Slack); "
                                           "the Prefect UI cannot tell two people apart")
