@@ -126,7 +126,9 @@ def request_approval(ctx: Any, plan_md: str, usable: list[Action], checks: dict[
     levels = s.policy.escalation if s.policy else []
     total = p.approval_timeout_seconds + sum(level.wait_seconds for level in levels)
     nonce = secrets.token_hex(6)
-    pause_key = f"{nonce}-1"
+    # The pause key carries the nonce of the Slack buttons, so the receiver can tell that a press answers this very
+    # pause; without a Slack message the key stays Prefect's default (the pause counter: paused-1-*).
+    pause_key: str | None = None
     expires = utcnow() + timedelta(seconds=total)
     ids = [a.kind.value for a in usable]
     if s.policy is not None and s.slack is not None and s.channel:
@@ -136,6 +138,7 @@ def request_approval(ctx: Any, plan_md: str, usable: list[Action], checks: dict[
             actions=[PlannedAction(a.kind.value, a.describe(), a.evidence_score, checks.get(a.kind.value, ""), a.reason,
                                    pods[a.kind.value], a.kind.value in two) for a in usable],
             approvers=", ".join(s.policy.approvers.users + s.policy.approvers.groups))
+        pause_key = f"{nonce}-1"
         _background(s, _post_request, ctx, s, log)
     elif s.policy is None:
         ctx.note("No approval policy for this run: approvals only in the Prefect UI", f"namespace {p.namespace}", "note")
@@ -149,8 +152,8 @@ def request_approval(ctx: Any, plan_md: str, usable: list[Action], checks: dict[
     _copy_presses(ctx)
     if outcome.timed_out:
         for i, level in enumerate(levels):  # a level whose time fell on the deadline still gets its notice
-            _notify_level(ctx, s, i, level, log)
-        _close_message(s, f":sos: Nobody approved within {total} s: escalated, nothing was changed", log)
+            _background(s, _notify_level, ctx, s, i, level, log)
+        _background(s, _close_message, s, f":sos: Nobody approved within {total} s: escalated, nothing was changed", log)
         return outcome
     if outcome.unanswered:
         return outcome
@@ -160,16 +163,16 @@ def request_approval(ctx: Any, plan_md: str, usable: list[Action], checks: dict[
     if not outcome.approved:
         _event(ctx, "rejected", outcome.approver, outcome.comment, timeline=False)
         for i, level in enumerate(levels):  # a person said no: on-call takes over (the channel, then the first page)
-            _notify_level(ctx, s, i, level, log)
+            _background(s, _notify_level, ctx, s, i, level, log)
             if level.notify == "page":
                 break
         return outcome
     return _recheck(ctx, outcome, usable, before)
 
 
-def _verify(ctx: Any, s: Session, outcome: ApprovalOutcome, pause_key: str, two: set[str]) -> ApprovalOutcome:
+def _verify(ctx: Any, s: Session, outcome: ApprovalOutcome, pause_key: str | None, two: set[str]) -> ApprovalOutcome:
     """Name the approver as verified (a valid attestation of this very answer) or unverified (Prefect UI)."""
-    got = attest.verify(s.settings.slack_signing_secret, outcome.attestation)
+    got = attest.verify(s.settings.slack_signing_secret, outcome.attestation) if pause_key else None
     if got is not None and (got.run, got.pause, got.approve, got.action) == (ctx.flow_run_id, pause_key, outcome.approved,
                                                                           outcome.action if outcome.approved else None):
         approvers = {a.id: a for a in got.approvers}
@@ -210,7 +213,7 @@ def _void(ctx: Any, outcome: ApprovalOutcome, who: str, why: str) -> ApprovalOut
     _event(ctx, "void", who, why, kind="escalation", note=f"Approval by {who} acts on nothing")
     s = _SESSIONS.get(ctx.flow_run_id)
     if s is not None:
-        _close_message(s, f":warning: The approval acts on nothing: {esc(why)}", get_run_logger())
+        _background(s, _close_message, s, f":warning: The approval acts on nothing: {esc(why)}", get_run_logger())
     return dataclasses.replace(outcome, approver=who, void_reason=why)
 
 
@@ -331,9 +334,10 @@ def _root_run_id(ctx: Any) -> str:
 
 
 def _close_message(s: Session, line: str, log: Any) -> None:
+    """The approval message without its buttons, with `line` (after the post, which may still be on its way)."""
     for t in list(s.threads):
-        if t.name == "chatops" and t.is_alive():
-            t.join(timeout=s.settings.slack_timeout_seconds)
+        if t is not threading.current_thread() and t.is_alive():
+            t.join(timeout=s.settings.slack_timeout_seconds * 2)
     if s.slack is None or not s.ts or not s.channel or s.request is None:
         return
     try:
@@ -367,10 +371,15 @@ def finish(ctx: Any) -> None:
         return
     log = get_run_logger()
     deadline = time.monotonic() + FINISH_BUDGET_S
-    for t in s.threads:
+    for t in list(s.threads):  # notifications still under way get a bounded wait, never an unbounded one
         if t.is_alive():
-            t.join(timeout=max(0.0, min(s.settings.slack_timeout_seconds, deadline - time.monotonic())))
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+    if any(t.is_alive() for t in s.threads):
+        ctx.note("Slack or PagerDuty still busy at the run's end; their last updates may be missing", "", "communication")
     rec = ctx.record
+    if s.slack is not None:  # one attempt each from here on: the run is over and must not linger on Slack
+        s.slack = SlackClient(s.settings.slack_bot_token or "", s.settings.slack_api_url, s.settings.slack_timeout_seconds,
+                              attempts=1)
     line = f"*Run finished: {esc(rec.outcome)}*" + (f" — {esc(rec.outcome_detail)}" if rec.outcome_detail else "")
     if s.ts and s.channel and s.slack is not None and s.request is not None:
         kind = "resolved" if rec.outcome == "resolved" else "mitigated" if rec.outcome == "mitigated" else "escalated"
@@ -391,7 +400,7 @@ def finish(ctx: Any) -> None:
         key = s.settings.pagerduty_routing_key if name == "primary" else s.settings.pagerduty_secondary_routing_key
         try:
             assert key is not None
-            PagerDuty(s.settings.pagerduty_events_url, s.settings.slack_timeout_seconds).resolve(key, dedup)
+            PagerDuty(s.settings.pagerduty_events_url, s.settings.slack_timeout_seconds, attempts=2).resolve(key, dedup)
         except RunbookError as exc:
             log.warning("page not resolved: %s", exc)
             ctx.note(f"Page to {name} could not be resolved", str(exc), "escalation")

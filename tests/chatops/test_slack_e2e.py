@@ -7,7 +7,10 @@ a local Slack and a local PagerDuty.
   user resumes it, the guard's audit names that Slack user, a replay of that press is 401, and the message is
   updated with the outcome and again at the run's end;
 - a run nobody approves in time escalates (a channel message, a PagerDuty page with one dedup key for the
-  incident); approved during the escalation, it resolves and the page resolves with it.
+  incident); approved during the escalation, it resolves and the page resolves with it;
+- every planned action touches both replicas, so the two-person rule applies: the first press waits for a second
+  approver, and an answer through the Prefect UI's form (`POST /resume`, what the Resume dialog sends) is recorded
+  as unverified and acts on nothing.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ policies:
   - name: shop
     namespaces: [{NS}]
     channel: {CHANNEL}
-    approvers: {{users: [U0ALICE]}}
+    approvers: {{users: [U0ALICE, U0CAROL]}}
+    two_person_min_pods: 2  # the module's Deployment has 2 replicas: a roll-back or restart touches both
     escalation:
       - {{notify: channel}}
       - {{notify: page, routing_key: primary, wait_seconds: 300}}
@@ -166,17 +170,21 @@ def test_a_signed_press_by_an_allowlisted_user_resumes_the_run_and_the_audit_nam
     assert e2e.send(body, headers).status_code == 200
     replay = e2e.send(body, headers)
     assert replay.status_code == 401 and "replayed" in replay.json()["detail"]
+    wait_for(lambda: any("1 of 2 approvals" in u["text"] for u in msg.updates), 60, "the first of two approvals")
+    assert e2e.run_state(run_id) == "PAUSED"
+    assert e2e.send(*e2e.slack.press(msg, approve, "U0CAROL", "carol")).status_code == 200
     out = e2e.finish(proc)
     assert proc.returncode == 0, out[-4000:]
 
+    both = "alice (Slack U0ALICE, verified) + carol (Slack U0CAROL, verified)"
     executed = [r for r in e2e.audit(run_id) if r["decision"] == "allowed" and r.get("outcome")]
-    assert executed and executed[0]["actor"] == "alice (Slack U0ALICE, verified)", e2e.audit(run_id)
+    assert executed and executed[0]["actor"] == both, e2e.audit(run_id)
     assert executed[0]["action"]["kind"] == approve.removeprefix("approve:")
     events = [(e["event"], e["actor"]) for e in e2e.audit(run_id, "approvals.jsonl")]
     assert ("press-refused", "mallory (Slack U0MALLORY)") in events, events
-    assert ("answer", "alice (Slack U0ALICE, verified)") in events, events
+    assert ("answer", both) in events, events
     texts = [u["text"] for u in msg.updates]
-    assert any("Approved by alice" in t for t in texts) and "Run finished: resolved" in texts[-1], texts
+    assert any("Approved by alice + carol" in t for t in texts) and "Run finished: resolved" in texts[-1], texts
     assert any(m.thread_ts == msg.ts and "Incident resolved" in m.text for m in e2e.slack.posted(CHANNEL))
     assert e2e.pd.events == []  # answered in time: nobody was paged
 
@@ -195,10 +203,65 @@ def test_a_timeout_pages_and_the_page_resolves_with_the_run(e2e: E2E) -> None:
     assert e2e.run_state(run_id) == "PAUSED"  # still open during the escalation
 
     approve = next(a for a in LocalSlack.buttons(msg) if a.startswith("approve:"))
-    assert e2e.send(*e2e.slack.press(msg, approve, "U0ALICE", "alice")).status_code == 200
+    for user, name in (("U0ALICE", "alice"), ("U0CAROL", "carol")):
+        assert e2e.send(*e2e.slack.press(msg, approve, user, name)).status_code == 200
     out = e2e.finish(proc)
     assert proc.returncode == 0, out[-4000:]
     assert e2e.pd.events[-1] == {"routing_key": PD_KEY, "event_action": "resolve", "dedup_key": dedup}
     assert e2e.pd.open == {}
     events = [e["event"] for e in e2e.audit(run_id, "approvals.jsonl")]
     assert events.index("escalated") < events.index("paged") < events.index("answer") < events.index("page_resolved"), events
+
+
+def test_a_prefect_ui_answer_is_unverified_and_cannot_meet_the_two_person_rule(e2e: E2E) -> None:
+    Cluster(e2e.box).inject_crash(e2e.box, DEPLOYMENT)
+    seen = set(e2e.slack.messages)
+    proc = e2e.start_run(timeout_s=300)
+    msg = e2e.approval(seen)
+    action = next(a for a in LocalSlack.buttons(msg) if a.startswith("approve:")).removeprefix("approve:")
+    run_id = json.loads(next(iter(LocalSlack.buttons(msg).values())))["r"]
+    wait_for(lambda: e2e.run_state(run_id) == "PAUSED", 60, "the run paused")
+    r = e2e.api.post(f"/flow_runs/{run_id}/resume",
+                     json={"run_input": {"approve": True, "action": action, "approver": "bob", "comment": "from the UI"}})
+    assert r.status_code in (200, 201) and r.json()["status"] == "ACCEPT", r.text
+    out = e2e.finish(proc)
+    assert proc.returncode != 0 and "acts on nothing" in out, out[-3000:]
+    assert not [x for x in e2e.audit(run_id) if x["decision"] == "allowed" and x.get("outcome")]
+    answers = [e for e in e2e.audit(run_id, "approvals.jsonl") if e["event"] in ("answer", "void")]
+    assert [(e["event"], e["actor"]) for e in answers] == [("answer", "bob — unverified (Prefect UI)"),
+                                                           ("void", "bob — unverified (Prefect UI)")], answers
+    assert "two distinct verified approvers" in answers[1]["detail"]
+    assert "acts on nothing" in msg.updates[0]["text"]
+
+
+def test_a_slow_slack_never_holds_the_run_and_a_rejection_pages_without_resolving(e2e: E2E) -> None:
+    """Slack answers only after 30 s (longer than every timeout): the run pauses anyway, the approval is answered in
+    the Prefect UI, the failure is logged and noted. The rejection escalates (the channel, then the page) and the
+    page stays open: a rejected run did not resolve the incident."""
+    Cluster(e2e.box).inject_crash(e2e.box, DEPLOYMENT)
+    e2e.slack.delay_seconds = 30
+    opened = set(e2e.pd.open)
+    try:
+        started = time.monotonic()
+        proc = e2e.start_run(timeout_s=300)
+
+        def paused_run() -> str | None:
+            r = e2e.api.post("/flow_runs/filter", json={"flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}},
+                                                       "flows": {"name": {"any_": ["pod-crash"]}}})
+            r.raise_for_status()
+            return next((x["id"] for x in r.json() if x["parameters"]["params"]["deployment"] == DEPLOYMENT), None)
+
+        run_id = wait_for(paused_run, 180, "the run paused while Slack hangs")
+        r = e2e.api.post(f"/flow_runs/{run_id}/resume",
+                         json={"run_input": {"approve": False, "approver": "bob", "comment": "Slack is down; not now"}})
+        assert r.json()["status"] == "ACCEPT", r.text
+        out = e2e.finish(proc)
+    finally:
+        e2e.slack.delay_seconds = 0
+    assert proc.returncode == 0 and "rejected by bob — unverified (Prefect UI)" in out, out[-3000:]
+    assert time.monotonic() - started < 240  # bounded: the run's end waits at most a few Slack timeouts
+    assert "Slack approval message not posted" in out, out[-3000:]  # logged
+    events = [(e["event"], e["actor"]) for e in e2e.audit(run_id, "approvals.jsonl")]
+    assert ("slack-failed", "") in events and ("paged", "primary") in events, events
+    assert [k for k in e2e.pd.open if k not in opened] == [f"k8s-runbooks/{run_id}"]  # the page stays open
+    assert ("page-open", "primary") in events, events
