@@ -156,6 +156,7 @@ def request_approval(ctx: Any, plan_md: str, usable: list[Action], checks: dict[
         _background(s, _close_message, s, f":sos: Nobody approved within {total} s: escalated, nothing was changed", log)
         return outcome
     if outcome.unanswered:
+        _background(s, _close_message, s, ":warning: Resumed without an answer to the approval form: nothing was changed", log)
         return outcome
     outcome = _verify(ctx, s, outcome, pause_key, two)
     if outcome.void_reason:
@@ -190,6 +191,9 @@ def _verify(ctx: Any, s: Session, outcome: ApprovalOutcome, pause_key: str | Non
     if outcome.approved and outcome.action in two:
         return _void(ctx, outcome, label, f"{outcome.action} needs two distinct verified approvers (Slack); "
                                           "the Prefect UI cannot tell two people apart")
+    if s.request is not None:  # answered elsewhere: the Slack buttons must not look open
+        what = f"approved `{outcome.action}`" if outcome.approved else "rejected"
+        _background(s, _close_message, s, f"Answered in the Prefect UI: {esc(label)} {what}", get_run_logger())
     return dataclasses.replace(outcome, approver=label)
 
 
