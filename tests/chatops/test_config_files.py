@@ -44,3 +44,19 @@ def test_the_slack_app_manifest_points_at_the_receiver_with_the_scopes_we_use() 
     assert manifest["settings"]["interactivity"]["request_url"].endswith("/v1/slack/interactions")
     # chat.postMessage, chat.update, chat.postEphemeral: chat:write; usergroups.users.list: usergroups:read
     assert set(manifest["oauth_config"]["scopes"]["bot"]) == {"chat:write", "usergroups:read"}
+
+
+def test_check_policies_lists_a_valid_file_and_explains_a_bad_one(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    def cli(path: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "k8s_runbooks.cli", "alerts", "check-policies", str(path)],
+                              capture_output=True, text=True, cwd=REPO, timeout=120)
+
+    ok = cli(REPO / "deployments" / "chatops.example.yaml")
+    assert ok.returncode == 0 and "shop: routes=['pod-crash', 'high-latency']" in ok.stdout, ok.stderr
+    assert "escalation: channel (+300s) → page:primary (+600s) → page:secondary" in ok.stdout
+    (tmp_path / "bad.yaml").write_text("policies: [{name: a, namespaces: [x], approvers: {users: [alice]}}]")
+    bad = cli(tmp_path / "bad.yaml")
+    assert bad.returncode == 1 and "is not a Slack id" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
