@@ -42,6 +42,8 @@ class ApprovalInput(RunInput):
     action: str = Field("", description="Which planned action to perform.")
     approver: str = Field("", description="Your name or handle, for the audit log.")
     comment: str = Field("", description="Why (recorded in the timeline and the post-mortem).")
+    attestation: str = Field("", description="Filled in by the Slack approval path (proof of a verified approver); "
+                                             "leave it empty in the UI.")
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,8 @@ class ApprovalOutcome:
     comment: str
     timed_out: bool = False
     unanswered: bool = False  # resumed without the form's answer (a bare resume, or a state forced to Running)
+    attestation: str = ""  # the Slack path's proof of a verified answer (flows/chatops.py checks it)
+    void_reason: str = ""  # set when an answer acts on nothing (two-person rule unmet, evidence changed, ...)
 
 
 def approval_form(action_ids: list[str]) -> type[ApprovalInput]:
@@ -81,6 +85,7 @@ def request_approval(description: str, action_ids: list[str], timeout_seconds: i
         action=str(answer.action) if answer.approve else None,
         approver=approver,
         comment=(answer.comment or "").strip(),
+        attestation=(answer.attestation or "").strip(),
     )
 
 

@@ -22,7 +22,7 @@ from prefect import get_client, get_run_logger
 from prefect.runtime import flow_run as runtime_flow_run
 from prefect.states import Completed, Failed, State
 
-from flows.approval import request_approval
+from flows import chatops
 from flows.artifacts import Progress, artifact_key, clean, publish_markdown, publish_raw_markdown
 from flows.postmortem import build_postmortem, postmortem_flow
 from flows.steps import declared_steps
@@ -169,7 +169,7 @@ def seek_approval(run: Run[Any], step: str, plan: list[Action], extra_markdown: 
     ids = [a.kind.value for a in usable]
     run.note("Approval requested", f"options: {', '.join(ids)}; timeout {p.approval_timeout_seconds} s", "approval")
     run.save()
-    answer = request_approval(clean(plan_md), ids, p.approval_timeout_seconds)
+    answer = chatops.request_approval(run, clean(plan_md), usable, checks)  # Slack, escalation, verified approvers
     if answer.timed_out:
         run.note("Approval timed out; escalated", f"no answer within {p.approval_timeout_seconds} s; nothing was changed", "escalation")
         run.finding(step, "Approval timed out", Severity.critical,
@@ -180,6 +180,9 @@ def seek_approval(run: Run[Any], step: str, plan: list[Action], extra_markdown: 
         run.finding(step, "Resumed without an approval", Severity.critical,
                     detail="the run was resumed without the form's answer (a bare resume or a forced state)", kind="escalation")
         raise StopRunbook("escalated", "resumed without an answer to the approval form; no action taken; escalated", failed=True)
+    if answer.void_reason:
+        run.finding(step, "The approval acts on nothing", Severity.critical, detail=answer.void_reason, kind="escalation")
+        raise StopRunbook("escalated", f"approval by {answer.approver} acts on nothing: {answer.void_reason}; escalated", failed=True)
     if not answer.approved:
         run.note(f"Rejected by {answer.approver}", answer.comment or "no comment", "approval")
         run.finding(step, f"Plan rejected by {answer.approver}", Severity.info, detail=answer.comment or "no comment", kind="approval_rejected")
@@ -237,6 +240,7 @@ def send_update(run: Run[Any], update: StatusUpdate, key: str) -> bool:
     except RunbookError as exc:  # a failed notification must not hide the incident's outcome
         run.note("Status update could not be sent", str(exc), "communication")
     run.note(f"Status update ({update.kind}) {'sent' if sent else 'stored as artifact'}", update.summary, "communication")
+    chatops.send_elsewhere(run, update)
     return sent
 
 
@@ -313,6 +317,7 @@ def drive(
     if record.outcome == "in-progress":
         record.outcome = "resolved"
     run.note(f"Runbook finished: {record.outcome}", record.outcome_detail)
+    chatops.finish(run)  # the Slack message shows the outcome; a page resolves with the run
     record.audit = read_audit(run.flow_run_id)
     run.save()
     if write_postmortem:

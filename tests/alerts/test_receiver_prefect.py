@@ -192,7 +192,8 @@ def test_repeated_alert_is_one_run_and_resolved_starts_none(prefect_server: Pref
     assert run["parameters"]["params"]["namespace"] == "shop"
     assert run["parameters"]["params"]["deployment"] == "checkout"
     assert run["parameters"]["params"]["approval"] == "required"
-    assert {"alert", "alert-source:alertmanager", "alert-route:pod-crash"} <= set(run["tags"])
+    # the alert's severity rides along for the page an escalation may send (flows/chatops.py)
+    assert {"alert", "alert-source:alertmanager", "alert-route:pod-crash", "alert-severity:critical"} <= set(run["tags"])
 
     resolved = payload("alertmanager_resolved")
     resolved["alerts"][0]["fingerprint"] = fp

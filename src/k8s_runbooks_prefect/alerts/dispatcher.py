@@ -275,6 +275,9 @@ class Dispatcher:
                 dep_id = client.read_deployment_by_name(name).id
                 self._deployment_ids[name] = dep_id
             tags = ["k8s-runbooks", "alert", f"alert-source:{row.source}", f"alert-route:{row.route}", *row.tags]
+            severity = row.labels.get("severity", "")
+            if severity.isascii() and severity.isalnum() and len(severity) <= 20:  # a page's severity (flows/chatops.py)
+                tags.append(f"alert-severity:{severity.lower()}")
             run = client.create_flow_run_from_deployment(
                 dep_id, parameters=row.parameters or {}, idempotency_key=row.idempotency_key, tags=tags,
             )
