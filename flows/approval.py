@@ -37,6 +37,10 @@ REQUEST_TIMEOUT_S = 10.0
 MAX_BACKOFF_S = 15.0
 
 
+class ApprovalCancelled(Exception):
+    """The run was cancelled while it waited for an approval (e.g. its alert resolved): nothing may be done."""
+
+
 class ApprovalInput(RunInput):
     approve: bool = Field(False, description="Approve the selected action (off = reject, nothing is changed).")
     action: str = Field("", description="Which planned action to perform.")
@@ -221,6 +225,9 @@ def wait_for_approval(form: type[R], timeout_seconds: int, poll_interval: float 
             while True:
                 time.sleep(max(0.0, min(poll_interval, deadline - time.monotonic())))
                 run = api.call(lambda: client.read_flow_run(flow_run_id))
+                if run.state is not None and (run.state.is_cancelling() or run.state.is_cancelled()):
+                    log.info("Cancelled while waiting for approval (%s): nothing is done", run.state.message or run.state.name)
+                    raise ApprovalCancelled(run.state.message or "the run was cancelled while it waited for approval")
                 if run.state is not None and run.state.is_running():
                     log.info("Resumed: reading the answer to the approval form")
                     try:

@@ -147,6 +147,9 @@ def request_approval(ctx: Any, plan_md: str, usable: list[Action], checks: dict[
         _background(s, _escalation_timer, ctx, s, levels, p.approval_timeout_seconds, stop, log)
     try:
         outcome = approval.request_approval(plan_md, ids, total, key=pause_key)
+    except approval.ApprovalCancelled as exc:
+        _background(s, _close_message, s, f":white_check_mark: {exc}", log)
+        raise
     finally:
         stop.set()
     _copy_presses(ctx)

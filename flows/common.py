@@ -20,9 +20,10 @@ from uuid import UUID
 
 from prefect import get_client, get_run_logger
 from prefect.runtime import flow_run as runtime_flow_run
-from prefect.states import Completed, Failed, State
+from prefect.states import Cancelled, Completed, Failed, State
 
 from flows import chatops
+from flows.approval import ApprovalCancelled
 from flows.artifacts import Progress, artifact_key, clean, publish_markdown, publish_raw_markdown
 from flows.postmortem import build_postmortem, postmortem_flow
 from flows.steps import declared_steps
@@ -169,7 +170,11 @@ def seek_approval(run: Run[Any], step: str, plan: list[Action], extra_markdown: 
     ids = [a.kind.value for a in usable]
     run.note("Approval requested", f"options: {', '.join(ids)}; timeout {p.approval_timeout_seconds} s", "approval")
     run.save()
-    answer = chatops.request_approval(run, clean(plan_md), usable, checks)  # Slack, escalation, verified approvers
+    try:
+        answer = chatops.request_approval(run, clean(plan_md), usable, checks)  # Slack, escalation, verified approvers
+    except ApprovalCancelled as exc:  # the alert resolved while the run waited: nothing may be done
+        run.note("Cancelled while waiting for approval", f"{exc}; nothing was changed", "approval")
+        raise StopRunbook("cancelled", f"{exc}", failed=False) from None
     if answer.timed_out:
         run.note("Approval timed out; escalated", f"no answer within {p.approval_timeout_seconds} s; nothing was changed", "escalation")
         run.finding(step, "Approval timed out", Severity.critical,
@@ -226,7 +231,7 @@ def execute_and_wait(run: Run[Any], step: str, approval: Approval) -> Recovery:
 # ------------------------------------------------------------------------------------ communication
 UPDATE_KIND: dict[str, UpdateKind] = {
     "resolved": "resolved", "mitigated": "mitigated", "escalated": "escalated", "failed": "escalated",
-    "rejected": "escalated", "dry-run": "opened", "in-progress": "opened",
+    "rejected": "escalated", "dry-run": "opened", "in-progress": "opened", "cancelled": "resolved",
 }
 
 
@@ -329,6 +334,8 @@ def drive(
     if error is not None:
         raise error
     if stop is not None:
+        if stop.outcome == "cancelled":
+            return Cancelled(message=stop.message)
         if stop.failed:
             _mark_failed(run.flow_run_id, stop.message)
             return Failed(message=stop.message)

@@ -120,6 +120,12 @@ class Context:
             return True
         return any(not c.ready and not c.init for c in pod.containers) or pod.phase == "Pending"
 
+    @staticmethod
+    def pod_in_trouble(pod: Pod) -> bool:
+        """Unhealthy now, or restarted recently (a liveness probe restarts a pod that then looks Running)."""
+        recent = pod.last_restart_age_seconds is not None and pod.last_restart_age_seconds < RESTART_WINDOW_SECONDS
+        return (Context.pod_unhealthy(pod) or recent) and not pod.terminating
+
     @cached_property
     def troubled(self) -> list[str]:
         """Workloads with fewer ready replicas than desired, unhealthy pods or a recent restart: youngest first."""

@@ -175,6 +175,7 @@ class ReplicaSet(_M):
     ready: int | None = None
     age_seconds: float | None = None
     images: list[str] = Field(default_factory=list)
+    template: PodSpec | None = Field(None, description="the revision's pod template (what it changed, against the previous one)")
 
 
 class ContainerState(_M):

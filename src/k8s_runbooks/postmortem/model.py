@@ -20,7 +20,7 @@ from k8s_runbooks.models import ActionResult, AuditRecord, Finding, TimelineEntr
 RECORD_FENCE = "json k8s-runbooks-record"
 _RECORD_RE = re.compile(r"```json k8s-runbooks-record\n(?P<json>.*?)\n```", re.S)
 
-Outcome = Literal["in-progress", "resolved", "mitigated", "escalated", "rejected", "dry-run", "failed"]
+Outcome = Literal["in-progress", "resolved", "mitigated", "escalated", "rejected", "dry-run", "failed", "cancelled"]
 
 
 class EvidenceItem(BaseModel):

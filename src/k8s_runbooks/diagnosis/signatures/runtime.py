@@ -162,9 +162,11 @@ def _new_revision(ctx: Context, wl: str) -> tuple[str, Fact] | None:
         return None
     sets.sort(key=lambda r: r.revision or 0)
     new, old = sets[-1], sets[-2]
-    bad = [p for p in ctx.pods_by_wl.get(wl, []) if ctx.pod_unhealthy(p)]
+    bad = [p for p in ctx.pods_by_wl.get(wl, []) if ctx.pod_in_trouble(p)]
     if not bad or not all(p.owner and p.owner.name == new.name for p in bad):
         return None
+    if new.template is not None and old.template is not None and new.template == old.template:
+        return None  # a restart (same template), not a change: the previous revision would crash the same way
     return str(new.revision), Fact(source="field", ref=f"replicaset/{new.name}",
                                    text=f"revision {new.revision} (images {', '.join(new.images)}); previous {old.name} revision {old.revision}")
 

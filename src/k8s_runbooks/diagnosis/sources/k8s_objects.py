@@ -372,6 +372,8 @@ def replicaset(obj: J, now: datetime) -> ev.ReplicaSet:
         revision=_int(_d(md.get("annotations")).get("deployment.kubernetes.io/revision")),
         desired=_int(spec.get("replicas"), 0), ready=_int(st.get("readyReplicas"), 0), age_seconds=_age(md.get("creationTimestamp"), now),
         images=[str(_d(c).get("image", "")) for c in _l(_d(_d(spec.get("template")).get("spec")).get("containers"))],
+        template=pod_spec(_d(spec.get("template")).get("spec"), _d(_d(spec.get("template")).get("metadata")).get("labels"))
+        if spec.get("template") else None,
     )
 
 
