@@ -201,14 +201,10 @@ def _verify(ctx: Any, s: Session, outcome: ApprovalOutcome, pause_key: str | Non
 
 
 def _recheck(ctx: Any, outcome: ApprovalOutcome, usable: list[Action], before: Any) -> ApprovalOutcome:
-    """The evidence is re-checked before acting: an approval given for another state of the workload acts on nothing."""
+    """The guard is asked again before acting: an approval for an action it now refuses acts on nothing. (Whether
+    the diagnosis still holds is the runbook's own re-check of the evidence, flows/diagnosis.recheck: a
+    workload that changed meanwhile is judged by what its evidence says now, not by the change alone.)"""
     p = ctx.params
-    after = workload_status(p.namespace, p.deployment)
-    was = (before.generation, getattr(before.current_replicaset, "name", None))
-    now = (after.generation, getattr(after.current_replicaset, "name", None))
-    if was != now:
-        return _void(ctx, outcome, outcome.approver, f"the workload changed while the approval was pending "
-                                                     f"(generation/ReplicaSet {was} → {now})")
     chosen = next(a for a in usable if a.kind.value == outcome.action)
     audit = plan_is_allowed(chosen, p.approval, "plan", ctx.flow_run_id)
     if audit.decision is Decision.refused:

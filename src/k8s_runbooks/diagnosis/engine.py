@@ -13,6 +13,7 @@ from k8s_runbooks.diagnosis.hypothesis import Cause, Diagnosis, Hypothesis, Laye
 from k8s_runbooks.diagnosis.signatures import ALL, Signature
 
 MAX_HYPOTHESES = 10
+FOCUS_LIFT = 0.1
 
 # What a symptom says about where to look: the layers whose failures produce it get a small lift.
 _SYMPTOM_LAYERS: tuple[tuple[tuple[str, ...], frozenset[Layer]], ...] = (
@@ -98,9 +99,11 @@ def _attribute_revisions(ctx: Context, hypotheses: list[Hypothesis]) -> list[Hyp
 
 
 def _focused(h: Hypothesis, focus: str | None, ctx: Context) -> bool:
+    """About the workload the incident names: its own object, a node running its pods, or a namespace-wide
+    cause (a quota) refusing its pods."""
     if not focus:
         return False
-    if h.object.name == focus:
+    if h.object.name == focus or h.details.get("workload") == focus:
         return True
     return h.object.kind == "Node" and any(p.node == h.object.name for p in ctx.pods_by_wl.get(focus, []))
 
@@ -121,7 +124,9 @@ def diagnose(evidence: Evidence, symptom: str = "", signatures: tuple[Signature,
     lifted = _symptom_layers(symptom)
     ranked = []
     for h in _attribute_revisions(ctx, _merge(found)):
-        lift = (0.03 if h.layer in lifted else 0.0) + (0.04 if _focused(h, focus, ctx) else 0.0)
+        # The workload an alert or a runbook names is what the incident is about: its causes rank before
+        # those of other workloads that happen to be failing in the same namespace.
+        lift = (0.03 if h.layer in lifted else 0.0) + (FOCUS_LIFT if _focused(h, focus, ctx) else 0.0)
         if lift:
             h = h.model_copy(update={"confidence": min(1.0, round(h.confidence + lift, 3))})
         ranked.append(h)
