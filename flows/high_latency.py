@@ -167,7 +167,7 @@ def check_metrics(run: Run[HighLatencyParams]) -> Measured:
     p99_text = f"{p99_s * 1000:.0f} ms" if p99_s is not None else "no data"
     err_text = f"{err:.1%}" if err is not None else "no data"
     run.record.impact = (f"p95 {p95_ms:.0f} ms (threshold {p.p95_threshold_ms:g} ms), p99 {p99_text}, 5xx {err_text} on "
-                         f"{ns}/{svc}; {len(d.slow)} of {len(pod_ms)} pods above the threshold")
+                         f"{ns}/{svc}; {len(slow)} of {len(pod_ms)} pods above the threshold")
     if p95_ms <= p.p95_threshold_ms:
         run.note(f"p95 {p95_ms:.0f} ms is below the threshold {p.p95_threshold_ms:g} ms", "nothing to resolve", "note")
         run.record.outcome, run.record.outcome_detail = "resolved", f"p95 {p95_ms:.0f} ms is below {p.p95_threshold_ms:g} ms; nothing to do"
@@ -251,9 +251,9 @@ def resolve(run: Run[HighLatencyParams], measured: Measured, found: Identified |
         spec = next((w.template for w in found.evidence.workloads if w.name == p.deployment and w.template), None)
         limits = {c.name: c.limits.get("cpu", "") for c in (spec.containers if spec else []) if c.limits.get("cpu")}
         diff = "\n".join([f"--- deployment/{p.deployment} (current)", f"+++ deployment/{p.deployment} (proposed)"] + [
-            line for c in patch.patch["spec"]["template"]["spec"]["containers"]
-            for line in (f" containers[{c['name']}].resources.limits:", f"-  cpu: {limits.get(c['name'], 'unset')}",
-                         f"+  cpu: {c['resources']['limits'].get('cpu', '')}")])
+            line for name, res in patch.patch.items()
+            for line in (f" containers[{name}].resources.limits:", f"-  cpu: {limits.get(name, 'unset')}",
+                         f"+  cpu: {res.get('limits', {}).get('cpu', '')}")])
         extra = "## Proposed resource change (`patch_resources`)\n\n" + md_code_block(diff, "diff")
         run.evidence("resolve", "Proposed CPU limit change", "text", diff)
     approval: Approval = seek_approval(run, "resolve", actions, extra)

@@ -53,8 +53,7 @@ def test_oom_gets_a_bounded_memory_limit_patch(cluster: Cluster, kube_env, ns: s
     assert diagnosis.top is not None and diagnosis.top.cause is Cause.oom_killed and diagnosis.top.object.name == "leaky"
     step = plan(diagnosis.hypotheses)[0]
     assert step.action is not None and step.action.kind is ActionKind.patch_resources
-    limits = step.action.patch["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
-    assert limits == {"memory": "192Mi"}
+    assert step.action.patch == {"app": {"limits": {"memory": "192Mi"}}}
 
 
 def test_zero_replicas_is_scaled_back_and_healthy_namespaces_match_nothing(cluster: Cluster, kube_env, ns: str) -> None:

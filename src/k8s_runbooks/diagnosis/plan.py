@@ -151,7 +151,7 @@ def _oom(h: Hypothesis) -> PlanStep:
         return _escalate(h, f"the memory limit is already {fmt_bytes(limit)} (the automatic cap): find the leak",
                          _kubectl("top", "pod", "-n", _ns(h), "-l", f"app={h.object.name}", "--containers"))
     container = h.details.get("container") or h.object.name
-    patch = {"spec": {"template": {"spec": {"containers": [{"name": container, "resources": {"limits": {"memory": fmt_bytes(new)}}}]}}}}
+    patch = {container: {"limits": {"memory": fmt_bytes(new)}}}  # the guard's patch_resources form
     return _act(h, Action(kind=ActionKind.patch_resources, target=dep, patch=patch, evidence_score=h.confidence,
                           reason=f"raise the memory limit {fmt_bytes(limit)} -> {fmt_bytes(new)} (OOMKilled)"))
 
@@ -165,8 +165,7 @@ def _cpu(h: Hypothesis) -> PlanStep:
     new = min(limit * 2, CPU_LIMIT_CAP)
     if new <= limit:
         return _escalate(h, "the CPU limit is already at the automatic cap: scale out or profile", _kubectl("top", "pod", "-n", _ns(h)))
-    patch = {"spec": {"template": {"spec": {"containers": [{"name": h.details.get("container") or h.object.name,
-                                                             "resources": {"limits": {"cpu": fmt_cpu(new)}}}]}}}}
+    patch = {h.details.get("container") or h.object.name: {"limits": {"cpu": fmt_cpu(new)}}}  # the guard's patch_resources form
     return _act(h, Action(kind=ActionKind.patch_resources, target=dep, patch=patch, evidence_score=h.confidence,
                           reason=f"raise the CPU limit {fmt_cpu(limit)} -> {fmt_cpu(new)} (throttled)"))
 

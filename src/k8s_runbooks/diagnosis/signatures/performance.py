@@ -30,6 +30,7 @@ def cpu(ctx: Context) -> list[Hypothesis]:
         wl = svc if svc in ctx.workloads else (ctx.workload_for_labels(ctx.services[svc].selector) if svc in ctx.services else svc)
         spec = ctx.spec_of(wl or svc)
         limit = next((c.limits.get("cpu") for c in (spec.containers if spec else []) if c.limits.get("cpu")), None)
+        container = next((c.name for c in (spec.containers if spec else []) if c.limits.get("cpu")), "")
         facts = [Fact(source="alert", ref=f"service/{svc}", text=d) for d in details[:3]]
         if limit:
             facts.append(ctx.field_fact(f"deployment/{wl} resources", f"cpu limit {limit}"))
@@ -37,7 +38,8 @@ def cpu(ctx: Context) -> list[Hypothesis]:
                        if o.current_ms is not None and o.current_ms > o.threshold_ms)
         conf = 0.93 if throttled and (jumped or measured) else (0.6 if jumped and slow else (0.4 if throttled else 0.3))
         out.append(ctx.hyp(Cause.cpu_saturated, ctx.app(wl or svc), conf,
-                           f"{svc} is CPU-throttled" + (f" at its limit of {limit}" if limit else ""), facts, cpu_limit=limit or ""))
+                           f"{svc} is CPU-throttled" + (f" at its limit of {limit}" if limit else ""), facts, cpu_limit=limit or "",
+                           container=container))
     return out
 
 
