@@ -1,6 +1,6 @@
 """Diagnosis engine on the Cloud-OpsBench dev set (issue 13): accuracy, speed, memory, determinism, no network.
 
-    .venv/bin/python bench/diagnosis.py [--dev-set DIR|FILE.tar.xz] [--runs 2] [--quick] [--out FILE]
+    .venv/bin/python bench/diagnosis.py [--dev-set DIR|FILE.tar.xz] [--runs 2] [--phases] [--quick] [--out FILE]
 
 Builds an answers file from each case's metadata.json (the bench may read the answer key; the product never
 does), then runs the product's CLI exactly as a user would, in a subprocess:
@@ -13,6 +13,7 @@ fault-object accuracy overall, per category and per label; the confusion pairs; 
 (the JSONL's `ms`); wall time and peak RSS of the CLI process (wait4's rusage); determinism (the runs' lines
 equal but for `ms`); the guardrail (cases whose proposed action is a restart, pod deletion or scale for an
 admission, scheduling, startup or routing cause: must be 0); and each target of issue 13, met or not.
+`--phases` also times the importer (load_case) and the engine (diagnose) apart, in the bench's own process.
 
 Dev set: `--dev-set`, else /tmp/cloud-opsbench-dev, unpacked there from ../shared/cloud-opsbench/ when
 missing; with neither, the bench says so and exits 0 (skipped). `--quick` runs on the 49 pinned cases of
@@ -251,6 +252,33 @@ def measure(dev: Path, source: str, runs: int, scratch: Path) -> dict[str, Any]:
     }
 
 
+def phases(dev: Path) -> dict[str, Any]:
+    """In this process, per case: the importer (load_case: parse, redact) apart from the engine (diagnose), so a
+    slow case says which half to look at. Not the user's path: the CLI figures above are the product's."""
+    from k8s_runbooks.diagnosis.engine import diagnose
+    from k8s_runbooks.diagnosis.sources.cloud_opsbench import CaseError, find_cases, load_case
+
+    load_ms, diagnose_ms, slowest = [], [], []
+    for path in find_cases(dev):
+        started = time.perf_counter()
+        try:
+            case = load_case(path)
+        except CaseError:
+            continue
+        loaded = time.perf_counter()
+        diagnose(case.evidence, case.symptom)
+        done = time.perf_counter()
+        load_ms.append((loaded - started) * 1000)
+        diagnose_ms.append((done - loaded) * 1000)
+        slowest.append({"case": str(path.relative_to(dev)), "load_ms": round(load_ms[-1], 1), "diagnose_ms": round(diagnose_ms[-1], 1)})
+    slowest.sort(key=lambda r: -(r["load_ms"] + r["diagnose_ms"]))
+
+    def stats(values: list[float]) -> dict[str, float]:
+        return {"median": round(statistics.median(values), 2), "p95": round(percentile(values, 95), 2), "sum_s": round(sum(values) / 1000, 2)}
+
+    return {"load_case_ms": stats(load_ms), "diagnose_ms": stats(diagnose_ms), "slowest": slowest[:10]} if load_ms else {}
+
+
 def report(data: dict[str, Any]) -> None:
     f = data["figures"]
     print(f"\n{data['cases']} cases from {data['dev_set']}")
@@ -263,6 +291,9 @@ def report(data: dict[str, Any]) -> None:
         print(f"| {cat} | {row['cases']} | {row['a1']:.2f} | {row['a3']:.2f} | {row['object']:.2f} |")
     for pair in data["confusions"][:15]:
         print(f"confused: {pair['answer']} -> {pair['top']} ({pair['cases']})")
+    if data.get("phases"):
+        p = data["phases"]
+        print(f"in-process phases: load_case {p['load_case_ms']} ms, diagnose {p['diagnose_ms']} ms")
     for name, met in data["targets"].items():
         print(f"target {'met    ' if met else 'MISSED '} {name}")
 
@@ -272,6 +303,7 @@ def main() -> int:
     parser.add_argument("--dev-set", type=Path, help=f"case folder or .tar.xz (default {DEFAULT_DEV})")
     parser.add_argument("--runs", type=int, default=2, help="CLI runs to compare for determinism (>= 2)")
     parser.add_argument("--quick", action="store_true", help="the repository's 49 pinned cases: a smoke run")
+    parser.add_argument("--phases", action="store_true", help="also time the importer and the engine apart, in-process")
     parser.add_argument("--out", help="JSON results file (bench/run.py: bench/results/diagnosis.json)")
     args = parser.parse_args()
     if args.runs < 2:
@@ -285,6 +317,8 @@ def main() -> int:
             h.write_out(args.out, {"skipped": str(exc)})
             return 0
         data = measure(dev, source, args.runs, scratch)
+        if args.phases:
+            data["phases"] = phases(dev)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     h.write_out(args.out, {"quick": args.quick, **data})
