@@ -30,3 +30,19 @@ def check_routes(routes: Path = typer.Argument(..., help="Routing file to valida
     router = load_routes(routes)
     for route in router.config.routes:
         typer.echo(f"{route.name}: {route.deployment} approval={route.approval} match={route.match} match_re={route.match_re}")
+
+
+@app.command("check-policies")
+def check_policies(policies: Path = typer.Argument(..., help="Approval policies file (K8S_RUNBOOKS_CHATOPS_CONFIG).")) -> None:
+    """Validate an approval policies file (Slack approvers, two-person rule, escalation) and list its policies."""
+    from k8s_runbooks.chatops.policy import load_policies
+    from k8s_runbooks.errors import ConfigError
+
+    if not policies.is_file():
+        raise ConfigError(f"no approval policies file at {policies}")
+    for p in load_policies(policies).policies:
+        levels = " → ".join(f"{lv.notify}{':' + lv.routing_key if lv.notify == 'page' else ''}"
+                            + (f" (+{lv.wait_seconds}s)" if lv.wait_seconds else "") for lv in p.escalation) or "none"
+        typer.echo(f"{p.name}: routes={p.routes} namespaces={p.namespaces} channel={p.channel or '(default)'} "
+                   f"approvers={len(p.approvers.users)} users, {len(p.approvers.groups)} groups "
+                   f"two_person_min_pods={p.two_person_min_pods or 'off'} escalation: {levels}")

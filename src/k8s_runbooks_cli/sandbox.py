@@ -100,11 +100,17 @@ def fault(
     message: Annotated[Optional[str], typer.Option(help="Log line written before the crash (FAULT_MESSAGE).")] = None,
     state_dir: StateDir = None,
 ) -> None:
-    """Inject a fault as env vars on the Deployment (a rollout, like `kubectl set env`); `clear` removes all."""
+    """Inject a fault: crash/latency/oom/errors/cpu are env vars on the Deployment (a rollout, like `kubectl set
+    env`); the cluster faults (missing-secret, image-not-found, node-selector, taint, quota, liveness-port,
+    readiness-port, service-selector, zero-replicas) change the cluster as a person's mistake would, through the
+    guard. `clear` undoes every fault of the deployment."""
     cfg = supervisor.resolve_config(Settings(), state_dir)
     done = supervisor.fault(cfg, kind, namespace, deployment, value, message)
     changes = [f"{k}={v}" for k, v in done["set"].items()] + [f"{k}-" for k in done["removed"]]
-    console.print(f"deployment {namespace}/{deployment}: " + (" ".join(changes) if changes else "no change"))
+    if changes or not done.get("outcome"):
+        console.print(f"deployment {namespace}/{deployment}: " + (" ".join(changes) if changes else "no change"))
+    if done.get("outcome"):
+        console.print(done["outcome"])
 
 
 @sandbox_app.command()

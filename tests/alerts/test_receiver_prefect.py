@@ -192,7 +192,8 @@ def test_repeated_alert_is_one_run_and_resolved_starts_none(prefect_server: Pref
     assert run["parameters"]["params"]["namespace"] == "shop"
     assert run["parameters"]["params"]["deployment"] == "checkout"
     assert run["parameters"]["params"]["approval"] == "required"
-    assert {"alert", "alert-source:alertmanager", "alert-route:pod-crash"} <= set(run["tags"])
+    # the alert's severity rides along for the page an escalation may send (flows/chatops.py)
+    assert {"alert", "alert-source:alertmanager", "alert-route:pod-crash", "alert-severity:critical"} <= set(run["tags"])
 
     resolved = payload("alertmanager_resolved")
     resolved["alerts"][0]["fingerprint"] = fp
@@ -217,6 +218,36 @@ def test_repeated_alert_is_one_run_and_resolved_starts_none(prefect_server: Pref
     assert resolved_event["related"][0]["prefect.resource.id"] == f"prefect.flow-run.{run['id']}"
     metrics = httpx.get(f"{receiver.url}/metrics", timeout=5).text
     assert 'k8s_runbooks_receiver_flow_runs_created_total{deployment="pod-crash/pod-crash"} 1.0' in metrics
+
+
+def _state(prefect_server: PrefectServer, run_id: str) -> str:
+    return httpx.get(f"{prefect_server.api}/flow_runs/{run_id}", timeout=10).json()["state"]["type"]
+
+
+def test_resolved_alert_cancels_its_run_while_it_waits(prefect_server: PrefectServer, receiver: Receiver) -> None:
+    """Nothing acts on a resolved alert: a run not started yet, or paused for approval, is cancelled; a run
+    of another alert is left alone."""
+    waiting, other = "c0ffee0000000001", "c0ffee0000000002"
+    for fp in (waiting, other):
+        assert receiver.post("/v1/alerts/alertmanager", _crash_alert(fp, deployment=f"svc-{fp[-4:]}")).status_code == 200
+    _wait("dispatch", receiver.drained)
+    (run,) = _by_key(prefect_server.runs("pod-crash/pod-crash"), waiting)
+    (kept,) = _by_key(prefect_server.runs("pod-crash/pod-crash"), other)
+    paused = httpx.post(f"{prefect_server.api}/flow_runs/{run['id']}/set_state", timeout=10, json={
+        "state": {"type": "PAUSED", "name": "Paused", "message": "waiting for approval"}, "force": True})
+    assert paused.json()["status"] == "ACCEPT", paused.text
+    assert _state(prefect_server, run["id"]) == "PAUSED"
+
+    resolved = payload("alertmanager_resolved")
+    resolved["alerts"][0]["fingerprint"] = waiting
+    resolved["alerts"][0]["labels"].update(deployment=f"svc-{waiting[-4:]}")
+    assert receiver.post("/v1/alerts/alertmanager", json.dumps(resolved).encode()).json()["alerts"][0]["outcome"] == "resolved"
+    _wait("the waiting run cancelled", lambda: _state(prefect_server, run["id"]) == "CANCELLED", timeout=30)
+    detail = httpx.get(f"{prefect_server.api}/flow_runs/{run['id']}", timeout=10).json()["state"]["message"]
+    assert "resolved while the run waited" in detail and "nothing was changed" in detail, detail
+    assert _state(prefect_server, kept["id"]) == "SCHEDULED"  # its alert still fires
+    metrics = httpx.get(f"{receiver.url}/metrics", timeout=5).text
+    assert "k8s_runbooks_receiver_flow_runs_cancelled_total 1.0" in metrics
 
 
 def test_grafana_and_sentry_route_to_their_deployments(prefect_server: PrefectServer, receiver: Receiver) -> None:

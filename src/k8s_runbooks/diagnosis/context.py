@@ -12,6 +12,7 @@ from k8s_runbooks.diagnosis.evidence import Event, Evidence, LogExcerpt, ObjectR
 from k8s_runbooks.diagnosis.hypothesis import Cause, Fact, Hypothesis
 
 RECENT_SECONDS = 900.0  # events older than this about objects that no longer exist belong to an earlier incident
+RESTART_WINDOW_SECONDS = 900.0  # a restart older than this belongs to an earlier incident
 _LOG_SUFFIX = re.compile(r"\.(previous|istio-proxy|app)$")
 
 
@@ -119,15 +120,22 @@ class Context:
             return True
         return any(not c.ready and not c.init for c in pod.containers) or pod.phase == "Pending"
 
+    @staticmethod
+    def pod_in_trouble(pod: Pod) -> bool:
+        """Unhealthy now, or restarted recently (a liveness probe restarts a pod that then looks Running)."""
+        recent = pod.last_restart_age_seconds is not None and pod.last_restart_age_seconds < RESTART_WINDOW_SECONDS
+        return (Context.pod_unhealthy(pod) or recent) and not pod.terminating
+
     @cached_property
     def troubled(self) -> list[str]:
-        """Workloads with fewer ready replicas than desired, or with unhealthy pods: youngest trouble first."""
+        """Workloads with fewer ready replicas than desired, unhealthy pods or a recent restart: youngest first."""
         names: dict[str, float] = {}
         for wl in self.e.workloads:
             if wl.replicas and (wl.ready_replicas or 0) < wl.replicas:
                 names[wl.name] = min(names.get(wl.name, 1e12), wl.age_seconds or 1e9)
         for pod in self.e.pods:
-            if pod.workload and self.pod_unhealthy(pod):
+            restarted = pod.last_restart_age_seconds is not None and pod.last_restart_age_seconds < RESTART_WINDOW_SECONDS
+            if pod.workload and (self.pod_unhealthy(pod) or restarted):
                 names[pod.workload] = min(names.get(pod.workload, 1e12), pod.age_seconds or 1e9)
         return sorted(names, key=lambda n: names[n])
 

@@ -175,6 +175,7 @@ class ReplicaSet(_M):
     ready: int | None = None
     age_seconds: float | None = None
     images: list[str] = Field(default_factory=list)
+    template: PodSpec | None = Field(None, description="the revision's pod template (what it changed, against the previous one)")
 
 
 class ContainerState(_M):
@@ -330,6 +331,20 @@ class Anomaly(_M):
     detail: str = ""
 
 
+class LatencyObservation(_M):
+    """A service's request latency as a runbook measured it: now, per pod, and when the newest revision began."""
+
+    service: str
+    workload: str | None = None
+    quantile: float = 0.95
+    threshold_ms: float
+    current_ms: float | None = None
+    by_pod_ms: dict[str, float] = Field(default_factory=dict)
+    outlier_factor: float = Field(2.0, description="a pod this many times slower than the median pod is an outlier")
+    newest_revision: int | None = None
+    before_newest_revision_ms: float | None = Field(None, description="latency when the newest ReplicaSet was created")
+
+
 class MetricSeries(_M):
     name: str
     labels: dict[str, str] = Field(default_factory=dict)
@@ -377,6 +392,7 @@ class Evidence(_M):
     connectivity: list[Connectivity] = Field(default_factory=list)
     anomalies: list[Anomaly] = Field(default_factory=list)
     metrics: list[MetricSeries] = Field(default_factory=list)
+    latency: list[LatencyObservation] = Field(default_factory=list)
     dependencies: list[Dependency] = Field(default_factory=list)
     routes: list[Route] = Field(default_factory=list, description="gateway and ingress routing rules")
     declared_missing: list[ObjectRef] = Field(

@@ -82,6 +82,7 @@ class Cause(str, Enum):
     cpu_saturated = "cpu-saturated"
     pod_network_delay = "pod-network-delay"
     slow_revision = "slow-revision"
+    slow_pods = "slow-pods"
     # infrastructure
     node_not_ready = "node-not-ready"
     kubelet_down = "kubelet-down"
@@ -111,7 +112,7 @@ LAYER_OF: dict[Cause, Layer] = {
     **{c: _L.routing for c in (Cause.service_selects_no_pods, Cause.service_target_port_wrong,
                                Cause.service_protocol_wrong, Cause.env_address_wrong, Cause.gateway_route_wrong,
                                Cause.dns_resolution_failed)},
-    **{c: _L.performance for c in (Cause.cpu_saturated, Cause.pod_network_delay, Cause.slow_revision)},
+    **{c: _L.performance for c in (Cause.cpu_saturated, Cause.pod_network_delay, Cause.slow_revision, Cause.slow_pods)},
     **{c: _L.infrastructure for c in (Cause.node_not_ready, Cause.kubelet_down, Cause.container_runtime_down,
                                       Cause.kube_proxy_down, Cause.scheduler_down, Cause.node_network_delay,
                                       Cause.node_packet_loss)},

@@ -26,6 +26,9 @@ TEMPLATE_CAUSES = frozenset({
     Cause.liveness_probe_too_aggressive, Cause.readiness_probe_wrong_port, Cause.readiness_probe_wrong_protocol,
     Cause.env_address_wrong, Cause.dns_resolution_failed, Cause.crash_after_rollout, Cause.slow_revision,
     Cause.sidecar_port_conflict, Cause.volume_permission_denied,
+    # Out of memory right after a new revision: the new code needs more memory (or leaks); the revision that
+    # ran within the limit is the fix. With no new revision, the limit is raised instead (`_oom`).
+    Cause.oom_killed,
 })
 
 
@@ -258,6 +261,15 @@ def _network(h: Hypothesis) -> PlanStep:
                      "sidecars and traffic shaping on its pods", _kubectl("get", "pods", "-n", _ns(h), "-l", f"app={h.object.name}", "-o", "wide"))
 
 
+def _slow_pods(h: Hypothesis) -> PlanStep:
+    dep = _deployment(h)
+    pods = [p for p in h.details.get("pods", "").split(",") if p]
+    if dep is None or not pods:
+        return _escalate(h, "some pods are much slower than the others: restart them", _kubectl("delete", "pod", *pods or ["<pod>"], "-n", _ns(h)))
+    return _act(h, Action(kind=ActionKind.delete_pods, target=dep, pods=pods, evidence_score=h.confidence,
+                          reason=f"restart the {len(pods)} outlier pod(s); the other replicas keep serving"))
+
+
 def _crash(h: Hypothesis) -> PlanStep:
     return _escalate(h, f"{h.object.name} crashes on its own (exit {h.details.get('exit_code', '?')}): a restart will not fix it; "
                      "read the log line in the facts", _kubectl("logs", f"deployment/{h.object.name}", "-n", _ns(h), "--previous"))
@@ -283,7 +295,7 @@ _TABLE: dict[Cause, Callable[[Hypothesis], PlanStep]] = {
     Cause.scaled_to_zero: _zero,
     **{c: _infra for c in (Cause.kubelet_down, Cause.container_runtime_down, Cause.kube_proxy_down, Cause.scheduler_down,
                            Cause.node_not_ready, Cause.node_network_delay, Cause.node_packet_loss)},
-    Cause.pod_network_delay: _network, Cause.app_crash: _crash,
+    Cause.pod_network_delay: _network, Cause.app_crash: _crash, Cause.slow_pods: _slow_pods,
 }
 
 

@@ -26,6 +26,22 @@ class Resource:
         return self.group_version
 
 
+# Nodes, configuration, quota and storage (the scheduler, admission, kubelet config and volume binding use them).
+FIDELITY_RESOURCES = (
+    Resource("nodes", "Node", "", "v1", False, ("no",), subresources=("status",), singular="node"),
+    Resource("secrets", "Secret", "", "v1", True, (), singular="secret"),
+    Resource("configmaps", "ConfigMap", "", "v1", True, ("cm",), singular="configmap"),
+    Resource("serviceaccounts", "ServiceAccount", "", "v1", True, ("sa",), singular="serviceaccount"),
+    Resource("resourcequotas", "ResourceQuota", "", "v1", True, ("quota",), subresources=("status",),
+             singular="resourcequota"),
+    Resource("persistentvolumeclaims", "PersistentVolumeClaim", "", "v1", True, ("pvc",), subresources=("status",),
+             singular="persistentvolumeclaim"),
+    Resource("persistentvolumes", "PersistentVolume", "", "v1", False, ("pv",), subresources=("status",),
+             singular="persistentvolume"),
+    Resource("storageclasses", "StorageClass", "storage.k8s.io", "v1", False, ("sc",), singular="storageclass"),
+    Resource("endpointslices", "EndpointSlice", "discovery.k8s.io", "v1", True, (), singular="endpointslice"),
+)
+
 RESOURCES: dict[str, Resource] = {
     r.plural: r
     for r in (
@@ -36,6 +52,7 @@ RESOURCES: dict[str, Resource] = {
         Resource("endpoints", "Endpoints", "", "v1", True, ("ep",), singular="endpoints"),
         Resource("deployments", "Deployment", "apps", "v1", True, ("deploy",), subresources=("scale", "status"), singular="deployment"),
         Resource("replicasets", "ReplicaSet", "apps", "v1", True, ("rs",), subresources=("scale", "status"), singular="replicaset"),
+        *FIDELITY_RESOURCES,
     )
 }
 

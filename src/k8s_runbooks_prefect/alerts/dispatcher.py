@@ -35,6 +35,8 @@ log = logging.getLogger("k8s_runbooks_prefect.alerts.dispatcher")
 
 EVENT_PREFIX = "k8s-runbooks.alert"
 CHECKPOINT_EVERY_S = 1.0
+# States of a run that has not acted yet: not started, or paused for an approval.
+WAITING_STATES = frozenset({"SCHEDULED", "PENDING", "PAUSED"})
 RESOLVED_DURING_CREATION = "resolved while its run was being created; the run was cancelled before it started"
 
 
@@ -275,6 +277,9 @@ class Dispatcher:
                 dep_id = client.read_deployment_by_name(name).id
                 self._deployment_ids[name] = dep_id
             tags = ["k8s-runbooks", "alert", f"alert-source:{row.source}", f"alert-route:{row.route}", *row.tags]
+            severity = row.labels.get("severity", "")
+            if severity.isascii() and severity.isalnum() and len(severity) <= 20:  # a page's severity (flows/chatops.py)
+                tags.append(f"alert-severity:{severity.lower()}")
             run = client.create_flow_run_from_deployment(
                 dep_id, parameters=row.parameters or {}, idempotency_key=row.idempotency_key, tags=tags,
             )
@@ -296,11 +301,41 @@ class Dispatcher:
                 raise _MissingDeployment(f"deployment {name!r} was not found ({_detail(exc)})") from None
             raise _Permanent(f"Prefect refused the flow run of {name!r}: {_detail(exc)}") from None
 
+    def _cancel_waiting(self, client: Any, row: SpoolRow) -> None:
+        """The alert resolved: its run (and the runbook subflows it dispatched) that has not started, or waits
+        for an approval, is cancelled; nothing acts on a resolved alert. A running step finishes, and
+        re-checks the evidence before any action it was approved for."""
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+        from prefect.states import Cancelled
+
+        if not row.flow_run_id:
+            return
+        try:
+            root = client.read_flow_run(uuid.UUID(row.flow_run_id))
+            children = client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[root.id])))
+        except (httpx.TransportError, OSError, TimeoutError) as exc:
+            raise _ApiUnavailable(_detail(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - the run may be gone (404): nothing to cancel
+            log.warning("alert %s resolved; its run %s could not be read: %s", row.dedup_key, row.flow_run_id, _detail(exc))
+            return
+        waiting = [r for r in [*children, root] if r.state is not None and r.state.type.value in WAITING_STATES]
+        for run in waiting:
+            message = f"alert {row.alertname or row.dedup_key} resolved while the run waited ({run.state.name}); nothing was changed"
+            try:
+                client.set_flow_run_state(run.id, Cancelled(message=message), force=True)
+            except (httpx.TransportError, OSError, TimeoutError) as exc:
+                raise _ApiUnavailable(_detail(exc)) from None
+            self.metrics.runs_cancelled.inc()
+            log.info("alert %s resolved: flow run %s (%s) cancelled", row.dedup_key, run.id, run.state.name)
+
     def _emit_events(self, client: Any, spool: Spool) -> None:
         while not self._stop.is_set():
             items = spool.outbox(200)
             if not items:
                 return
+            for item in items:
+                if item.kind == "resolved":
+                    self._cancel_waiting(client, item.alert)
             try:
                 client.request("POST", "/events", json=[event_for(i) for i in items])
             except (httpx.TransportError, OSError, TimeoutError) as exc:

@@ -16,6 +16,10 @@ from k8s_runbooks_prefect.alerts.dispatcher import Dispatcher
 from k8s_runbooks.alerts.metrics import ReceiverMetrics
 from k8s_runbooks.alerts.routing import load_routes
 from k8s_runbooks.alerts.spool import Spool
+from k8s_runbooks.chatops.desk import ApprovalDesk
+from k8s_runbooks.chatops.policy import load_policies
+from k8s_runbooks.chatops.settings import ChatOpsSettings
+from k8s_runbooks.chatops.slack import SlackClient
 from k8s_runbooks.errors import ConfigError, RunbookError
 from k8s_runbooks.settings import Settings, get_settings
 
@@ -32,8 +36,23 @@ def _prefect_api_url() -> str:
     return url
 
 
-def build_app(settings: Settings, routes: Path | None = None, spool_path: Path | None = None, *, dispatch: bool = True):  # noqa: ANN201
-    """The configured app (routes validated, spool opened) with its dispatcher; raises ConfigError on bad config."""
+def build_approvals(chat: ChatOpsSettings, spool_path: Path, timeout: float) -> ApprovalDesk | None:
+    """The Slack approval desk when a signing secret is set (policies validated now); None otherwise."""
+    if chat.slack_signing_secret is None:
+        return None
+    from k8s_runbooks_prefect.chatops.prefect_runs import PrefectRunControl
+
+    slack = None
+    if chat.slack_bot_token is not None:
+        slack = SlackClient(chat.slack_bot_token, chat.slack_api_url, chat.slack_timeout_seconds, attempts=2, budget_seconds=10)
+    return ApprovalDesk(chat.slack_signing_secret, load_policies(chat.chatops_config), PrefectRunControl(timeout),
+                        spool_path.parent / "slack-approvals.sqlite3", slack=slack)
+
+
+def build_app(settings: Settings, routes: Path | None = None, spool_path: Path | None = None, *, dispatch: bool = True,
+              chat: ChatOpsSettings | None = None):  # noqa: ANN201
+    """The configured app (routes validated, spool opened) with its dispatcher and, when Slack is configured, its
+    approval desk; raises ConfigError on bad config."""
     router = load_routes(routes or settings.receiver_routes)
     path = spool_path or settings.receiver_spool
     # With a dispatcher, its thread checkpoints the WAL; the request path then only commits.
@@ -52,8 +71,9 @@ def build_app(settings: Settings, routes: Path | None = None, spool_path: Path |
         token=settings.receiver_token, grafana_basic_user=settings.grafana_basic_user,
         grafana_basic_password=settings.grafana_basic_password, sentry_secret=settings.sentry_hook_secret,
     )
+    approvals = build_approvals(chat or ChatOpsSettings(), path, settings.http_timeout_seconds) if dispatch else None
     return create_app(router, spool, auth_config=auth_config, max_body_bytes=settings.receiver_max_body_bytes,
-                      metrics=metrics, dispatcher=dispatcher)
+                      metrics=metrics, dispatcher=dispatcher, approvals=approvals)
 
 
 def _fast_io() -> tuple[str, str]:
@@ -82,6 +102,10 @@ def serve(settings: Settings | None = None, *, host: str | None = None, port: in
     log.info("alert receiver on http://%s:%d: routes %s (%d), spool %s (%d pending, replayed by the dispatcher), Prefect %s",
              host, port, app.state.router.source, len(app.state.router.config.routes), app.state.spool.path, pending,
              _prefect_api_url())
+    if app.state.approvals is None:
+        log.info("Slack approvals off (K8S_RUNBOOKS_SLACK_SIGNING_SECRET unset): /v1/slack/interactions answers 401")
+    else:
+        log.info("Slack approvals on: policies %s", app.state.approvals.policies.source)
     if settings.receiver_token is None:
         log.warning("K8S_RUNBOOKS_RECEIVER_TOKEN is not set: Alertmanager and Grafana requests are not authenticated")
     loop, http = _fast_io()

@@ -124,6 +124,10 @@ def merge_records(root: RunRecord | None, subs: list[RunRecord], fallback_flow: 
         merged.evidence += sub.evidence
         merged.charts += [c for c in sub.charts if c.path not in {x.path for x in merged.charts}]
         merged.impact = merged.impact or sub.impact
+        # The dispatched runbook diagnosed the workload itself: its ranking is the incident's root cause.
+        merged.hypotheses = sub.hypotheses or merged.hypotheses
+        merged.plan = sub.plan or merged.plan
+        merged.snapshot_key = sub.snapshot_key or merged.snapshot_key
         merged.deployment = merged.deployment or sub.deployment
     merged.timeline.sort(key=lambda e: e.at)
     return merged
@@ -207,14 +211,14 @@ async def assemble(flow_run_id: str | UUID, client: Any, state_dir: Path | None 
     timeline.sort(key=lambda e: e.at)
 
     target = f"{record.namespace}/{record.deployment}" if record.deployment else run.name
-    crashing = [f for f in record.findings if f.evidence.get("kind") in ("oom", "crash_error")]
-    latency = [f for f in record.findings if f.evidence.get("kind") == "high_latency"]
     runbooks = [s.flow for s in subs if s.flow != record.flow]
-    found = f"{len(crashing)} crash finding(s)" + (f" and {len(latency)} latency finding(s)" if latency else "")
+    top = record.hypotheses[0] if record.hypotheses else None
+    found = (f"The diagnosis ranked {len(record.hypotheses)} cause(s), most likely {top.cause.value} on "
+             f"{top.object.kind}/{top.object.name} (confidence {top.confidence:.2f})") if top else "No cause was diagnosed"
     summary = (
         f"The {record.flow} runbook ran for {target} in {record.approval_mode} approval mode "
         f"(flow run {run.name})" + (f" and dispatched the {', '.join(runbooks)} runbook" if runbooks else "")
-        + f". {found} were recorded. "
+        + f". {found}. "
         f"Outcome: {record.outcome}" + (f" — {record.outcome_detail}." if record.outcome_detail else ".")
     )
     return PostMortem(
@@ -229,6 +233,9 @@ async def assemble(flow_run_id: str | UUID, client: Any, state_dir: Path | None 
         summary=summary,
         timeline=timeline,
         root_cause=causes,
+        ranked_causes=record.hypotheses,
+        plan=record.plan,
+        snapshot_key=record.snapshot_key,
         actions_taken=actions_taken,
         lessons_learned=lessons,
         action_items=items,

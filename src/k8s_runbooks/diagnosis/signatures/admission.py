@@ -50,7 +50,9 @@ def quota_events(ctx: Context) -> list[Hypothesis]:
         if cause is None:
             continue
         workload = _owner_workload(ctx, ev.object.kind, ev.object.name)
-        stuck = workload in ctx.troubled if workload else False
+        wl = ctx.workloads.get(workload or "")
+        rollout_blocked = wl is not None and wl.replicas is not None and wl.updated_replicas is not None and wl.updated_replicas < wl.replicas
+        stuck = (workload in ctx.troubled or rollout_blocked) if workload else False
         recent = ev.age_seconds is None or ev.age_seconds < 600
         conf = 0.95 if stuck and recent else (0.8 if stuck or recent else 0.45)
         out.append(ctx.hyp(cause, ctx.namespace_ref(), conf,

@@ -33,7 +33,9 @@ def cpu(ctx: Context) -> list[Hypothesis]:
         facts = [Fact(source="alert", ref=f"service/{svc}", text=d) for d in details[:3]]
         if limit:
             facts.append(ctx.field_fact(f"deployment/{wl} resources", f"cpu limit {limit}"))
-        conf = 0.93 if throttled and jumped else (0.6 if jumped and slow else (0.4 if throttled else 0.3))
+        measured = any(o.service == svc or o.workload == wl for o in ctx.e.latency
+                       if o.current_ms is not None and o.current_ms > o.threshold_ms)
+        conf = 0.93 if throttled and (jumped or measured) else (0.6 if jumped and slow else (0.4 if throttled else 0.3))
         out.append(ctx.hyp(Cause.cpu_saturated, ctx.app(wl or svc), conf,
                            f"{svc} is CPU-throttled" + (f" at its limit of {limit}" if limit else ""), facts, cpu_limit=limit or ""))
     return out
@@ -101,4 +103,47 @@ def latency(ctx: Context) -> list[Hypothesis]:
     return out
 
 
-SIGNATURES = (cpu, latency)
+def measured_latency(ctx: Context) -> list[Hypothesis]:
+    """A runbook's own latency measurement: slow since the newest revision (which was fast when it began), or
+    slow in a few pods only (outliers; the other replicas are fine)."""
+    out: list[Hypothesis] = []
+    for obs in ctx.e.latency:
+        if obs.current_ms is None or obs.current_ms <= obs.threshold_ms:
+            continue
+        wl = obs.workload or obs.service
+        obj = ctx.app(wl)
+        base = Fact(source="metric", ref=f"p{round(obs.quantile * 100)} latency of {obs.service}",
+                    text=f"{obs.current_ms:.0f} ms (threshold {obs.threshold_ms:g} ms)")
+        slow = {p: v for p, v in obs.by_pod_ms.items() if v > obs.threshold_ms}
+        revision = _revision_brought_it(ctx, wl, obs, slow)
+        if revision is not None:
+            out.append(ctx.hyp(Cause.slow_revision, obj, 0.9, f"{wl} is slow since revision {revision[0]}; it was fast before",
+                               [base, revision[1]], introduced_by_revision=str(revision[0]), previous_revision=str(revision[2])))
+        if slow and len(slow) < len(obs.by_pod_ms):
+            median = sorted(obs.by_pod_ms.values())[len(obs.by_pod_ms) // 2]
+            outliers = sorted(p for p, v in slow.items() if v > obs.outlier_factor * max(median, 1e-9))
+            if outliers:
+                facts = [base] + [Fact(source="metric", ref=f"pod/{p}", text=f"{obs.by_pod_ms[p]:.0f} ms (median pod {median:.0f} ms)")
+                                  for p in outliers[:4]]
+                out.append(ctx.hyp(Cause.slow_pods, obj, 0.8, f"{len(outliers)} pod(s) of {wl} are much slower than the others",
+                                   facts, pods=",".join(outliers)))
+    return out
+
+
+def _revision_brought_it(ctx: Context, wl: str, obs, slow: dict[str, float]) -> tuple[int, Fact, int] | None:  # type: ignore[no-untyped-def]
+    sets = sorted((r for r in ctx.e.replicasets if r.owner == wl and r.revision is not None), key=lambda r: r.revision or 0)
+    if len(sets) < 2 or obs.before_newest_revision_ms is None or obs.before_newest_revision_ms > obs.threshold_ms:
+        return None
+    new, old = sets[-1], sets[-2]
+    live = {p.name for p in ctx.e.pods if not p.terminating}
+    # Prometheus still remembers pods the rollout replaced: only slow pods that still exist speak against it.
+    others = [p for p in slow if p in live and not p.startswith(new.name + "-")]
+    if others or (slow and not any(p.startswith(new.name + "-") for p in slow)):
+        return None
+    fact = Fact(source="metric", ref=f"replicaset/{new.name}",
+                text=f"revision {new.revision} began with p{round(obs.quantile * 100)} {obs.before_newest_revision_ms:.0f} ms; "
+                     f"previous revision {old.revision} ({old.name})")
+    return int(new.revision or 0), fact, int(old.revision or 0)
+
+
+SIGNATURES = (cpu, latency, measured_latency)

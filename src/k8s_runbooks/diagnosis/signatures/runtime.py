@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from k8s_runbooks.diagnosis.context import Context
+from k8s_runbooks.diagnosis.context import RESTART_WINDOW_SECONDS, Context
 from k8s_runbooks.diagnosis.evidence import Container, Event, Probe
 from k8s_runbooks.diagnosis.hypothesis import Cause, Fact, Hypothesis
 
@@ -15,7 +15,6 @@ _ADDR = re.compile(r"(?:\d{1,3}\.){3}\d{1,3}:(?P<port>\d+)")
 _PROTOCOL = re.compile(r"malformed HTTP|HTTP/1\.x transport connection broken|server gave HTTP response to HTTPS client|"
                        r"first record does not look like a TLS handshake|http2: frame too large|unexpected HTTP status code|"
                        r"received an unexpected|Unexpected HTTP/2|protocol error", re.I)
-RESTART_WINDOW_SECONDS = 900.0  # a restart older than this belongs to an earlier incident
 _TELLING = re.compile(r"panic|fatal|error|exception|killed|traceback|refused|denied", re.I)
 
 
@@ -163,9 +162,11 @@ def _new_revision(ctx: Context, wl: str) -> tuple[str, Fact] | None:
         return None
     sets.sort(key=lambda r: r.revision or 0)
     new, old = sets[-1], sets[-2]
-    bad = [p for p in ctx.pods_by_wl.get(wl, []) if ctx.pod_unhealthy(p)]
+    bad = [p for p in ctx.pods_by_wl.get(wl, []) if ctx.pod_in_trouble(p)]
     if not bad or not all(p.owner and p.owner.name == new.name for p in bad):
         return None
+    if new.template is not None and old.template is not None and new.template == old.template:
+        return None  # a restart (same template), not a change: the previous revision would crash the same way
     return str(new.revision), Fact(source="field", ref=f"replicaset/{new.name}",
                                    text=f"revision {new.revision} (images {', '.join(new.images)}); previous {old.name} revision {old.revision}")
 

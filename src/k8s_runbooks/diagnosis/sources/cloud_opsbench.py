@@ -121,7 +121,13 @@ def build_evidence(cache: dict[str, Any], namespace: str) -> ev.Evidence:
     _add_lists(evidence, lists)
     _add_coordinates(evidence, k8s_objects.coordinates_by_name(declared))
     _reconcile_declared(evidence, lists)
+    described: set[tuple[str, str]] = set()
     for tool, args, value in calls:
+        if tool == "DescribeResource":
+            key = (_singular(str(args.get("resource_type", ""))), str(args.get("name", "")))
+            if key in described or not _worth_describing(evidence, *key):
+                continue
+            described.add(key)
         try:
             _add_call(evidence, tool, args, value)
         except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:  # one odd tool output never sinks the case
@@ -292,10 +298,30 @@ def _workload_rows(evidence: ev.Evidence, rows: list[dict[str, str]], kind: str)
         wl.age_seconds = parse_age(r.get("AGE"))
 
 
+def _singular(resource_type: str) -> str:
+    return resource_type if resource_type == "endpoints" else resource_type.rstrip("s")
+
+
+def _worth_describing(evidence: ev.Evidence, kind: str, name: str) -> bool:
+    """Describes that can add nothing the lists and manifests did not give are skipped (most of a case's cost):
+    healthy controllers (their events are routine), services whose ports are known, endpoints with addresses."""
+    if kind == "service":
+        return not any(s.name == name and s.ports for s in evidence.services)
+    if kind == "endpoints":
+        return not any(e.name == name and e.ready for e in evidence.endpoints)
+    if kind in ("deployment", "statefulset"):
+        wl = next((w for w in evidence.workloads if w.name == name), None)
+        return wl is None or wl.replicas is None or (wl.ready_replicas or 0) < wl.replicas
+    if kind == "replicaset":
+        rs = next((r for r in evidence.replicasets if r.name == name), None)
+        return rs is None or rs.desired is None or (rs.ready or 0) < rs.desired
+    return kind in ("pod", "node", "persistentvolumeclaim", "persistentvolume")
+
+
 def _add_call(evidence: ev.Evidence, tool: str, args: dict[str, Any], value: Any) -> None:
     ns = evidence.namespace
     if tool == "DescribeResource" and isinstance(value, str) and value.strip():
-        kind = str(args.get("resource_type", "")).rstrip("s") if args.get("resource_type") != "endpoints" else "endpoints"
+        kind = _singular(str(args.get("resource_type", "")))
         if kind == "pod":
             pod, events = ko.describe_pod(value, ns)
             _named(pod)

@@ -55,6 +55,7 @@ LABELS: dict[Cause, str | None] = {
     C.cpu_saturated: "pod_cpu_overload",
     C.pod_network_delay: "pod_network_delay",
     C.slow_revision: None,
+    C.slow_pods: None,
     C.node_not_ready: None,
     C.kubelet_down: "kubelet_unavailable",
     C.container_runtime_down: "containerd_unavailable",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import re
+from datetime import datetime, timezone
 from typing import Any
 
 from k8s_runbooks.diagnosis import evidence as ev
@@ -285,3 +286,116 @@ def add_manifest(evidence: ev.Evidence, obj: J) -> None:
         put(evidence.quotas, quota(obj))
     elif kind == "Node":
         put(evidence.nodes, node(obj))
+
+
+# ------------------------------------------------------------------------------------ live objects (with status)
+def _ts(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if isinstance(value, str) and value:
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    return None
+
+
+def _age(value: Any, now: datetime) -> float | None:
+    ts = _ts(value)
+    return max(0.0, (now - ts).total_seconds()) if ts else None
+
+
+def _state(st: Any) -> ev.ContainerState:
+    st = _d(st)
+    for key in ("waiting", "terminated", "running"):
+        if key in st and st[key] is not None:
+            inner = _d(st[key])
+            return ev.ContainerState(state=key, reason=inner.get("reason"), message=inner.get("message"),  # type: ignore[arg-type]
+                                     exit_code=_int(inner.get("exitCode")))
+    return ev.ContainerState()
+
+
+def _kubectl_status(md: J, st: J, statuses: list[J], init_statuses: list[J]) -> str:
+    """What `kubectl get pods` prints in STATUS."""
+    if md.get("deletionTimestamp"):
+        return "Terminating"
+    for i, c in enumerate(init_statuses):
+        state = _d(c.get("state"))
+        if "terminated" in state and _d(state["terminated"]).get("exitCode") == 0:
+            continue
+        reason = _d(state.get("waiting")).get("reason") if "waiting" in state else None
+        return f"Init:{reason}" if reason and reason != "PodInitializing" else f"Init:{i}/{len(init_statuses)}"
+    for c in statuses:
+        state = _d(c.get("state"))
+        if "waiting" in state and _d(state["waiting"]).get("reason"):
+            return str(_d(state["waiting"])["reason"])
+        if "terminated" in state and _d(state["terminated"]).get("reason"):
+            return str(_d(state["terminated"])["reason"])
+    return str(st.get("reason") or st.get("phase") or "Unknown")
+
+
+def pod(obj: J, now: datetime) -> ev.Pod:
+    md, spec, st = _d(obj.get("metadata")), _d(obj.get("spec")), _d(obj.get("status"))
+    owner = next((_d(o) for o in _l(md.get("ownerReferences")) if _d(o).get("controller")), None)
+    statuses = [_d(c) for c in _l(st.get("containerStatuses"))]
+    init_statuses = [_d(c) for c in _l(st.get("initContainerStatuses"))]
+    containers = []
+    finished: list[float] = []
+    for c, init in [(c, False) for c in statuses] + [(c, True) for c in init_statuses]:
+        last = _d(c.get("lastState"))
+        age = _age(_d(last.get("terminated")).get("finishedAt"), now) if last.get("terminated") else None
+        if age is not None:
+            finished.append(age)
+        containers.append(ev.ContainerStatus(name=str(c.get("name", "")), ready=bool(c.get("ready")), restart_count=_int(c.get("restartCount"), 0) or 0,
+                                             state=_state(c.get("state")), last_state=_state(last) if last else None, init=init))
+    name = str(md.get("name", ""))
+    workload = None
+    if owner:
+        oname = str(owner.get("name", ""))
+        workload = re.sub(r"-[a-z0-9]{6,10}$", "", oname) if owner.get("kind") == "ReplicaSet" else oname
+    return ev.Pod(
+        name=name, namespace=str(md.get("namespace") or ""), labels=_strs(md.get("labels")), phase=str(st.get("phase") or "Unknown"),
+        status=_kubectl_status(md, st, statuses, init_statuses), node=spec.get("nodeName"), ip=st.get("podIP"),
+        owner=ev.ObjectRef(kind=str(owner.get("kind")), name=str(owner.get("name")), namespace=md.get("namespace")) if owner else None,
+        workload=workload, containers=containers,
+        conditions={str(_d(c).get("type")): str(_d(c).get("status")) for c in _l(st.get("conditions"))},
+        age_seconds=_age(md.get("creationTimestamp"), now), last_restart_age_seconds=min(finished) if finished else None,
+        terminating=bool(md.get("deletionTimestamp")), spec=pod_spec(spec, md.get("labels")),
+    )
+
+
+def replicaset(obj: J, now: datetime) -> ev.ReplicaSet:
+    md, spec, st = _d(obj.get("metadata")), _d(obj.get("spec")), _d(obj.get("status"))
+    owner = next((_d(o).get("name") for o in _l(md.get("ownerReferences")) if _d(o).get("kind") == "Deployment"), None)
+    return ev.ReplicaSet(
+        name=str(md.get("name", "")), namespace=str(md.get("namespace") or ""), owner=owner,
+        revision=_int(_d(md.get("annotations")).get("deployment.kubernetes.io/revision")),
+        desired=_int(spec.get("replicas"), 0), ready=_int(st.get("readyReplicas"), 0), age_seconds=_age(md.get("creationTimestamp"), now),
+        images=[str(_d(c).get("image", "")) for c in _l(_d(_d(spec.get("template")).get("spec")).get("containers"))],
+        template=pod_spec(_d(spec.get("template")).get("spec"), _d(_d(spec.get("template")).get("metadata")).get("labels"))
+        if spec.get("template") else None,
+    )
+
+
+def event(obj: J, now: datetime) -> ev.Event:
+    involved = _d(obj.get("involvedObject")) or _d(obj.get("regarding"))
+    series = _d(obj.get("series"))
+    last = series.get("lastObservedTime") or obj.get("lastTimestamp") or obj.get("eventTime") or obj.get("firstTimestamp")
+    source = _d(obj.get("source")).get("component") or obj.get("reportingComponent") or obj.get("reportingController")
+    return ev.Event(
+        object=ev.ObjectRef(kind=str(involved.get("kind", "")), name=str(involved.get("name", "")), namespace=involved.get("namespace")),
+        type=str(obj.get("type") or "Normal"), reason=str(obj.get("reason") or ""), message=str(obj.get("message") or obj.get("note") or ""),
+        count=_int(series.get("count") or obj.get("count"), 1) or 1, age_seconds=_age(last, now), source=source,
+    )
+
+
+def endpoints(obj: J) -> ev.Endpoints:
+    md = _d(obj.get("metadata"))
+    ready: list[str] = []
+    not_ready: list[str] = []
+    for subset in _l(obj.get("subsets")):
+        ports = [_int(_d(p).get("port")) for p in _l(_d(subset).get("ports"))] or [None]
+        for key, out in (("addresses", ready), ("notReadyAddresses", not_ready)):
+            for a in _l(_d(subset).get(key)):
+                out += [f"{_d(a).get('ip')}:{p}" if p else str(_d(a).get("ip")) for p in ports]
+    return ev.Endpoints(name=str(md.get("name", "")), namespace=str(md.get("namespace") or ""), ready=ready, not_ready=not_ready)
