@@ -39,3 +39,26 @@ def test_snapshots_hold_no_secret_values(tmp_path: Path) -> None:
         assert data["kind"] == "k8s-runbooks/snapshot"
         secrets = data["evidence"].get("secrets")
         assert secrets is None, f"{path.name}: secrets are never collected"
+
+
+def test_every_free_text_field_of_evidence_is_redacted() -> None:
+    """A password pasted anywhere a source copies text (env values of workloads, pods and revisions, container
+    messages, events, logs, connection coordinates, alerts) is gone after the source's redaction pass."""
+    from k8s_runbooks.diagnosis import evidence as ev
+    from k8s_runbooks.diagnosis.sources.redaction import redact_evidence
+
+    leak = "postgres://app:hunter2-XYZZY@db:5432/shop"
+    spec = ev.PodSpec(containers=[ev.Container(name="app", env=[ev.EnvVar(name="DB_URL", value=leak)])])
+    evidence = ev.Evidence(
+        namespace="x",
+        workloads=[ev.Workload(name="w", namespace="x", template=spec.model_copy(deep=True))],
+        replicasets=[ev.ReplicaSet(name="w-1", namespace="x", template=spec.model_copy(deep=True))],
+        pods=[ev.Pod(name="w-1-a", namespace="x", spec=spec.model_copy(deep=True),
+                     containers=[ev.ContainerStatus(name="app", state=ev.ContainerState(state="waiting", message=leak))])],
+        events=[ev.Event(object=ev.ObjectRef(kind="Pod", name="w-1-a"), reason="Failed", message=leak)],
+        logs=[ev.LogExcerpt(workload="w", lines=[f"connecting to {leak}"])],
+        config_maps=[ev.NamedKeys(name="cfg", coordinates={"DATABASE_URL": leak})],
+        anomalies=[ev.Anomaly(entity="w", category="X", detail=leak)],
+    )
+    assert redact_evidence(evidence) >= 8
+    assert "hunter2-XYZZY" not in evidence.model_dump_json()

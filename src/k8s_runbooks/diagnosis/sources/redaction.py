@@ -26,7 +26,8 @@ def redact_evidence(evidence: Evidence) -> int:
             for st in (c.state, c.last_state):
                 if st is not None:
                     add(st.message, lambda v, st=st: setattr(st, "message", v))
-    for spec in [w.template for w in evidence.workloads] + [p.spec for p in evidence.pods]:
+    specs = [w.template for w in evidence.workloads] + [p.spec for p in evidence.pods] + [r.template for r in evidence.replicasets]
+    for spec in specs:
         for c in (spec.containers + spec.init_containers) if spec else []:
             for var in c.env:
                 add(var.value, lambda v, var=var: setattr(var, "value", v))
@@ -36,6 +37,10 @@ def redact_evidence(evidence: Evidence) -> int:
     for comp in evidence.node_components:
         for i, line in enumerate(comp.log_lines):
             add(line, lambda v, lines=comp.log_lines, i=i: lines.__setitem__(i, v))
+    for items in (evidence.secrets or [], evidence.config_maps or []):
+        for item in items:
+            for key, value in item.coordinates.items():
+                add(value, lambda v, c=item.coordinates, k=key: c.__setitem__(k, v))
     for a in evidence.anomalies:
         add(a.detail, lambda v, a=a: setattr(a, "detail", v))
     for c in evidence.connectivity:
