@@ -115,8 +115,24 @@ def check_memory(data: dict[str, Any]) -> None:
     assert data["forked_runs"]["runs_seen"] >= 1, "no forked run was ever sampled"
 
 
+def check_diagnosis(data: dict[str, Any]) -> None:
+    # --quick: the 49 pinned cases of the repository, so this runs where ../shared is not (CI).
+    assert "skipped" not in data, data.get("skipped")
+    f = data["figures"]
+    assert data["cases"] == 49 and len(data["per_label"]) == 49 and len(data["per_category"]) == 7
+    assert f["unreadable_cases"] == 0 and not f["traceback"], data["unreadable"]
+    assert f["deterministic"] is True, data["differing_cases"]
+    assert f["network_guard_armed"] is True and f["network_attempts"] == 0, data["network_attempts"]
+    assert f["guardrail_violations"] == 0, data["guardrail_violations"]
+    assert data["cli_summary_agrees"] is True, (data["cli_summary"], f)  # the product's scoring = the bench's
+    for key in ("a1", "a3", "object", "median_ms", "p95_ms", "total_s", "peak_rss_mb"):
+        assert number(f[key]), (key, f[key])
+    assert set(data["targets"]) >= {"a1 >= 0.85", "median <= 50 ms", "deterministic", "no network"}
+
+
 # name → (arguments for a tiny run, checks of its JSON)
 SMOKE: dict[str, tuple[list[str], Callable[[dict[str, Any]], None]]] = {
+    "diagnosis": (["--quick"], check_diagnosis),
     "postmortem_assembly": (["--artifacts", "30", "--repeats", "1"], check_postmortem_assembly),
     "fanout": (["--sizes", "100", "--rounds", "1"], check_fanout),
     # CI runs this beside another pytest worker: give the bad revision's pods time to be seen Ready before they crash.

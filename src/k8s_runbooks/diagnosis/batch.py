@@ -63,6 +63,11 @@ def run_cases(root: Path, progress: Callable[[str], None]) -> Iterator[dict[str,
             progress(f"[{i}/{len(cases)}] {rel}: error: {exc}")
             yield {"case": rel, "error": str(exc)}
             continue
+        except Exception as exc:  # a bug met on one case's data must not end the batch: reported, and on to the next
+            message = f"unexpected {type(exc).__name__} while diagnosing: {' '.join(str(exc).split())[:300]}"
+            progress(f"[{i}/{len(cases)}] {rel}: error: {message}")
+            yield {"case": rel, "error": message}
+            continue
         record = case_record(rel, diagnosis, (time.perf_counter() - started) * 1000)
         progress(f"[{i}/{len(cases)}] {rel}: {', '.join(record['root_causes'][:3]) or 'no signature matched'} "
                  f"({record['fault_object'] or '-'}, {record['ms']:.0f} ms)")
@@ -83,7 +88,7 @@ class Score:
 
 def load_answers(path: Path) -> dict[str, dict[str, str]]:
     answers = {}
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
         if not line.strip():
             continue
         try:

@@ -48,13 +48,11 @@ class Case:
     evidence: ev.Evidence
 
 
-def is_case_dir(path: Path) -> bool:
-    return (path / "metadata.json").is_file() and (path / "tool_cache.json").is_file()
-
-
 def find_cases(root: Path) -> list[Path]:
-    """Case folders under `root` (a folder holding metadata.json and tool_cache.json), sorted naturally."""
-    found = [p.parent for p in root.rglob("metadata.json") if is_case_dir(p.parent)]
+    """Case folders under `root` (a folder holding metadata.json and tool_cache.json, or one of them: a damaged
+    case), sorted naturally."""
+    # A folder with only one of the two files is a damaged case: listed, so that load_case reports it.
+    found = {p.parent for name in ("metadata.json", "tool_cache.json") for p in root.rglob(name) if p.is_file()}
     return sorted(found, key=lambda p: [int(x) if x.isdigit() else x for x in p.relative_to(root).parts])
 
 
@@ -132,7 +130,7 @@ def build_evidence(cache: dict[str, Any], namespace: str) -> ev.Evidence:
             described.add(key)
         try:
             _add_call(evidence, tool, args, value)
-        except (ValueError, TypeError, KeyError, IndexError) as exc:  # one odd tool output never sinks the case
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:  # one odd tool output never sinks the case
             evidence.notes.append(f"{tool} {args.get('resource_type') or args.get('service_name') or ''}: unreadable ({exc})")
     _finish(evidence)
     return evidence
@@ -166,10 +164,11 @@ def _add_lists(evidence: ev.Evidence, lists: dict[tuple[str, str], str]) -> None
     ns = evidence.namespace
 
     def rows(kind: str, *flavours: str) -> list[dict[str, str]]:
+        key = "OBJECT" if kind == "events" else "NAME"
         for f in flavours:
             text = lists.get((kind, f))
-            if text:
-                return ko.table(text)
+            if text:  # a row without a name is not an object (text that is not a kubectl table)
+                return [r for r in ko.table(text) if r.get(key)]
         return []
 
     labels = {r.get("NAME"): parse_selector(r.get("LABELS", "")) for r in rows("pods", "labels")}
@@ -241,7 +240,7 @@ def _add_lists(evidence: ev.Evidence, lists: dict[tuple[str, str], str]) -> None
             evidence.services.append(svc)
         if svc is not None and r.get("SELECTOR") is not None:
             svc.selector = parse_selector(r.get("SELECTOR", ""))
-    for r in rows("events", "plain"):
+    for r in rows("events", "plain") or ko.headerless_events(lists.get(("events", "plain"), "")):
         obj = r.get("OBJECT", "")
         kind, _, name = obj.partition("/")
         evidence.events.append(ev.Event(
@@ -325,24 +324,27 @@ def _add_call(evidence: ev.Evidence, tool: str, args: dict[str, Any], value: Any
         kind = _singular(str(args.get("resource_type", "")))
         if kind == "pod":
             pod, events = ko.describe_pod(value, ns)
+            _named(pod)
             _merge_pod(evidence, pod)
             evidence.events.extend(events)
         elif kind == "node":
             node, events = ko.describe_node(value)
+            _named(node)
             _merge_node(evidence, node)
             evidence.events.extend(events)
         elif kind == "service":
-            svc = ko.describe_service(value, ns)
+            svc = _named(ko.describe_service(value, ns))
             known = next((s for s in evidence.services if s.name == svc.name), None)
             if known is None:
                 evidence.services.append(svc)
             elif not known.ports:
                 known.ports = svc.ports
         elif kind == "endpoints":
-            eps = ko.describe_endpoints(value, ns)
+            eps = _named(ko.describe_endpoints(value, ns))
             evidence.endpoints = [e for e in evidence.endpoints if e.name != eps.name] + [eps]
         elif kind == "persistentvolumeclaim":
             claim, events = ko.describe_pvc(value, ns)
+            _named(claim)
             known = next((c for c in evidence.pvcs if c.name == claim.name), None)
             if known is None:
                 evidence.pvcs.append(claim)
@@ -357,15 +359,14 @@ def _add_call(evidence: ev.Evidence, tool: str, args: dict[str, Any], value: Any
         elif kind in ("deployment", "replicaset", "statefulset"):
             evidence.events.extend(ko.describe_events(value, kind.capitalize() if kind != "replicaset" else "ReplicaSet", ns))
     elif tool == "GetClusterConfiguration" and isinstance(value, dict):
-        for n in value.get("nodes") or []:
+        for n in value.get("nodes") if isinstance(value.get("nodes"), list) else []:
             if isinstance(n, dict) and n.get("name"):
+                taints = [t for t in n["taints"] if isinstance(t, str)] if isinstance(n.get("taints"), list) else []
                 _merge_node(evidence, ev.Node(
-                    name=str(n["name"]), labels={str(k): str(v) for k, v in (n.get("labels") or {}).items()},
-                    taints=[_taint(t) for t in n.get("taints") or [] if isinstance(t, str)],
-                    unschedulable=any(str(t).startswith("node.kubernetes.io/unschedulable") for t in n.get("taints") or []),
+                    name=str(n["name"]), labels=_str_map(n.get("labels")), taints=[_taint(t) for t in taints],
+                    unschedulable=any(t.startswith("node.kubernetes.io/unschedulable") for t in taints),
                     ready="True" if n.get("status") == "Ready" else "False",
-                    conditions={str(k): str(v) for k, v in (n.get("conditions") or {}).items()},
-                    allocatable={str(k): str(v) for k, v in (n.get("allocatable_resources") or {}).items()}))
+                    conditions=_str_map(n.get("conditions")), allocatable=_str_map(n.get("allocatable_resources"))))
     elif tool == "CheckNodeServiceStatus" and isinstance(value, str):
         add_node_component(evidence, str(args.get("node_name", "")), str(args.get("service_name", "")), value)
     elif tool == "CheckServiceConnectivity" and isinstance(value, str):
@@ -376,6 +377,17 @@ def _add_call(evidence: ev.Evidence, tool: str, args: dict[str, Any], value: Any
         add_logs(evidence, str(args.get("service_name", "")), value)
     elif tool == "GetAlerts" and isinstance(value, dict):
         add_alerts(evidence, value)
+
+
+def _named(obj: Any) -> Any:
+    """A described object must have a name: text without `Name:` is not `kubectl describe` output."""
+    if not getattr(obj, "name", None):
+        raise ValueError("not kubectl describe output (no Name)")
+    return obj
+
+
+def _str_map(value: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
 
 def _taint(text: str) -> ev.Taint:

@@ -275,6 +275,23 @@ def table(text: str) -> list[dict[str, str]]:
     return parse_table(text)
 
 
+_EVENT_COLUMNS = ("LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE")
+
+
+def headerless_events(text: str) -> list[dict[str, str]]:
+    """The tail of a `kubectl get events` table that lost its header line (recorders keep the last lines):
+    'LAST SEEN  TYPE  REASON  OBJECT  MESSAGE' cells are separated by two or more spaces."""
+    lines = [ln for ln in (text or "").splitlines() if ln.strip()]
+    if not lines or lines[0].lstrip().startswith(("LAST SEEN", "NAMESPACE")):
+        return []
+    rows = []
+    for line in lines:
+        cells = re.split(r"\s{2,}", line.strip(), maxsplit=4)
+        if len(cells) == 5 and "/" in cells[3] and cells[1] in ("Normal", "Warning"):
+            rows.append(dict(zip(_EVENT_COLUMNS, cells)))
+    return rows
+
+
 def quota_rows(text: str, namespace: str) -> list[ev.ResourceQuota]:
     """`kubectl get resourcequota`: REQUEST / LIMIT cells such as 'requests.cpu: 10/1, pods: 3/5'."""
     out = []

@@ -29,6 +29,11 @@ def _dig(doc: Any, *keys: str) -> Any:
     return doc
 
 
+def _items(value: Any) -> list[Any]:
+    """A manifest list field, or nothing when the field is not a list (a hand-edited manifest)."""
+    return value if isinstance(value, list) else []
+
+
 def config_map_routes(name: str, data: dict[str, Any]) -> list[Route]:
     """Routes in any YAML value of a ConfigMap that configures a Spring Cloud Gateway."""
     out: list[Route] = []
@@ -39,10 +44,10 @@ def config_map_routes(name: str, data: dict[str, Any]) -> list[Route]:
             doc = yaml.load(text, Loader=_LOADER)
         except yaml.YAMLError:
             continue
-        for r in _dig(doc, "spring", "cloud", "gateway", "routes") or []:
+        for r in _items(_dig(doc, "spring", "cloud", "gateway", "routes")):
             if not isinstance(r, dict) or not r.get("uri"):
                 continue
-            paths = [str(p).split("=", 1)[1] for p in r.get("predicates") or [] if str(p).startswith("Path=")]
+            paths = [str(p).split("=", 1)[1] for p in _items(r.get("predicates")) if str(p).startswith("Path=")]
             host, port = _host_port(str(r["uri"]))
             out.append(Route(source=f"configmap/{name} {key}", id=str(r.get("id", "")), paths=paths, target=host, port=port))
     return out
@@ -51,10 +56,12 @@ def config_map_routes(name: str, data: dict[str, Any]) -> list[Route]:
 def ingress_routes(obj: dict[str, Any]) -> list[Route]:
     name = str(_dig(obj, "metadata", "name") or "")
     out = []
-    for rule in _dig(obj, "spec", "rules") or []:
-        for p in _dig(rule, "http", "paths") or []:
-            svc = _dig(p, "backend", "service") or {}
-            if svc.get("name"):
+    for rule in _items(_dig(obj, "spec", "rules")):
+        if not isinstance(rule, dict):
+            continue
+        for p in _items(_dig(rule, "http", "paths")):
+            svc = _dig(p, "backend", "service")
+            if isinstance(svc, dict) and svc.get("name"):
                 port = _dig(svc, "port", "number")
                 out.append(Route(source=f"ingress/{name}", id=str(rule.get("host") or ""), paths=[str(p.get("path") or "/")],
                                  target=str(svc["name"]), port=int(port) if isinstance(port, int) else None))
