@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from flows.common import Approval, Recovery, Run, StopRunbook, execute_and_wait, seek_approval
 from flows.diagnosis import Identified, actions_for, escalate, escalation_of
 from k8s_runbooks import containment
 from k8s_runbooks.errors import RunbookError
-from k8s_runbooks.models import Action, ActionKind, Decision, Severity
+from k8s_runbooks.models import Action, ActionKind, ActionResult, Decision, Severity
 from k8s_runbooks.postmortem.render import md_code_block, md_text
 from tasks.remediation import containment_options, execute_action, scale_back_gradually
 
@@ -44,11 +44,12 @@ class Condition:
     threshold: float = 0.0
 
 
-def choose(run: Run[Any], step: str, found: Identified, extra: str = "") -> Choice:
-    """Approval of the fix with the containment options as alternatives; with no fix, of the containment options
-    alone (a person only), before the escalation. Escalates when there is nothing to approve."""
+def choose(run: Run[Any], step: str, found: Identified, extra: str = "", *, fixes_here: bool = True) -> Choice:
+    """Approval of the fix with the containment options as alternatives; with no fix (or `fixes_here=False`: the
+    caller only escalates), of the containment options alone (a person only), before the escalation. Escalates
+    when there is nothing to approve."""
     p = run.params
-    fixes = actions_for(found, run.target, p.allow_all_replicas)
+    fixes = actions_for(found, run.target, p.allow_all_replicas) if fixes_here else []
     facts, options = containment_options(p.namespace, p.deployment, p.allow_all_replicas)
     for note in facts.notes:
         run.note("Containment option unavailable", note, "note")
@@ -70,22 +71,20 @@ def carry_out(run: Run[Any], step: str, choice: Choice, found: Identified, reche
     """Run the chosen action (see the module doc). `recheck` re-reads the evidence before acting on an approval
     given earlier; `condition` is what a scale-back step must see clear."""
     action = choice.approval.action
+    if not containment.is_containment(action):
+        if run.params.approval == "required":
+            recheck()
+        return execute_and_wait(run, step, choice.approval)
+    if not choice.fixes:
+        contain_and_escalate(run, step, choice, found, recheck)
     if run.params.approval == "required":
         recheck()
-    if not containment.is_containment(action):
-        return execute_and_wait(run, step, choice.approval)
     assert choice.facts is not None
-    result = execute_action(action, run.params.approval, choice.approval.actor, run.flow_run_id)
-    run.record.actions.append(result)
-    run.note(f"Containment {result.decision.value}: {action.describe()}", result.detail, "action")
-    if result.decision is Decision.refused:
-        raise StopRunbook("escalated", f"the guard refused {action.kind.value}: {result.detail}; escalated", failed=True)
+    result = _contain(run, choice)
     if not result.executed:
         run.record.outcome, run.record.outcome_detail = "dry-run", "plan and audit recorded; nothing was changed"
         return Recovery(result)
     undo = containment.undo_of(action, choice.facts)
-    if not choice.fixes:
-        escalate(run, step, found, contained=f"{action.describe()} (undo: {containment.undo_command(action, choice.facts)})")
     # The evidence is now masked by the containment (no pods, no traffic to the bad revision, the flag off):
     # the fix is decided on the diagnosis already made, and a person approves it again.
     run.note("Contained; the fix comes next", "the diagnosis made before the containment stands; approve the fix, or the undo "
@@ -98,9 +97,32 @@ def carry_out(run: Run[Any], step: str, choice: Choice, found: Identified, reche
         recovery = execute_and_wait(run, step, then)
     if undo is not None:
         _undo(run, step, undo, choice.facts, condition, then.actor)
-    if not recovery.executed or recovery.health is None:
+    if recovery.health is None:
         run.record.outcome, run.record.outcome_detail = "mitigated", f"{action.describe()}, then undone by {then.actor}"
     return recovery
+
+
+def contain_and_escalate(run: Run[Any], step: str, choice: Choice, found: Identified, recheck: Callable[[], object]) -> NoReturn:
+    """No action fixes the cause: run the containment a person chose, then escalate with it in place, saying how
+    to undo it."""
+    if run.params.approval == "required":
+        recheck()
+    assert choice.facts is not None
+    action = choice.approval.action
+    result = _contain(run, choice)
+    contained = f"{action.describe()} (undo: {containment.undo_command(action, choice.facts)})" if result.executed else ""
+    escalate(run, step, found, contained=contained)
+
+
+def _contain(run: Run[Any], choice: Choice) -> ActionResult:
+    """The containment action through the guard; a refusal ends the run escalated."""
+    action = choice.approval.action
+    result = execute_action(action, run.params.approval, choice.approval.actor, run.flow_run_id)
+    run.record.actions.append(result)
+    run.note(f"Containment {result.decision.value}: {action.describe()}", result.detail, "action")
+    if result.decision is Decision.refused:
+        raise StopRunbook("escalated", f"the guard refused {action.kind.value}: {result.detail}; escalated", failed=True)
+    return result
 
 
 def _undo(run: Run[Any], step: str, undo: Action, facts: containment.Facts, condition: Condition | None, actor: str) -> None:

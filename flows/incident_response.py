@@ -21,7 +21,7 @@ from prefect.states import State
 
 from flows.artifacts import artifact_key
 from flows.common import UPDATE_KIND, Run, StopRunbook, drive, read_record, run_and_build, send_update, start_run, step
-from flows.containment import carry_out, choose
+from flows.containment import choose, contain_and_escalate
 from flows.diagnosis import Identified, identify_causes, recheck
 from flows.high_latency import high_latency
 from flows.params import HighLatencyParams, IncidentParams, PodCrashParams
@@ -155,10 +155,10 @@ def contain(run: Run[IncidentParams], cls: Classification) -> Dispatched | None:
         found = cls.found
         if found is not None and found.top is not None:
             # No runbook action fixes the cause: a person may still contain it before the escalation.
-            choice = choose(run, "contain", found)
+            choice = choose(run, "contain", found, fixes_here=False)
             p = run.params
-            carry_out(run, "contain", choice, found, lambda: recheck(run, "contain", found, focus=p.deployment,
-                                                                     symptom=p.alertname or p.notes), None)
+            contain_and_escalate(run, "contain", choice, found, lambda: recheck(run, "contain", found, focus=p.deployment,
+                                                                                symptom=p.alertname or p.notes))
         return None
     subflow, _model = RUNBOOK_FLOWS[cls.runbook]
     run.note(f"Dispatching the {cls.runbook} runbook", "as a subflow: containment, eradication and recovery follow its steps")
