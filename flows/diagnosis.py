@@ -114,27 +114,37 @@ def actions_for(found: Identified, target: WorkloadRef, allow_all_replicas: bool
     return [a.model_copy(update={"allow_all_replicas": allow_all_replicas or a.allow_all_replicas}) for a in out]
 
 
-def escalate(run: Run[Any], step_id: str, found: Identified) -> NoReturn:
-    """No action fixes the diagnosed cause: say exactly what a person must change, change nothing, end Failed."""
+def escalation_of(found: Identified) -> tuple[str, str]:
+    """(summary, change) of the escalation for the most likely cause: the exact change a person should make."""
     top = found.top
     if top is None:
-        run.finding(step_id, "No known failure signature matched the evidence", Severity.critical,
-                    detail="escalated with the evidence; nothing was changed", kind="no_diagnosis")
-        run.note("No diagnosis; escalated", "no action is supported by the evidence; nothing was changed", "escalation")
-        raise StopRunbook("escalated", "no diagnosis; escalated with the evidence, nothing was changed", failed=True)
+        return "no known failure signature matched the evidence", ""
     lead = next((s for s in found.steps if s.cause is top.cause and s.object.name == top.object.name), None)
     if lead is not None and lead.escalation is not None:
-        change, summary = lead.escalation.change, lead.escalation.summary
-    elif lead is not None and lead.action is not None:
-        change, summary = lead.action.describe(), f"the fix is on {top.object.kind}/{top.object.name}, outside this runbook's target"
-    else:
-        change, summary = "", "no fix is known for this cause"
+        return lead.escalation.summary, lead.escalation.change
+    if lead is not None and lead.action is not None:
+        return f"the fix is on {top.object.kind}/{top.object.name}, outside this runbook's target", lead.action.describe()
+    return "no fix is known for this cause", ""
+
+
+def escalate(run: Run[Any], step_id: str, found: Identified, contained: str = "") -> NoReturn:
+    """No action fixes the diagnosed cause: say exactly what a person must change, end Failed. `contained` says
+    what containment was applied before (and how to undo it); otherwise nothing was changed."""
+    top = found.top
+    changed = f"contained: {contained}" if contained else "nothing was changed"
+    if top is None:
+        run.finding(step_id, "No known failure signature matched the evidence", Severity.critical,
+                    detail=f"escalated with the evidence; {changed}", kind="no_diagnosis")
+        run.note("No diagnosis; escalated", f"no action is supported by the evidence; {changed}", "escalation")
+        raise StopRunbook("escalated", f"no diagnosis; escalated with the evidence, {changed}", failed=True)
+    summary, change = escalation_of(found)
     run.finding(step_id, f"Escalated: {summary}", Severity.critical, detail=change, kind="escalation",
-                cause=top.cause.value, change=change)
+                cause=top.cause.value, change=change, **({"contained": contained} if contained else {}))
     run.note(f"Escalated: {top.cause.value}", f"{summary}: {change.splitlines()[0] if change else '-'}", "escalation")
-    publish_markdown(artifact_key(run.flow, step_id, "plan"), f"# Escalation\n\n{md_text(summary)}\n\n" + (md_code_block(change, "bash") if change else ""),
+    publish_markdown(artifact_key(run.flow, step_id, "plan"), f"# Escalation\n\n{md_text(summary)}\n\n" + (md_code_block(change, "bash") if change else "")
+                     + (f"\n\n## Containment in place\n\n{md_text(contained)}\n" if contained else ""),
                      "The exact change a person should make")
-    raise StopRunbook("escalated", f"{top.cause.value}: {summary}; nothing was changed" + (f" — change: {change.splitlines()[0]}" if change else ""),
+    raise StopRunbook("escalated", f"{top.cause.value}: {summary}; {changed}" + (f" — change: {change.splitlines()[0]}" if change else ""),
                       failed=True)
 
 

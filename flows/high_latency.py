@@ -23,9 +23,10 @@ from prefect import flow, get_run_logger
 from prefect.states import State
 
 from flows.artifacts import artifact_key, publish_table
-from flows.common import Approval, Recovery, Run, StopRunbook, communicate_outcome, drive, execute_and_wait, run_and_build, seek_approval, start_run, step
+from flows.common import Recovery, Run, StopRunbook, communicate_outcome, drive, run_and_build, start_run, step
 from flows.concurrency import remediation_slot
-from flows.diagnosis import Identified, actions_for, escalate, identify_causes, recheck
+from flows.containment import Condition, carry_out, choose
+from flows.diagnosis import Identified, actions_for, identify_causes, recheck
 from flows.params import HighLatencyParams
 from flows.snapshots import Scope, publish_charts
 from flows.steps import runbook_step
@@ -238,15 +239,14 @@ def analyze_logs(run: Run[HighLatencyParams], found: Identified | None) -> None:
 @runbook_step(FLOW, "resolve")
 def resolve(run: Run[HighLatencyParams], measured: Measured, found: Identified | None) -> Recovery | None:
     """The action that fixes the diagnosed cause (approved by mode, re-checked if the approval came later,
-    run through the guard), or an escalation with the exact change."""
+    run through the guard) with the containment options as alternatives, or an escalation with the exact change
+    (after a containment a person chose)."""
     p = run.params
     if found is None:
         return None
-    actions = actions_for(found, run.target, p.allow_all_replicas)
-    if not actions:
-        escalate(run, "resolve", found)
+    fixes = actions_for(found, run.target, p.allow_all_replicas)
     extra = ""
-    patch = next((a for a in actions if a.kind is ActionKind.patch_resources), None)
+    patch = next((a for a in fixes if a.kind is ActionKind.patch_resources), None)
     if patch is not None and patch.patch is not None:
         spec = next((w.template for w in found.evidence.workloads if w.name == p.deployment and w.template), None)
         limits = {c.name: c.limits.get("cpu", "") for c in (spec.containers if spec else []) if c.limits.get("cpu")}
@@ -256,10 +256,11 @@ def resolve(run: Run[HighLatencyParams], measured: Measured, found: Identified |
                          f"+  cpu: {res.get('limits', {}).get('cpu', '')}")])
         extra = "## Proposed resource change (`patch_resources`)\n\n" + md_code_block(diff, "diff")
         run.evidence("resolve", "Proposed CPU limit change", "text", diff)
-    approval: Approval = seek_approval(run, "resolve", actions, extra)
-    if p.approval == "required":
-        recheck(run, "resolve", found, focus=p.deployment, symptom=SYMPTOM, latency=[measured.observation])
-    return execute_and_wait(run, "resolve", approval)
+    choice = choose(run, "resolve", found, extra)
+    condition = Condition(promql.latency_quantile(p.namespace, p.service, 0.95, p.rate_window, service_label=p.service_label),
+                          p.p95_threshold_ms / 1000.0)
+    return carry_out(run, "resolve", choice, found, lambda: recheck(run, "resolve", found, focus=p.deployment, symptom=SYMPTOM,
+                                                                     latency=[measured.observation]), condition)
 
 
 # ------------------------------------------------------------------------------------ 5. monitor

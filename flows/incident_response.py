@@ -21,7 +21,8 @@ from prefect.states import State
 
 from flows.artifacts import artifact_key
 from flows.common import UPDATE_KIND, Run, StopRunbook, drive, read_record, run_and_build, send_update, start_run, step
-from flows.diagnosis import Identified, escalate, identify_causes
+from flows.containment import choose, contain_and_escalate
+from flows.diagnosis import Identified, identify_causes, recheck
 from flows.high_latency import high_latency
 from flows.params import HighLatencyParams, IncidentParams, PodCrashParams
 from flows.pod_crash import pod_crash
@@ -136,7 +137,7 @@ def identify(run: Run[IncidentParams]) -> Classification:
 # ------------------------------------------------------------------------------------ 2. contain
 def _sub_params(run: Run[IncidentParams], runbook: str) -> Any:
     p = run.params
-    common = {"namespace": p.namespace, "deployment": p.deployment, "approval": p.approval,
+    common = {"namespace": p.namespace, "deployment": p.deployment, "approval": p.approval, "allow_all_replicas": p.allow_all_replicas,
               "approval_timeout_seconds": p.approval_timeout_seconds, "drill": p.drill, "kube_context": p.kube_context,
               "notes": f"dispatched by incident-response run {run.flow_run_id}" + (f"; {p.notes}" if p.notes else "")}
     if runbook == "high-latency":
@@ -148,10 +149,16 @@ def _sub_params(run: Run[IncidentParams], runbook: str) -> Any:
 
 @runbook_step(FLOW, "contain")
 def contain(run: Run[IncidentParams], cls: Classification) -> Dispatched | None:
-    """Dispatch the runbook as a subflow, or escalate with the diagnosis when no runbook action fixes the cause."""
+    """Dispatch the runbook as a subflow, or, when no runbook action fixes the cause, offer the containment options
+    to a person and escalate with the diagnosis."""
     if not cls.runbook:
-        if cls.found is not None and cls.found.top is not None:
-            escalate(run, "contain", cls.found)
+        found = cls.found
+        if found is not None and found.top is not None:
+            # No runbook action fixes the cause: a person may still contain it before the escalation.
+            choice = choose(run, "contain", found, fixes_here=False)
+            p = run.params
+            contain_and_escalate(run, "contain", choice, found, lambda: recheck(run, "contain", found, focus=p.deployment,
+                                                                                symptom=p.alertname or p.notes))
         return None
     subflow, _model = RUNBOOK_FLOWS[cls.runbook]
     run.note(f"Dispatching the {cls.runbook} runbook", "as a subflow: containment, eradication and recovery follow its steps")

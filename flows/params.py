@@ -28,7 +28,8 @@ class PodCrashParams(BaseModel):
     )
     verify_timeout_seconds: int = Field(240, ge=0, le=3_600, description="How long to wait for the crash alert condition to clear.")
     incident_window_minutes: int = Field(30, ge=1, le=1_440, description="How far back to look for Sentry issues and events.")
-    allow_all_replicas: bool = Field(False, description="Allow an action to touch every replica at once (e.g. scale a canary to 0).")
+    allow_all_replicas: bool = Field(False, description="Allow an action to touch every replica at once (e.g. scale to 0 to "
+                                     "contain the incident, offered to the approver as an alternative, never automatic).")
     drill: bool = Field(False, description="This incident was injected on purpose (marks the post-mortem as a drill).")
     notes: str = Field("", max_length=2_000, description="Free text for the record (alert link, ticket, ...).")
     kube_context: str | None = kube_context_field()
@@ -78,7 +79,8 @@ class HighLatencyParams(_ServiceTarget):
     monitor_timeout_seconds: int = Field(600, ge=0, le=7_200, description="Escalate when p95 has not recovered after this long.")
     incident_window_minutes: int = Field(30, ge=1, le=1_440, description="A ReplicaSet created this recently can be the bad rollout.")
     chart_lookback_minutes: int = Field(15, ge=1, le=1_440, description="Charts start this long before detection.")
-    allow_all_replicas: bool = Field(False, description="Allow an action to touch every replica at once.")
+    allow_all_replicas: bool = Field(False, description="Allow an action to touch every replica at once (e.g. scale to 0 to "
+                                     "contain the incident, offered to the approver as an alternative, never automatic).")
     drill: bool = Field(False, description="This incident was injected on purpose (marks the post-mortem as a drill).")
     notes: str = Field("", max_length=2_000, description="Free text for the record (alert link, ticket, ...).")
     kube_context: str | None = kube_context_field()
@@ -103,6 +105,8 @@ class IncidentParams(_ServiceTarget):
     rate_window: str = Field("5m", pattern=_DURATION, description="rate() window for classification and charts.")
     crash_window: str = Field("5m", pattern=_DURATION, description="A restart within this window counts as crash-looping.")
     chart_lookback_minutes: int = Field(15, ge=1, le=1_440, description="Charts start this long before detection.")
+    allow_all_replicas: bool = Field(False, description="Allow an action to touch every replica at once (e.g. scale to 0 "
+                                     "to contain the incident); passed on to the runbook.")
     runbook_overrides: dict[str, Any] = Field(
         default_factory=dict, description="Extra parameters for the dispatched runbook (e.g. stable_seconds), validated by it.")
     drill: bool = Field(False, description="This incident was injected on purpose.")

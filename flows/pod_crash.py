@@ -8,7 +8,9 @@ post-mortem can be rebuilt from Prefect for any run, even a failed one.
 The diagnosis engine decides what is wrong; the plan proposes only the action that fixes that cause (roll
 back a revision that brought it, raise a memory limit, scale back from zero, ...) or escalates with the exact
 change when no action of this runbook fixes it (a missing Secret, a taint, a quota, a crash with no new
-revision). A restart is never proposed for a cause a restart cannot fix.
+revision). A restart is never proposed for a cause a restart cannot fix. Containment options (traffic to the
+stable revision, feature flags off, scale to zero) are offered after the fix, for a person to choose
+(flows/containment.py).
 """
 
 from __future__ import annotations
@@ -21,14 +23,16 @@ from prefect import flow, get_run_logger
 from prefect.states import State
 
 from flows.artifacts import artifact_key, publish_link, publish_table
-from flows.common import Approval, Recovery, Run, communicate_outcome, drive, execute_and_wait, run_and_build, seek_approval, start_run, step
+from flows.common import Recovery, Run, communicate_outcome, drive, run_and_build, start_run, step
 from flows.concurrency import remediation_slot
-from flows.diagnosis import Identified, actions_for, escalate, identify_causes, recheck
+from flows.containment import Choice, Condition, carry_out, choose
+from flows.diagnosis import Identified, identify_causes, recheck
 from flows.params import PodCrashParams
 from flows.steps import runbook_step
 from k8s_runbooks.errors import RunbookError
 from k8s_runbooks.kube.client import kube_context
 from k8s_runbooks.models import Severity, utcnow
+from k8s_runbooks.prom import promql
 from k8s_runbooks.runbook_docs import runbooks_dir
 from tasks.metrics import crash_condition_active, restart_rate
 from tasks.sentry import recent_sentry_issues, sentry_on_failure
@@ -108,28 +112,28 @@ def identify(run: Run[PodCrashParams]) -> Identified:
 
 # ------------------------------------------------------------------------------------ 2. contain
 @runbook_step(FLOW, "contain")
-def contain(run: Run[PodCrashParams], found: Identified) -> Approval | None:
-    """The action that fixes the diagnosed cause, approved by mode; an escalation with the exact change when
-    no action of this runbook fixes it; nothing when nothing is wrong."""
+def contain(run: Run[PodCrashParams], found: Identified) -> Choice | None:
+    """The action that fixes the diagnosed cause, with the containment options (redirect traffic, flags off,
+    scale to zero) as alternatives, approved by mode; with no fix, the containment options for a person, then an
+    escalation with the exact change; nothing when nothing is wrong."""
     top = found.top
     if top is None and not any(x.workload == run.params.deployment and x.status not in ("Running", "Completed") for x in found.evidence.pods):
         run.record.outcome, run.record.outcome_detail = "resolved", "no pod in trouble and no failure signature: nothing to contain"
         return None
-    actions = actions_for(found, run.target, run.params.allow_all_replicas)
-    if not actions:
-        escalate(run, "contain", found)
-    return seek_approval(run, "contain", actions)
+    return choose(run, "contain", found)
 
 
 # ------------------------------------------------------------------------------------ 3. recover
 @runbook_step(FLOW, "recover")
-def recover(run: Run[PodCrashParams], found: Identified, approval: Approval | None) -> Recovery | None:
-    """Re-check when the approval came later, then run the action through the guard and wait for health."""
-    if approval is None:
+def recover(run: Run[PodCrashParams], found: Identified, choice: Choice | None) -> Recovery | None:
+    """Re-check when the approval came later, then run the action through the guard and wait for health; after a
+    containment, the fix, then the containment undone (a scale-back validated step by step)."""
+    if choice is None:
         return None
-    if run.params.approval == "required":
-        recheck(run, "recover", found, focus=run.params.deployment, symptom=SYMPTOM)
-    return execute_and_wait(run, "recover", approval)
+    p = run.params
+    condition = Condition(promql.crash_looping(p.namespace, p.deployment, f"{p.verify_window_seconds}s"))
+    return carry_out(run, "recover", choice, found,
+                     lambda: recheck(run, "recover", found, focus=p.deployment, symptom=SYMPTOM), condition)
 
 
 # ------------------------------------------------------------------------------------ 4. verify
@@ -175,8 +179,8 @@ def pod_crash(params: PodCrashParams, standalone: bool = True) -> State:
 
         def body() -> None:
             found = step(run, identify, run)
-            approval = step(run, contain, run, found)
-            recovery = step(run, recover, run, found, approval)
+            choice = step(run, contain, run, found)
+            recovery = step(run, recover, run, found, choice)
             step(run, verify, run, recovery)
 
         # One runbook per workload at a time, identify included: a run that waited re-reads the cluster and

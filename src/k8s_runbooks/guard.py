@@ -2,7 +2,8 @@
 
 `Guard.check` decides, in this order: protected namespace → target exists → blast radius (per action,
 per flow run, never all replicas at once unless `action.allow_all_replicas`) → cooldown per target →
-approval mode `dry-run`. `Guard.execute` runs the check, executes through `kube.workloads` when allowed,
+approval mode `dry-run`. The containment kinds have a check function each (`_check_flags`, `_check_redirect`,
+`_check_restore`) and pass through the same budget, cooldown, dry-run and audit. `Guard.execute` runs the check, executes through `kube.workloads` when allowed,
 and appends exactly one `AuditRecord` (who/what/when/why + outcome) to `state_dir/audit.jsonl`.
 
 State shared by several processes (flow runs, workers) lives in `state_dir` and is read-modify-written
@@ -132,6 +133,12 @@ class Guard:
         elif action.kind is ActionKind.remove_fault:
             # Restorative (a drill's rollback): always allowed outside protected namespaces, touches no budget.
             return _Verdict(Decision.allowed, "", pods=0, cooldown_exempt=True)
+        elif action.kind is ActionKind.set_flags:
+            return self._check_flags(action, dep)
+        elif action.kind is ActionKind.redirect_traffic:
+            return self._check_redirect(action, dep)
+        elif action.kind is ActionKind.restore_traffic:
+            return self._check_restore(action)
         elif action.kind is ActionKind.patch_resources:
             if not action.patch:
                 return _Verdict(Decision.refused, "patch_resources needs a patch")
@@ -194,6 +201,69 @@ class Guard:
         if count > self.settings.max_pods_per_action:
             return _Verdict(Decision.refused, f"blast radius: the fault touches {count} pods, more than max_pods_per_action={self.settings.max_pods_per_action}")
         return _Verdict(Decision.allowed, "", pods=count, cooldown_exempt=True)
+
+    # ---------------------------------------------------------------------------- containment kinds
+    def _check_flags(self, action: Action, dep: Any) -> _Verdict:
+        """Feature flags: only flags the workload declares, only on/off, and the flag store must hold them.
+        No pod is restarted (0 pods), but it is a change of behaviour: the cooldown applies."""
+        from k8s_runbooks.flags import check_values, declared_flags, get_flag_provider
+
+        try:
+            values = check_values((action.patch or {}).get("flags"), declared_flags(dep.metadata.annotations))
+            provider = get_flag_provider(self.kube)
+        except RunbookError as exc:
+            return _Verdict(Decision.refused, str(exc))
+        current = provider.read(action.target.namespace, sorted(values))
+        missing = sorted(f for f, v in current.items() if v is None)
+        if missing:
+            return _Verdict(Decision.refused, f"flags {', '.join(missing)} are not in {provider.where(action.target.namespace)}")
+        return _Verdict(Decision.allowed, "", pods=0)
+
+    def _check_redirect(self, action: Action, dep: Any) -> _Verdict:
+        """Traffic to one ReplicaSet's pods: the Service must select this workload's pods, the ReplicaSet must be
+        an older revision of it with ready pods, and the pods cut off from traffic count as the blast radius."""
+        patch = action.patch or {}
+        svc_name, stable = str(patch.get("service") or ""), str(patch.get("pod_template_hash") or "")
+        if not svc_name or not stable:
+            return _Verdict(Decision.refused, "redirect_traffic needs patch={'service': S, 'pod_template_hash': H}")
+        try:
+            svc = workloads.read_service(self.kube, action.target.namespace, svc_name)
+        except NotFound:
+            return _Verdict(Decision.refused, f"Service {action.target.namespace}/{svc_name} does not exist")
+        selector = dict(svc.spec.selector or {})
+        labels = dict((dep.spec.template.metadata.labels if dep.spec.template.metadata else None) or {})
+        if not selector or any(labels.get(k) != v for k, v in selector.items() if k != workloads.POD_TEMPLATE_HASH):
+            return _Verdict(Decision.refused, f"Service {svc_name} does not select the pods of {action.target}")
+        if workloads.POD_TEMPLATE_HASH in selector:
+            return _Verdict(Decision.refused, f"Service {svc_name} is already narrowed to "
+                                              f"{workloads.POD_TEMPLATE_HASH}={selector[workloads.POD_TEMPLATE_HASH]}")
+        replicasets = deployment_replicasets(self.kube, dep)
+        current, _previous = current_and_previous(dep, replicasets)
+        rs = next((r for r in replicasets if (r.metadata.labels or {}).get(workloads.POD_TEMPLATE_HASH) == stable), None)
+        if rs is None:
+            return _Verdict(Decision.refused, f"no ReplicaSet of {action.target} has {workloads.POD_TEMPLATE_HASH}={stable}")
+        if current is not None and rs.metadata.uid == current.metadata.uid:
+            return _Verdict(Decision.refused, f"{rs.metadata.name} is the newest revision: nothing older to send traffic to")
+        serving = [p for p in deployment_pods(self.kube, dep, replicasets) if _ready(p)]
+        keep = [p for p in serving if (p.metadata.labels or {}).get(workloads.POD_TEMPLATE_HASH) == stable]
+        if not keep:
+            return _Verdict(Decision.refused, f"{rs.metadata.name} has no ready pod: the Service would have no endpoints")
+        cut = len(serving) - len(keep)
+        if cut > self.settings.max_pods_per_action:
+            return _Verdict(Decision.refused, f"blast radius: redirect_traffic takes {cut} pods out of traffic, more than "
+                                              f"max_pods_per_action={self.settings.max_pods_per_action}")
+        return _Verdict(Decision.allowed, "", pods=cut)
+
+    def _check_restore(self, action: Action) -> _Verdict:
+        """Undo of a redirect: restorative (no budget, no cooldown), only where a redirect left its undo."""
+        svc_name = str((action.patch or {}).get("service") or "")
+        try:
+            svc = workloads.read_service(self.kube, action.target.namespace, svc_name)
+        except NotFound:
+            return _Verdict(Decision.refused, f"Service {action.target.namespace}/{svc_name} does not exist")
+        if not (svc.metadata.annotations or {}).get(workloads.SELECTOR_UNDO_ANNOTATION):
+            return _Verdict(Decision.refused, f"Service {svc_name} was not redirected ({workloads.SELECTOR_UNDO_ANNOTATION} missing)")
+        return _Verdict(Decision.allowed, "", pods=0, cooldown_exempt=True)
 
     def _budget_and_cooldown(self, action: Action, verdict: _Verdict, flow_run_id: str | None) -> _Verdict:
         """Per-run pod budget and per-target cooldown; call with the state lock held."""
@@ -285,6 +355,15 @@ class Guard:
             return workloads._scale(self.kube, ns, name, action.replicas)
         if action.kind is ActionKind.rollout_undo:
             return workloads._rollout_undo(self.kube, ns, name)
+        if action.kind is ActionKind.set_flags:
+            from k8s_runbooks.flags import get_flag_provider
+
+            return get_flag_provider(self.kube).set(ns, dict((action.patch or {})["flags"]))
+        if action.kind is ActionKind.redirect_traffic:
+            patch = action.patch or {}
+            return workloads._redirect_service(self.kube, ns, str(patch["service"]), str(patch["pod_template_hash"]))
+        if action.kind is ActionKind.restore_traffic:
+            return workloads._restore_service(self.kube, ns, str((action.patch or {})["service"]))
         if action.kind in (ActionKind.inject_fault, ActionKind.remove_fault):
             from k8s_runbooks.drills import cluster_faults
             from k8s_runbooks.drills.kube_faults import _set_env
@@ -322,6 +401,13 @@ class Guard:
         append_audit(self.settings, self._record(action, actor, flow_run_id, verdict, outcome=outcome))
         return ActionResult(action=action, decision=Decision.allowed, executed=True, detail=outcome,
                             started_at=started, finished_at=utcnow())
+
+
+def _ready(pod: Any) -> bool:
+    """A pod that receives traffic: Ready and not terminating."""
+    if pod.metadata.deletion_timestamp is not None:
+        return False
+    return any(c.type == "Ready" and c.status == "True" for c in ((pod.status.conditions if pod.status else None) or []))
 
 
 # ------------------------------------------------------------------------------------ audit log

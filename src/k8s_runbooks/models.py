@@ -150,12 +150,17 @@ class ActionKind(str, Enum):
     patch_resources = "patch_resources"
     inject_fault = "inject_fault"  # drills only: env fault (patch={"env": {...}}), pod kill (pods=[...]) or cluster fault (patch={"fault": KIND})
     remove_fault = "remove_fault"  # drill rollback: patch={"remove_env": [...]} and/or {"clear_faults": true}
+    # Containment (limits the impact while the cause is fixed; offered after the fix, chosen by a person):
+    set_flags = "set_flags"  # feature flags of the workload: patch={"flags": {"<flag>": "off"|"on"}}
+    redirect_traffic = "redirect_traffic"  # Service selector narrowed: patch={"service": S, "pod_template_hash": H}
+    restore_traffic = "restore_traffic"  # undo of redirect_traffic: patch={"service": S}
 
 
 class Action(Model):
     kind: ActionKind
     target: WorkloadRef
-    pods: list[str] = Field(default_factory=list, description="pod names for delete_pods")
+    pods: list[str] = Field(default_factory=list, description="pod names for delete_pods (for redirect_traffic: the pods "
+                            "that stop receiving traffic, shown to the approver)")
     replicas: int | None = Field(None, description="target replicas for scale")
     patch: dict[str, Any] | None = Field(None, description="strategic-merge patch for patch_resources")
     reason: str = ""
@@ -180,6 +185,16 @@ class Action(Model):
             if (self.patch or {}).get("fault"):
                 return f"drill fault: {self.patch['fault']} on {self.target}"
             return f"drill fault: set {', '.join(f'{k}={v}' for k, v in ((self.patch or {}).get('env') or {}).items())} on {self.target}"
+        if self.kind is ActionKind.set_flags:
+            flags = (self.patch or {}).get("flags") or {}
+            return f"set feature flag{'s' if len(flags) > 1 else ''} {', '.join(f'{k}={v}' for k, v in sorted(flags.items()))} of {self.target}"
+        if self.kind is ActionKind.redirect_traffic:
+            p = self.patch or {}
+            cut = f" (stops traffic to {', '.join(self.pods)})" if self.pods else ""
+            return (f"redirect Service {self.target.namespace}/{p.get('service')} to the stable pods of {self.target} "
+                    f"(pod-template-hash={p.get('pod_template_hash')}){cut}")
+        if self.kind is ActionKind.restore_traffic:
+            return f"restore the selector of Service {self.target.namespace}/{(self.patch or {}).get('service')} ({self.target})"
         if self.kind is ActionKind.remove_fault:
             removed = list((self.patch or {}).get("remove_env") or [])
             if (self.patch or {}).get("clear_faults"):

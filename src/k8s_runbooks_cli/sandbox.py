@@ -98,6 +98,8 @@ def fault(
     deployment: Annotated[str, typer.Option("--deployment", "-d")] = "checkout",
     value: Annotated[Optional[str], typer.Option(help="crash: seconds before exit; latency: ms; oom: MB/s leaked; errors: 0..1; cpu: 0..1 core.")] = None,
     message: Annotated[Optional[str], typer.Option(help="Log line written before the crash (FAULT_MESSAGE).")] = None,
+    flag: Annotated[Optional[str], typer.Option(help="Put the fault behind this feature flag (FAULT_FLAG): it acts only while "
+                                                      "the flag is on in ConfigMap feature-flags (demo flag: new-checkout-flow).")] = None,
     state_dir: StateDir = None,
 ) -> None:
     """Inject a fault: crash/latency/oom/errors/cpu are env vars on the Deployment (a rollout, like `kubectl set
@@ -105,7 +107,7 @@ def fault(
     readiness-port, service-selector, zero-replicas) change the cluster as a person's mistake would, through the
     guard. `clear` undoes every fault of the deployment."""
     cfg = supervisor.resolve_config(Settings(), state_dir)
-    done = supervisor.fault(cfg, kind, namespace, deployment, value, message)
+    done = supervisor.fault(cfg, kind, namespace, deployment, value, message, flag)
     changes = [f"{k}={v}" for k, v in done["set"].items()] + [f"{k}-" for k in done["removed"]]
     if changes or not done.get("outcome"):
         console.print(f"deployment {namespace}/{deployment}: " + (" ".join(changes) if changes else "no change"))

@@ -76,5 +76,6 @@ def test_called_tasks_follows_helpers_and_would_catch_a_missing_binding() -> Non
     # identify reaches collect_evidence through flows.diagnosis.identify_causes, and contain reaches
     # plan_is_allowed through flows.common.seek_approval: helpers are followed, not only the step's own body.
     assert {"collect_evidence", "diagnose_evidence"} <= called_tasks(pod_crash.identify)
-    assert called_tasks(pod_crash.contain) == {"plan_is_allowed", "workload_status"}  # the approval re-reads the workload
+    # the approval re-reads the workload; the containment options are read beside the fix
+    assert called_tasks(pod_crash.contain) == {"containment_options", "plan_is_allowed", "workload_status"}
     assert "execute_action" not in called_tasks(pod_crash.contain)  # contain changes nothing by itself

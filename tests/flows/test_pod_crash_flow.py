@@ -410,3 +410,4 @@ def test_oom_fault_is_recorded_as_oomkilled_with_its_memory_limit(env: Env) -> N
     assert rec["actions"][0]["action"]["kind"] == "rollout_undo" and rec["actions"][0]["executed"]
     pm = Path(result["postmortem"]).read_text()
     assert "oom-killed" in pm and "Raise the memory limit" in pm and "memory alert" in pm
+

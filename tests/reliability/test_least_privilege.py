@@ -13,6 +13,7 @@ cluster-wide) and compares them with the Role/ClusterRole bound to the `k8s-runb
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from collections.abc import Iterator
@@ -27,7 +28,8 @@ from k8s_runbooks import rbac
 from k8s_runbooks.guard import Guard
 from k8s_runbooks.kube.client import reset_clients
 from k8s_runbooks.models import Action, ActionKind, ActionResult, WorkloadRef
-from k8s_runbooks.sandbox.demo_workload import deployment_body, namespace_body, set_fault
+from k8s_runbooks.kube.workloads import SELECTOR_UNDO_ANNOTATION
+from k8s_runbooks.sandbox.demo_workload import deployment_body, flags_configmap_body, namespace_body, service_body, set_fault
 from k8s_runbooks.settings import Settings
 from tests.conftest import REPO, Sandbox
 from tests.reliability._faults_helpers import NS, Cluster, Runbooks, RunResult, pod_crash_params, wait_for
@@ -64,7 +66,11 @@ def _every_action(settings: Settings, namespace: str, name: str, pods: list[str]
         return guard.execute(Action(kind=kind, target=target, reason="least-privilege record", **kw), "auto",
                              "least-privilege-test", f"lp-{kind.value}")
 
-    results = [run(ActionKind.delete_pods, pods=pods[:1], grace_period_seconds=0), run(ActionKind.rollout_restart)]
+    results = [run(ActionKind.delete_pods, pods=pods[:1], grace_period_seconds=0),
+               run(ActionKind.set_flags, patch={"flags": {"new-checkout-flow": "off"}}),
+               # the undo of a traffic redirect (the redirect itself needs two serving revisions: same verbs)
+               run(ActionKind.restore_traffic, patch={"service": name}),
+               run(ActionKind.rollout_restart)]
     time.sleep(2)  # the controller creates the restarted ReplicaSet: then there is a revision to go back to
     results += [
         run(ActionKind.rollout_undo),
@@ -84,6 +90,11 @@ def record(sandbox_only: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> I
     scratch, app = f"lp-{secrets.token_hex(3)}", "lp-app"
     cluster.core.create_namespace(namespace_body(scratch))
     cluster.apps.create_namespaced_deployment(scratch, deployment_body(app, 2, namespace=scratch))
+    cluster.core.create_namespaced_config_map(scratch, flags_configmap_body(scratch))
+    redirected = service_body(app, scratch)  # as a redirect leaves it: the original selector kept for the undo
+    redirected["metadata"]["annotations"] = {SELECTOR_UNDO_ANNOTATION: json.dumps({"app": app})}
+    redirected["spec"]["selector"]["pod-template-hash"] = "lp"
+    cluster.core.create_namespaced_service(scratch, redirected)
     try:
         cluster.inject_crash(box, "checkout")
         wait_for(lambda: (cluster.apps.read_namespaced_deployment(app, scratch).status.ready_replicas or 0) >= 2, 120,
@@ -120,7 +131,7 @@ def test_the_record_covers_every_runbook_and_every_action(record: Record) -> Non
     assert record.runs["pod-crash dry-run"].state == "COMPLETED"
     assert record.runs["pod-crash auto"].state == "COMPLETED", record.runs["pod-crash auto"].stderr[-3000:]
     assert [(r.action.kind.value, r.executed) for r in record.guard] == [(k.value, True) for k in (
-        ActionKind.delete_pods, ActionKind.rollout_restart, ActionKind.rollout_undo, ActionKind.scale,
+        ActionKind.delete_pods, ActionKind.set_flags, ActionKind.restore_traffic, ActionKind.rollout_restart, ActionKind.rollout_undo, ActionKind.scale,
         ActionKind.patch_resources, ActionKind.inject_fault, ActionKind.remove_fault)], [r.detail for r in record.guard]
     verbs = {r["verb"] for r in record.requests}
     assert {"get", "list", "patch", "delete"} <= verbs, record.requests

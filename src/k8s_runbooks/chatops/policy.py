@@ -140,11 +140,14 @@ def load_policies(path: Path) -> Policies:
 
 def pods_touched(kind: str, pods: list[str], replicas: int | None, desired: int) -> int:
     """The blast radius the guard counts for an action (see guard.Guard._blast): pods named, replicas removed by
-    a scale-down, every replica for a rollout (undo, restart, resource patch)."""
+    a scale-down, every replica for a rollout (undo, restart, resource patch), the pods a traffic redirect takes
+    out of the Service, none for feature flags."""
     if kind == "delete_pods" or (kind == "inject_fault" and pods):
         return len(set(pods))
     if kind == "scale":
         return max(0, desired - (replicas if replicas is not None else desired))
-    if kind == "remove_fault":
-        return 0
+    if kind in ("remove_fault", "set_flags", "restore_traffic"):
+        return 0  # no pod restarted or removed
+    if kind == "redirect_traffic":
+        return len(set(pods))  # the pods taken out of traffic
     return desired

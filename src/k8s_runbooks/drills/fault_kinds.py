@@ -13,7 +13,8 @@ FAULTS: dict[str, tuple[str, str]] = {
     "errors": ("FAULT_ERROR_RATE", "0.5"),
     "cpu": ("FAULT_CPU_BURN", "1.0"),
 }
-FAULT_VARS = [var for var, _ in FAULTS.values()] + ["FAULT_MESSAGE"]
+# FAULT_FLAG puts the faults behind a feature flag: they act only while that flag reads `on` (containment by flag).
+FAULT_VARS = [var for var, _ in FAULTS.values()] + ["FAULT_MESSAGE", "FAULT_FLAG"]
 
 # cluster fault kind -> the mistake it reproduces (k8s_runbooks.drills.cluster_faults makes each one)
 CLUSTER_FAULTS: dict[str, str] = {

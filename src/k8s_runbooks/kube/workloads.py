@@ -168,6 +168,61 @@ def _patch_resources(kube: Kube, namespace: str, name: str, patch: dict[str, Any
     return f"patched resources of {namespace}/{name}: {patch}"
 
 
+def _set_configmap_keys(kube: Kube, namespace: str, name: str, values: dict[str, str]) -> str:
+    """Set keys of a ConfigMap (the `configmap` flag provider); says what each was before."""
+    cm = kube.call(Op("get", "configmaps", namespace, name), kube.core.read_namespaced_config_map, name, namespace)
+    before = cm.data or {}
+    kube.call(Op("patch", "configmaps", namespace, name), kube.core.patch_namespaced_config_map, name, namespace,
+              {"data": values})
+    return f"ConfigMap {namespace}/{name}: " + ", ".join(
+        f"{k} {before.get(k, 'unset')} -> {v}" for k, v in sorted(values.items()))
+
+
+SELECTOR_UNDO_ANNOTATION = "k8s-runbooks.io/selector-undo"  # the selector a redirect replaced (JSON)
+
+
+def read_service(kube: Kube, namespace: str, name: str) -> k8s.V1Service:
+    return kube.call(Op("get", "services", namespace, name), kube.core.read_namespaced_service, name, namespace)
+
+
+def _redirect_service(kube: Kube, namespace: str, service: str, pod_template_hash: str) -> str:
+    """Narrow the Service's selector to one ReplicaSet's pods (`pod-template-hash`), keeping the original
+    selector in an annotation on the Service so `_restore_service` puts it back exactly. A second redirect keeps
+    the first original."""
+    svc = read_service(kube, namespace, service)
+    selector = dict(svc.spec.selector or {})
+    annotations = svc.metadata.annotations or {}
+    original = annotations.get(SELECTOR_UNDO_ANNOTATION) or json.dumps(selector, sort_keys=True)
+    body = {"metadata": {"annotations": {SELECTOR_UNDO_ANNOTATION: original}},
+            "spec": {"selector": {**selector, POD_TEMPLATE_HASH: pod_template_hash}}}
+    kube.call(Op("patch", "services", namespace, service), kube.core.patch_namespaced_service, service, namespace, body)
+    return (f"Service {namespace}/{service} selector {_fmt(selector)} -> {_fmt(body['spec']['selector'])} "
+            f"(undo kept in {SELECTOR_UNDO_ANNOTATION})")
+
+
+def _restore_service(kube: Kube, namespace: str, service: str) -> str:
+    """Put back the selector a redirect replaced (from the undo annotation) and drop the annotation."""
+    svc = read_service(kube, namespace, service)
+    raw = (svc.metadata.annotations or {}).get(SELECTOR_UNDO_ANNOTATION)
+    if not raw:
+        raise InvalidInput(f"Service {namespace}/{service} has no {SELECTOR_UNDO_ANNOTATION} annotation: nothing to restore")
+    try:
+        original = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidInput(f"Service {namespace}/{service}: {SELECTOR_UNDO_ANNOTATION} is not JSON: {raw!r}") from exc
+    now = dict(svc.spec.selector or {})
+    # JSON patch: a merge patch could not remove the label the redirect added.
+    ops = [{"op": "replace", "path": "/spec/selector", "value": original},
+           {"op": "remove", "path": "/metadata/annotations/" + SELECTOR_UNDO_ANNOTATION.replace("/", "~1")}]
+    kube.call(Op("patch", "services", namespace, service), kube.core.patch_namespaced_service, service, namespace, ops,
+              _content_type="application/json-patch+json")
+    return f"Service {namespace}/{service} selector {_fmt(now)} -> {_fmt(original)} (restored)"
+
+
+def _fmt(selector: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(selector.items())) or "<none>"
+
+
 # ------------------------------------------------------------------------------ read-only waits
 WATCH_MARGIN_SECONDS = 5.0  # client read timeout beyond the server's timeoutSeconds: a dead server cannot hang a wait
 MIN_SNAPSHOT_INTERVAL_SECONDS = 0.2  # bounds the snapshot rate when watch events keep waking the wait

@@ -25,6 +25,13 @@ DEPLOYMENTS: dict[str, int] = {"checkout": 3, "payments": 2}
 REQUEST_TIMEOUT_S = 10.0
 STRATEGIC = "application/strategic-merge-patch+json"
 FAULT_UNDO_ANNOTATION = "k8s-runbooks.io/fault-undo"  # drills.cluster_faults.UNDO_ANNOTATION
+# Feature flags: the ConfigMap the shop reads (mounted, refreshed by the kubelet) and the flag every demo
+# deployment declares (k8s_runbooks.flags.FLAGS_ANNOTATION), on: `sandbox fault KIND --flag new-checkout-flow`
+# puts the fault behind it, and turning it off (the set_flags containment) makes the fault go quiet.
+FLAGS_CONFIGMAP = "feature-flags"
+FLAGS_DIR = "/etc/feature-flags"
+DEMO_FLAGS = {"new-checkout-flow": "on"}
+FLAGS_ANNOTATION = "k8s-runbooks.io/feature-flags"
 
 
 
@@ -53,7 +60,8 @@ def deployment_body(name: str, replicas: int, namespace: str = NAMESPACE,
     container_env = [{"name": k, "value": v} for k, v in (env or {}).items()]
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "metadata": {"name": name, "namespace": namespace, "labels": labels,
+                     "annotations": {FLAGS_ANNOTATION: ",".join(DEMO_FLAGS)}},
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": labels},
@@ -70,17 +78,24 @@ def deployment_body(name: str, replicas: int, namespace: str = NAMESPACE,
                     "containers": [{
                         "name": name,
                         "image": IMAGE,
-                        **({"env": container_env} if container_env else {}),
+                        "env": [{"name": "FEATURE_FLAGS_DIR", "value": FLAGS_DIR}, *container_env],
+                        "volumeMounts": [{"name": "feature-flags", "mountPath": FLAGS_DIR, "readOnly": True}],
                         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
                         "readinessProbe": {"httpGet": {"path": "/healthz", "port": PORT}, "periodSeconds": 1},
                         # Limits small enough that the OOM and CPU faults bite quickly.
                         "resources": {"requests": {"cpu": "50m", "memory": "32Mi"},
                                       "limits": {"cpu": "500m", "memory": "128Mi"}},
                     }],
+                    "volumes": [{"name": "feature-flags", "configMap": {"name": FLAGS_CONFIGMAP, "optional": True}}],
                 },
             },
         },
     }
+
+
+def flags_configmap_body(namespace: str = NAMESPACE) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": FLAGS_CONFIGMAP, "namespace": namespace},
+            "data": dict(DEMO_FLAGS)}
 
 
 def service_body(name: str, namespace: str = NAMESPACE) -> dict[str, Any]:
@@ -106,6 +121,9 @@ def ensure_workload(kubeconfig: Path, namespace: str, deployments: dict[str, int
     created: list[str] = []
     if _create(f"create namespace {namespace}", core.create_namespace, namespace_body(namespace)):
         created.append(f"namespace/{namespace}")
+    if _create(f"create configmap {namespace}/{FLAGS_CONFIGMAP}", core.create_namespaced_config_map, namespace,
+               flags_configmap_body(namespace)):
+        created.append(f"configmap/{FLAGS_CONFIGMAP}")
     for name, replicas in deployments.items():
         if _create(f"create service {namespace}/{name}", core.create_namespaced_service, namespace,
                    service_body(name, namespace)):
@@ -177,8 +195,8 @@ def active_cluster_faults(kubeconfig: Path, namespace: str, deployment: str) -> 
                                     deployment, namespace))
 
 
-def fault_env(kind: str, value: str | None, message: str | None = None) -> tuple[dict[str, str], list[str]]:
-    """(vars to set, vars to remove) for a fault kind."""
+def fault_env(kind: str, value: str | None, message: str | None = None, flag: str | None = None) -> tuple[dict[str, str], list[str]]:
+    """(vars to set, vars to remove) for a fault kind; `flag` puts the fault behind that feature flag."""
     if kind == "clear":
         return {}, list(FAULT_VARS)
     if kind not in FAULTS:
@@ -194,13 +212,17 @@ def fault_env(kind: str, value: str | None, message: str | None = None) -> tuple
     env = {var: value}
     if message:
         env["FAULT_MESSAGE"] = message
+    if flag:
+        if flag not in DEMO_FLAGS:
+            raise InvalidInput(f"unknown feature flag {flag!r}", hint=f"the demo deployments declare {', '.join(DEMO_FLAGS)}")
+        env["FAULT_FLAG"] = flag
     return env, []
 
 
 def set_fault(kubeconfig: Path, namespace: str, deployment: str, kind: str, value: str | None = None,
-              message: str | None = None) -> dict[str, Any]:
+              message: str | None = None, flag: str | None = None) -> dict[str, Any]:
     """Patch the Deployment's container env like `kubectl set env`; returns what changed."""
-    set_vars, remove_vars = fault_env(kind, value, message)
+    set_vars, remove_vars = fault_env(kind, value, message, flag)
     apps = client.AppsV1Api(api_client(kubeconfig))
     dep = _call(f"read deployment {namespace}/{deployment}", apps.read_namespaced_deployment, deployment, namespace)
     containers = []

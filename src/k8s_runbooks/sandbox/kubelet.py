@@ -3,7 +3,8 @@
 One kubelet serves every node (they are virtual); events carry the pod's node as their source host.
 
 Threads (none per pod):
-- the sync loop owns all pod state: mounts (secret/configMap volumes must exist), pulls (images.py),
+- the sync loop owns all pod state: mounts (secret/configMap volumes must exist; written as files and kept
+  up to date, projection.py), pulls (images.py),
   configures (env from Secrets/ConfigMaps, podconfig.py), starts processes, restarts them with
   CrashLoopBackOff, enforces memory limits, schedules probes (probes.py: startup, liveness, readiness),
   terminates deleted pods and writes pod status;
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from k8s_runbooks.sandbox import images, podconfig, podlogs, probes
+from k8s_runbooks.sandbox import images, podconfig, podlogs, probes, projection
 from k8s_runbooks.sandbox.controllers import EventRecorder, Informer
 from k8s_runbooks.sandbox.errors import ApiError
 from k8s_runbooks.sandbox.nodes import node_ip
@@ -164,6 +165,7 @@ class PodState:
     host_ip: str = HOST_IP
     mounted: bool = False
     mount_retry_at: float = 0.0
+    volume_versions: dict[str, str] = field(default_factory=dict)  # configMap/secret volumes on disk (projection)
 
 
 def _port_free(ip: str, port: int) -> bool:
@@ -482,6 +484,19 @@ class Kubelet:
         for key, st in list(self.pods.items()):
             if key not in seen and not st.hard_deleted:
                 self._sync_pod(*key, deleted=True, uid=st.uid)
+        self._refresh_volumes()
+
+    def _pod_dir(self, st: PodState) -> Path:
+        return podlogs.pod_dir(self.state_dir, st.namespace, st.name, st.uid)
+
+    def _refresh_volumes(self) -> None:
+        """configMap/secret volumes follow their objects (a real kubelet within its sync period; here each resync)."""
+        for st in list(self.pods.values()):
+            if st.mounted and st.volume_versions and not st.terminating:
+                try:
+                    st.volume_versions = projection.refresh(self.cache, st.pod, self._pod_dir(st), st.volume_versions)
+                except OSError as exc:
+                    log.warning("kubelet: refreshing the volumes of %s/%s failed: %s", st.namespace, st.name, exc)
 
     def _sync_pod(self, ns: str, name: str, *, deleted: bool, uid: str | None) -> None:
         key = (ns, name)
@@ -547,6 +562,11 @@ class Kubelet:
             st.mount_retry_at = time.monotonic() + min(CONFIG_RETRY, max(self.backoff_cap, 1.0))
             return
         st.mounted = True
+        if projection.projected(st.pod):
+            try:
+                st.volume_versions = projection.mount(self.cache, st.pod, self._pod_dir(st))
+            except OSError as exc:
+                log.warning("kubelet: writing the volumes of %s/%s failed: %s", st.namespace, st.name, exc)
         _, missing = podconfig.pull_secrets(self.cache, st.pod)
         if missing:
             self._event(st, None, "Warning", "FailedToRetrieveImagePullSecret",
@@ -620,6 +640,7 @@ class Kubelet:
         if ports:
             env["PORT"] = str(ports[0].get("containerPort"))
         env.update({"POD_IP": st.ip, "POD_NAME": st.name, "POD_NAMESPACE": st.namespace})
+        env[projection.ROOTFS_ENV] = str(self._pod_dir(st) / "rootfs")  # where volumeMounts are (projection.py)
         # Marks the pod process as this sandbox's, so `sandbox down` can stop it safely even after the
         # cluster process died (the supervisor checks this before killing anything).
         owner = os.environ.get("K8S_RUNBOOKS_SANDBOX_OWNER")

@@ -284,7 +284,7 @@ def env_lines(cfg: SandboxConfig) -> list[str]:
 
 
 def fault(cfg: SandboxConfig, kind: str, namespace: str, deployment: str, value: str | None = None,
-          message: str | None = None) -> dict[str, Any]:
+          message: str | None = None, flag: str | None = None) -> dict[str, Any]:
     """Env faults are a `kubectl set env`; cluster faults (and clearing them) go through the guard, as a drill's
     do: the namespace must allow drills, and each one leaves an audit record. `clear` undoes both."""
     if not cfg.kubeconfig.exists():
@@ -295,7 +295,7 @@ def fault(cfg: SandboxConfig, kind: str, namespace: str, deployment: str, value:
     if kind in CLUSTER_FAULTS:
         outcome = _guarded_fault(cfg, namespace, deployment, {"fault": kind}, inject=True)
         return {"namespace": namespace, "deployment": deployment, "set": {}, "removed": [], "outcome": outcome}
-    done = demo_workload.set_fault(cfg.kubeconfig, namespace, deployment, kind, value, message)
+    done = demo_workload.set_fault(cfg.kubeconfig, namespace, deployment, kind, value, message, flag)
     if kind == "clear" and demo_workload.active_cluster_faults(cfg.kubeconfig, namespace, deployment):
         done["outcome"] = _guarded_fault(cfg, namespace, deployment, {"clear_faults": True}, inject=False)
     return done

@@ -4,6 +4,11 @@ Stdlib only so it starts fast. Listens on $POD_IP:$PORT (default 127.0.0.1:8080)
 environment, the way an operator injects them with `kubectl set env`:
 FAULT_LATENCY_MS, FAULT_ERROR_RATE (0..1), FAULT_CRASH_AFTER_S, FAULT_MESSAGE, FAULT_LEAK_MB_PER_S,
 FAULT_CPU_BURN (0..1 of a core).
+
+Feature flags: FEATURE_FLAGS_DIR names the directory a `feature-flags` ConfigMap is mounted at (one file per flag,
+`on` or `off`), re-read every FLAG_POLL_S as the kubelet refreshes it (resolved under $SANDBOX_ROOTFS, where the
+sandbox kubelet links volume mounts). FAULT_FLAG=<flag> puts every fault behind that flag: the faulty code path
+runs only while the flag reads `on`, so turning the flag off makes it go quiet without a restart.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0)
 DEFAULT_CRASH_MESSAGE = "panic: simulated crash: nil pointer dereference in checkout handler"
 ACCESS_LOG_EVERY = 50
 OVERLOAD_IN_FLIGHT = 64
+FLAG_POLL_S = 0.5
 
 
 def _env_float(name: str, default: float = 0.0) -> float:
@@ -96,6 +102,35 @@ class Shop:
         self.in_flight = 0
         self.lock = threading.Lock()
         self.leak: list[bytearray] = []
+        self.fault_flag = os.environ.get("FAULT_FLAG", "").strip()
+        self.flag_on = not self.fault_flag  # no flag: faults always on
+
+    def faulty(self) -> bool:
+        """The faulty code path runs (always without FAULT_FLAG; with it, only while the flag is on)."""
+        return self.flag_on
+
+
+def flag_value(flag: str) -> str:
+    """A flag's value from the mounted ConfigMap (`off` when the directory or key is missing: flags default off)."""
+    directory = os.environ.get("FEATURE_FLAGS_DIR", "")
+    if not directory or not flag:
+        return "off"
+    root = os.environ.get("SANDBOX_ROOTFS", "/")
+    try:
+        with open(os.path.join(root, directory.lstrip("/"), flag), encoding="utf-8") as fh:
+            return fh.read().strip().lower()
+    except OSError:
+        return "off"
+
+
+def _watch_flag() -> None:
+    while True:
+        on = flag_value(SHOP.fault_flag) == "on"
+        if on != SHOP.flag_on:
+            SHOP.flag_on = on
+            log("INFO", f"feature flag {SHOP.fault_flag} is {'on' if on else 'off'}: the code behind it "
+                        f"{'runs' if on else 'is switched off'}")
+        time.sleep(FLAG_POLL_S)
 
 
 SHOP = Shop()
@@ -137,14 +172,15 @@ class Handler(BaseHTTPRequestHandler):
         with SHOP.lock:
             SHOP.in_flight += 1
         try:
-            if SHOP.latency_s:
+            faulty = SHOP.faulty()
+            if SHOP.latency_s and faulty:
                 time.sleep(SHOP.latency_s)
             if path == "/checkout":
                 total = sum(i * i for i in range(2000))  # a little real work
                 body = f"order accepted (ref {total % 9973})\n"
             else:
                 body = "sandbox shop\n"
-            code = 500 if SHOP.error_rate and random.random() < SHOP.error_rate else 200
+            code = 500 if faulty and SHOP.error_rate and random.random() < SHOP.error_rate else 200
             if code == 500:
                 log("ERROR", f"{path}: upstream payment gateway returned 502, failing request")
                 body = "internal server error\n"
@@ -162,6 +198,8 @@ class Handler(BaseHTTPRequestHandler):
 
 def _crash_later(after: float) -> None:
     time.sleep(after)
+    while not SHOP.faulty():
+        time.sleep(FLAG_POLL_S)
     SHOP.crashing = True
     msg = os.environ.get("FAULT_MESSAGE") or DEFAULT_CRASH_MESSAGE
     print(msg, file=sys.stderr, flush=True)
@@ -172,13 +210,17 @@ def _crash_later(after: float) -> None:
 def _leak(mb_per_s: float) -> None:
     chunk = max(int(mb_per_s * 1024 * 1024 / 10), 1)
     while True:
-        SHOP.leak.append(bytearray(b"\x01") * chunk)  # touched pages, so RSS really grows
+        if SHOP.faulty():
+            SHOP.leak.append(bytearray(b"\x01") * chunk)  # touched pages, so RSS really grows
         time.sleep(0.1)
 
 
 def _burn(fraction: float) -> None:
     period = 0.1
     while True:
+        if not SHOP.faulty():
+            time.sleep(period)
+            continue
         end = time.perf_counter() + period * fraction
         while time.perf_counter() < end:
             pass
@@ -203,6 +245,10 @@ def main() -> None:
     faults = {k: v for k, v in os.environ.items() if k.startswith("FAULT_")}
     if faults:
         log("WARN", "fault injection active: " + " ".join(f"{k}={v}" for k, v in sorted(faults.items())))
+    if SHOP.fault_flag:
+        SHOP.flag_on = flag_value(SHOP.fault_flag) == "on"
+        log("INFO", f"faults behind feature flag {SHOP.fault_flag} (now {'on' if SHOP.flag_on else 'off'})")
+        threading.Thread(target=_watch_flag, daemon=True).start()
     if SHOP.crash_after > 0:
         threading.Thread(target=_crash_later, args=(SHOP.crash_after,), daemon=True).start()
     leak = _env_float("FAULT_LEAK_MB_PER_S")
