@@ -100,7 +100,10 @@ class Env:
             raise AssertionError(f"flow process did not finish:\n{err[-4000:]}") from None
         lines = [line for line in out.splitlines() if line.startswith("{")]
         assert proc.returncode == 0 and lines, f"flow process failed ({proc.returncode}):\n{out[-2000:]}\n{err[-6000:]}"
-        return json.loads(lines[-1])
+        result = json.loads(lines[-1])
+        if result.get("state") != "COMPLETED":  # shown by a failing state assertion: the flow's traceback is here
+            result["stderr_tail"] = err[-4000:]
+        return result
 
     def run(self, **params: Any) -> dict[str, Any]:
         return self.finish(self.start(**params))
@@ -172,7 +175,7 @@ def test_dry_run_plans_and_audits_but_changes_nothing(env: Env, crashing: list[s
     before = env.snapshot()
     result = env.run(approval="dry-run")
     after = env.snapshot()
-    assert result["state"] == "COMPLETED", result
+    assert result["state"] == "COMPLETED", result.get("stderr_tail", result)
     assert before["deployments"] == after["deployments"] and before["replicasets"] == after["replicasets"]
     assert set(before["pods"]) == set(after["pods"])
     rec = env.record(result["flow_run_id"])

@@ -128,7 +128,8 @@ def record(sandbox_only: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> I
 def test_the_record_covers_every_runbook_and_every_action(record: Record) -> None:
     for name, run in record.runs.items():
         assert run.state in ("COMPLETED", "FAILED") and run.flow_run_id, (name, run.state, run.stderr[-3000:])
-    assert record.runs["pod-crash dry-run"].state == "COMPLETED"
+    assert record.runs["pod-crash dry-run"].state == "COMPLETED", (record.runs["pod-crash dry-run"].message,
+                                                                 record.runs["pod-crash dry-run"].stderr[-3000:])
     assert record.runs["pod-crash auto"].state == "COMPLETED", record.runs["pod-crash auto"].stderr[-3000:]
     assert [(r.action.kind.value, r.executed) for r in record.guard] == [(k.value, True) for k in (
         ActionKind.delete_pods, ActionKind.set_flags, ActionKind.restore_traffic, ActionKind.rollout_restart, ActionKind.rollout_undo, ActionKind.scale,

@@ -62,3 +62,20 @@ def test_every_free_text_field_of_evidence_is_redacted() -> None:
     )
     assert redact_evidence(evidence) >= 8
     assert "hunter2-XYZZY" not in evidence.model_dump_json()
+
+
+@pytest.mark.parametrize("kind", sorted(EXPECTED))
+def test_evidence_survives_a_prefect_task_boundary(kind: str) -> None:
+    """Prefect walks every task input (dict(model) on each pydantic model): a field named like a dict method
+    (`keys`, `items`, `values`) would make the diagnose task fail before it starts (a live run once did)."""
+    from prefect.utilities.collections import visit_collection
+
+    from k8s_runbooks.diagnosis import evidence as ev
+
+    evidence, _ = read_snapshot(FIXTURES / f"{kind}.json")
+    evidence.config_maps.append(ev.NamedKeys(name="flags", key_names=["flags"]))
+    assert evidence.pods
+    walked = visit_collection(evidence, visit_fn=lambda x: x, return_data=True)
+    assert walked == evidence
+    models = [m for m in vars(ev).values() if isinstance(m, type) and issubclass(m, ev.BaseModel) and m.__module__ == ev.__name__]
+    assert len(models) > 20 and not {f"{m.__name__}.{f}" for m in models for f in m.model_fields if hasattr(dict, f)}

@@ -120,7 +120,7 @@ class Toleration(_M):
 class Requirement(_M):
     key: str
     operator: str = "In"
-    values: list[str] = Field(default_factory=list)
+    operands: list[str] = Field(default_factory=list, description="the requirement's `values` (renamed: see NamedKeys.key_names)")
 
 
 class AffinityTerm(_M):
@@ -301,7 +301,8 @@ class NamedKeys(_M):
     """A Secret or ConfigMap: its name and key names, never values."""
 
     name: str
-    keys: list[str] = Field(default_factory=list)
+    # Not `keys`: dict(model) (Prefect does it to every task input) would call that list.
+    key_names: list[str] = Field(default_factory=list, description="its key names, never values")
     coordinates: dict[str, str] = Field(
         default_factory=dict, description="where it points, not secrets: values of *HOST/*PORT/*ADDR/*URL/*DATABASE keys")
 

@@ -180,7 +180,12 @@ def wait_healthy(state_dir: Path, comp: Component, pid: int) -> None:
     child = _children.get(pid)  # kept here: owned_process forgets a dead child, and its exit status with it
     while time.monotonic() < deadline:
         if owned_process(pid, state_dir, comp.marker) is None:
-            code = child.poll() if child is not None else None
+            code = None
+            if child is not None:
+                try:
+                    code = child.wait(timeout=1.0)
+                except subprocess.TimeoutExpired:
+                    continue  # alive, not yet exec'd (its command line is still ours): starting, not dead
             raise ComponentExited(f"{comp.name} {exit_reason(code)} during start-up; {log_excerpt(state_dir, comp.name)}",
                                   returncode=code)
         if not healthy:

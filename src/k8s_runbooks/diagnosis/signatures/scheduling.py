@@ -43,16 +43,16 @@ def _req_matches(req: Requirement, labels: dict[str, str]) -> bool:
     value = labels.get(req.key)
     op = req.operator
     if op == "In":
-        return value is not None and value in req.values
+        return value is not None and value in req.operands
     if op == "NotIn":
-        return value is None or value not in req.values
+        return value is None or value not in req.operands
     if op == "Exists":
         return req.key in labels
     if op == "DoesNotExist":
         return req.key not in labels
-    if op in ("Gt", "Lt") and value is not None and req.values:
+    if op in ("Gt", "Lt") and value is not None and req.operands:
         try:
-            return int(value) > int(req.values[0]) if op == "Gt" else int(value) < int(req.values[0])
+            return int(value) > int(req.operands[0]) if op == "Gt" else int(value) < int(req.operands[0])
         except ValueError:
             return False
     return False
@@ -116,7 +116,7 @@ def _describe_spec(spec: PodSpec) -> str:
         parts.append("nodeSelector " + ",".join(f"{k}={v}" for k, v in spec.node_selector.items()))
     if any(spec.node_affinity):
         parts.append("required node affinity " + " OR ".join(
-            " AND ".join(f"{r.key} {r.operator} {','.join(r.values)}".strip() for r in term) for term in spec.node_affinity if term))
+            " AND ".join(f"{r.key} {r.operator} {','.join(r.operands)}".strip() for r in term) for term in spec.node_affinity if term))
     return "; ".join(parts)
 
 

@@ -113,7 +113,7 @@ def _volume(v: J) -> ev.Volume:
 
 def _requirements(exprs: Any) -> list[ev.Requirement]:
     return [ev.Requirement(key=str(_d(r).get("key", "")), operator=str(_d(r).get("operator", "In")),
-                           values=[str(x) for x in _l(_d(r).get("values"))]) for r in _l(exprs)]
+                           operands=[str(x) for x in _l(_d(r).get("values"))]) for r in _l(exprs)]
 
 
 def pod_spec(spec: Any, labels: Any = None) -> ev.PodSpec:
@@ -246,7 +246,7 @@ def named_keys(obj: J) -> ev.NamedKeys:
                     continue
             coordinates[str(key)] = text[:300]
     return ev.NamedKeys(name=str(_d(obj.get("metadata")).get("name", "")),
-                        keys=sorted(set(_d(obj.get("data"))) | set(_d(obj.get("stringData")))), coordinates=coordinates)
+                        key_names=sorted(set(_d(obj.get("data"))) | set(_d(obj.get("stringData")))), coordinates=coordinates)
 
 
 def coordinates_by_name(objs: list[J]) -> dict[tuple[str, str], dict[str, str]]:
