@@ -142,3 +142,20 @@ def test_delete_with_grace_marks_terminating_and_force_removes(cluster, core, na
     assert line[2] == "Terminating"
     cluster.kubectl("delete", "pod", "slow", "-n", namespace, "--grace-period=0", "--force")
     assert core.list_namespaced_pod(namespace).items == []
+
+
+def test_statefulsets_daemonsets_and_ingresses_are_served(cluster, api_client, namespace) -> None:
+    """What the diagnosis lists on every cluster answers as on a real one (empty lists, objects stored, kubectl
+    short names), so a live collection here makes the same requests, and RBAC needs, as on GKE."""
+    apps, net = client.AppsV1Api(api_client), client.NetworkingV1Api(api_client)
+    assert apps.list_namespaced_stateful_set(namespace).items == []
+    assert apps.list_namespaced_daemon_set(namespace).items == []
+    ing = client.V1Ingress(metadata=client.V1ObjectMeta(name="web"), spec=client.V1IngressSpec(rules=[client.V1IngressRule(
+        host="shop.example", http=client.V1HTTPIngressRuleValue(paths=[client.V1HTTPIngressPath(
+            path="/", path_type="Prefix", backend=client.V1IngressBackend(service=client.V1IngressServiceBackend(
+                name="web", port=client.V1ServiceBackendPort(number=80))))]))]))
+    net.create_namespaced_ingress(namespace, ing)
+    assert [i.metadata.name for i in net.list_namespaced_ingress(namespace).items] == ["web"]
+    assert cluster.kubectl("get", "ing", "-n", namespace, "-o", "name").stdout.split() == ["ingress.networking.k8s.io/web"]
+    for short in ("sts", "ds"):
+        assert "No resources found" in cluster.kubectl("get", short, "-n", namespace).stderr

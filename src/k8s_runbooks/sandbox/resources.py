@@ -53,6 +53,11 @@ RESOURCES: dict[str, Resource] = {
         Resource("deployments", "Deployment", "apps", "v1", True, ("deploy",), subresources=("scale", "status"), singular="deployment"),
         Resource("replicasets", "ReplicaSet", "apps", "v1", True, ("rs",), subresources=("scale", "status"), singular="replicaset"),
         *FIDELITY_RESOURCES,
+        # Stored and listed (the diagnosis reads them, so RBAC and 404s match a real cluster); no controller runs
+        # a StatefulSet's or DaemonSet's pods here, and no ingress controller routes an Ingress.
+        Resource("statefulsets", "StatefulSet", "apps", "v1", True, ("sts",), subresources=("scale", "status"), singular="statefulset"),
+        Resource("daemonsets", "DaemonSet", "apps", "v1", True, ("ds",), subresources=("status",), singular="daemonset"),
+        Resource("ingresses", "Ingress", "networking.k8s.io", "v1", True, ("ing",), subresources=("status",), singular="ingress"),
     )
 }
 
