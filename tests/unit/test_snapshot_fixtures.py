@@ -5,6 +5,7 @@ snapshot is only evidence (no secret in it)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,8 @@ def test_snapshot_replays_the_diagnosis(kind: str) -> None:
     step = plan(diagnosis.hypotheses)[0]
     if answer == "escalate":
         assert step.action is None and step.escalation is not None and change in step.escalation.change
+        # The exact change names the incident's namespace (a quota's cause is the Namespace object itself).
+        assert set(re.findall(r" -n (\S+)", step.escalation.change)) <= {evidence.namespace}, step.escalation.change
     else:
         assert step.action is not None and step.action.kind.value == answer
     assert not (step.action and step.action.kind.value in RESTARTS)

@@ -37,6 +37,8 @@ def _kubectl(*args: str) -> str:
 
 
 def _ns(h: Hypothesis) -> str:
+    if h.object.kind == "Namespace":  # a quota's cause is the namespace itself
+        return h.object.name
     return h.object.namespace or h.details.get("namespace", "default")
 
 
