@@ -44,7 +44,6 @@ import sys
 import time
 import uuid
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import _harness as h

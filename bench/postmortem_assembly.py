@@ -18,7 +18,6 @@ import resource
 import sys
 import time
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import _harness as h

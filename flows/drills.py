@@ -136,7 +136,7 @@ def plan_markdown(scenario: Scenario, params: DrillParams, response_path: str = 
     ss, tg = params.steady_state, params.targets
     return "\n".join([
         f"# Drill plan: {scenario} on {params.namespace}/{params.deployment}\n",
-        f"1. **Guardrails**: namespace labelled `k8s-runbooks.io/drills=allowed`, not protected; the guard checks the fault.",
+        "1. **Guardrails**: namespace labelled `k8s-runbooks.io/drills=allowed`, not protected; the guard checks the fault.",
         f"2. **Steady state** (abort without injecting if not): ready replicas >= {ss.min_ready_ratio:.0%} of desired"
         + (f"; p95 < {ss.p95_threshold_ms:g} ms" if ss.p95_threshold_ms else "")
         + ("; no firing alerts for the target" if ss.check_alerts else "") + "; no FAULT_* env left.",

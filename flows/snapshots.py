@@ -104,7 +104,7 @@ def publish_charts(run: Run[Any], scope: Scope, records: list[RunRecord]) -> lis
                             threshold=chart.threshold, threshold_label=f"threshold {chart.threshold:g}" if chart.threshold else "threshold")
         refs.append(ChartRef(title=chart.title, path=str(path), table_key=key))
     run.record.charts = refs
-    listing = [f"# Charts of the incident\n", f"Window {start:%Y-%m-%d %H:%M:%S}–{end:%H:%M:%S} UTC, step {md_text(step)}.\n"]
+    listing = ["# Charts of the incident\n", f"Window {start:%Y-%m-%d %H:%M:%S}–{end:%H:%M:%S} UTC, step {md_text(step)}.\n"]
     listing += [f"- {md_text(r.title)}: [{md_text(r.path)}](file://{r.path}) (table `{r.table_key}`)" for r in refs]
     publish_markdown(artifact_key(run.flow, "charts"), "\n".join(listing), "PNG charts of the incident (files next to the post-mortem)")
     run.note("Charts written", f"{len(refs)} charts in {out_dir}", "note")

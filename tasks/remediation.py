@@ -13,7 +13,7 @@ from k8s_runbooks.guard import Guard
 from k8s_runbooks.kube.client import get_kube
 from k8s_runbooks.kube import pods as pod_reads
 from k8s_runbooks.kube import workloads
-from k8s_runbooks.models import Action, ActionKind, ActionResult, ApprovalMode, AuditRecord, HealthReport, WorkloadRef
+from k8s_runbooks.models import Action, ActionResult, ApprovalMode, AuditRecord, HealthReport, WorkloadRef
 from k8s_runbooks.prom.client import PromClient
 from k8s_runbooks.settings import get_settings
 from tasks._retry import runbook_task

@@ -156,7 +156,7 @@ def _follow_alert_runs(cfg: supervisor.SandboxConfig, since: datetime, deploymen
         os.environ[key] = value
     os.environ["K8S_RUNBOOKS_REPORTS_DIR"] = str(cfg.state_dir / "reports")
     from prefect import get_client  # the Prefect client retries 429/502/503 itself
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter, FlowRunFilterStartTime
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
 
     ui = f"http://127.0.0.1:{cfg.ports.prefect}"
     seen: dict[str, str] = {}

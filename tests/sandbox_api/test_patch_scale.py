@@ -61,8 +61,8 @@ def test_kubectl_patch_types(cluster, apps, namespace, bodies) -> None:
 
 def test_kubectl_set_env_scale_restart_apply(cluster, apps, namespace, bodies, tmp_path) -> None:
     apps.create_namespaced_deployment(namespace, bodies.deployment("web"))
-    cluster.kubectl("set", "env", f"deploy/web", "-n", namespace, "FAULT_LATENCY_MS=800")
-    cluster.kubectl("set", "env", f"deploy/web", "-n", namespace, "A-")
+    cluster.kubectl("set", "env", "deploy/web", "-n", namespace, "FAULT_LATENCY_MS=800")
+    cluster.kubectl("set", "env", "deploy/web", "-n", namespace, "A-")
     assert _env(apps, namespace, "web") == {"FAULT_LATENCY_MS": "800"}
     cluster.kubectl("scale", "deploy/web", "-n", namespace, "--replicas=5")
     assert apps.read_namespaced_deployment("web", namespace).spec.replicas == 5

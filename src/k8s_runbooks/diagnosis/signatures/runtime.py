@@ -103,7 +103,7 @@ def _judge_probe(ctx: Context, wl: str, kind: str, evs: list[Event], found: tupl
     if _PROTOCOL.search(detail):
         return [ctx.hyp(wrong_proto, obj, 0.95, f"the {kind} probe of {wl} speaks the wrong protocol to its port", facts,
                         probe=kind, container=container.name if container else ""),
-                ctx.hyp(wrong_port, obj, 0.2, f"or it probes the wrong port", facts, probe=kind)]
+                ctx.hyp(wrong_port, obj, 0.2, "or it probes the wrong port", facts, probe=kind)]
     probe_port = probe.port if probe is not None else (next(iter(port_in_msg)) if port_in_msg else None)
     if declared and probe_port is not None and probe_port not in declared and probe is not None and probe.kind != "exec":
         right = sorted(p for p in declared if isinstance(p, int))
@@ -120,9 +120,9 @@ def _judge_probe(ctx: Context, wl: str, kind: str, evs: list[Event], found: tupl
                         facts, probe=kind, container=container.name if container else "")]
     if kind == "liveness" and killed:
         return [ctx.hyp(Cause.liveness_probe_too_aggressive, obj, 0.55, f"the liveness probe of {wl} keeps restarting it", facts, probe=kind),
-                ctx.hyp(wrong_port, obj, 0.3, f"or the liveness probe checks the wrong port", facts, probe=kind)]
+                ctx.hyp(wrong_port, obj, 0.3, "or the liveness probe checks the wrong port", facts, probe=kind)]
     return [ctx.hyp(wrong_port, obj, 0.4, f"the {kind} probe of {wl} keeps failing", facts, probe=kind),
-            ctx.hyp(wrong_proto, obj, 0.3, f"or it speaks the wrong protocol", facts, probe=kind)]
+            ctx.hyp(wrong_proto, obj, 0.3, "or it speaks the wrong protocol", facts, probe=kind)]
 
 
 def _aggressive(p: Probe) -> bool:

@@ -219,7 +219,7 @@ def _placement(ctx: Context, pod: Pod, wl: str, spec: PodSpec | None, reasons: d
                                f"every node {pod.name} may run on ({names}) has a taint it does not tolerate",
                                facts + node_facts, taints=";".join(f"{n}={','.join(t)}" for n, t in taints.items() if t)))
             if cords:
-                out.append(ctx.hyp(Cause.nodes_cordoned, obj, 0.5, f"some candidate nodes are cordoned", facts + node_facts))
+                out.append(ctx.hyp(Cause.nodes_cordoned, obj, 0.5, "some candidate nodes are cordoned", facts + node_facts))
         if wanted and len(candidates) < len(nodes):
             alt = Cause.node_affinity_unsatisfiable if any(spec.node_affinity) and len(by_affinity) < len(nodes) else Cause.node_selector_unsatisfiable
             out.append(ctx.hyp(alt, obj, 0.3, f"{pod.name}'s node constraints ({wanted}) narrow it to {names}", facts))
