@@ -130,6 +130,15 @@ def check_diagnosis(data: dict[str, Any]) -> None:
     assert set(data["targets"]) >= {"a1 >= 0.85", "median <= 50 ms", "deterministic", "no network"}
 
 
+def check_families(data: dict[str, Any]) -> None:
+    """One round of the missing-secret family drill through the alert path: detected, diagnosed right, escalated."""
+    row = data["table"]["missing-secret"]
+    assert row["runs"] == 1 and row["passed"] == 1, row["failures"]
+    for key in ("detect_s", "diagnose_s", "escalate_s"):
+        assert number(row[key]), (key, row)
+    assert "| `missing-secret` | KubeContainerWaiting | `secret-missing` | escalate |" in data["markdown"]
+
+
 # name → (arguments for a tiny run, checks of its JSON)
 SMOKE: dict[str, tuple[list[str], Callable[[dict[str, Any]], None]]] = {
     "diagnosis": (["--quick"], check_diagnosis),
@@ -141,6 +150,7 @@ SMOKE: dict[str, tuple[list[str], Callable[[dict[str, Any]], None]]] = {
     "alert_to_running": (["--variants", "warm-nudge", "--alerts", "2"], check_alert_to_running),
     "drill_mttd": (["--rounds", "1", "--faults", "crash"], check_drill_mttd),
     "memory": (["--notifications", "300", "--fingerprints", "2", "--rest", "1", "--storms", "2"], check_memory),
+    "families": (["--rounds", "1", "--families", "missing-secret"], check_families),
 }
 
 
