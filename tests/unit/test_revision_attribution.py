@@ -25,14 +25,14 @@ def _recorded() -> tuple[Evidence, str, str]:
 def _waiting(evidence: Evidence, replicaset: str) -> tuple[list[str], list[str]]:
     pods = [p for p in evidence.pods if p.owner and p.owner.name == replicaset]
     ready = [p.name for p in pods if p.status == "Running" and all(c.ready for c in p.containers)]
-    stuck = [p.name for p in pods if any(c.state.reason == "CreateContainerConfigError" for c in p.containers)]
+    stuck = [p.name for p in pods if p.name not in ready and not p.terminating]  # the recreated pod, not started
     return ready, stuck
 
 
 def test_a_secret_deleted_under_a_healthy_revision_is_escalated_not_rolled_back() -> None:
     evidence, symptom, newest = _recorded()
     ready, stuck = _waiting(evidence, newest)
-    assert ready and stuck, "recorded: a Ready pod and a recreated one waiting on the Secret, same revision"
+    assert ready and stuck, "recorded: a Ready pod and a recreated one that cannot start, same revision"
     diagnosis = diagnose(evidence, symptom, focus=DEPLOY)
     top = diagnosis.top
     assert top is not None and top.cause.value == "secret-missing" and top.details.get("secret") == f"{DEPLOY}-db-credentials"
