@@ -435,9 +435,11 @@ def _wait_for_escalation(ctx: DrillCtx) -> None:
 
 
 def _recovered(ctx: DrillCtx, report: SteadyStateReport) -> bool:
-    """A family is fixed when the steady state holds with every replica it had back (scaled to 0 is 'steady')."""
+    """A family is fixed when the steady state holds with replicas to serve (scaled to 0 reads as 'all ready'). The
+    runbook cannot know how many replicas a workload scaled to zero had (it scales back to 1): the rollback
+    restores the count."""
     p = ctx.params
-    return report.ok and t.desired_replicas(p.namespace, p.deployment) >= (ctx.original_replicas or 1)
+    return report.ok and t.desired_replicas(p.namespace, p.deployment) >= 1
 
 
 @_both("recover")
