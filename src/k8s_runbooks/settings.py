@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     )
     state_dir: Path = Field(
         default=Path(".k8s-runbooks"),
-        description="Where the audit log and cooldown records are kept (JSON lines).",
+        description="Where the audit log is kept (JSON lines); cooldowns and run budgets live in the cluster (Leases).",
     )
     reports_dir: Path = Field(default=Path("reports"), description="Where post-mortems are written as files.")
 

@@ -58,9 +58,11 @@ def test_job_uses_what_the_manifests_create(builds: dict[str, list[dict[str, Any
     for src in spec["containers"][0]["envFrom"]:
         if "configMapRef" in src:
             assert one(objs, "ConfigMap", src["configMapRef"]["name"])["metadata"]["namespace"] == ns
-    # The guard's state (cooldowns, audit) must be the shared volume, not the pod's scratch space.
+    # The guard's shared state (cooldowns, budgets) is in the cluster (Leases): no shared volume, no
+    # ReadWriteMany. The audit file is the Job's own; its durable copy is the Prefect event of each record.
     mounts = {m["mountPath"]: m["name"] for m in spec["containers"][0]["volumeMounts"]}
     assert mounts["/var/lib/k8s-runbooks/state"] == "state"
+    assert not any("persistentVolumeClaim" in v for v in spec["volumes"]), spec["volumes"]
     # The worker Role covers what it does with these Jobs, in the Jobs' namespace.
     worker_role = one(objs, "Role", "k8s-runbooks-worker")
     assert worker_role["metadata"]["namespace"] == ns

@@ -36,6 +36,8 @@ RESOURCES: dict[str, Resource] = {
         Resource("endpoints", "Endpoints", "", "v1", True, ("ep",), singular="endpoints"),
         Resource("deployments", "Deployment", "apps", "v1", True, ("deploy",), subresources=("scale", "status"), singular="deployment"),
         Resource("replicasets", "ReplicaSet", "apps", "v1", True, ("rs",), subresources=("scale", "status"), singular="replicaset"),
+        # The guard keeps its cooldowns and per-run pod budgets in Leases (k8s_runbooks/guard_state.py).
+        Resource("leases", "Lease", "coordination.k8s.io", "v1", True, singular="lease"),
     )
 }
 
