@@ -90,7 +90,12 @@ def audit_diff(before: Counter[tuple[str, str, str, str]], after: Counter[tuple[
 
 
 def writes(diff: Counter[tuple[str, str, str, str]]) -> dict[tuple[str, str, str, str], int]:
-    return {k: v for k, v in diff.items() if k[0] not in ("get", "list", "watch")}
+    """Writes to workloads; the guard's own bookkeeping (its cooldown and budget Leases) is `guard_writes`."""
+    return {k: v for k, v in diff.items() if k[0] not in ("get", "list", "watch") and k[1] != "leases"}
+
+
+def guard_writes(diff: Counter[tuple[str, str, str, str]]) -> dict[tuple[str, str, str, str], int]:
+    return {k: v for k, v in diff.items() if k[0] not in ("get", "list", "watch") and k[1] == "leases"}
 
 
 # ------------------------------------------------------------------------------------ the cluster

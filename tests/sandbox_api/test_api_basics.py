@@ -28,7 +28,8 @@ def test_aggregated_discovery_request_gets_plain_json(cluster) -> None:
     resp = httpx.get(f"{cluster.url}/apis", headers={"Accept": accept}, timeout=5)
     assert resp.headers["content-type"] == "application/json"
     assert resp.json()["kind"] == "APIGroupList"
-    assert [g["name"] for g in resp.json()["groups"]] == ["apps"]
+    assert [g["name"] for g in resp.json()["groups"]] == ["apps", "authorization.k8s.io", "coordination.k8s.io",
+                                                          "rbac.authorization.k8s.io"]
 
 
 def test_label_and_field_selectors(cluster, core, namespace, bodies) -> None:

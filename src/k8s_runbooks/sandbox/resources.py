@@ -38,6 +38,18 @@ RESOURCES: dict[str, Resource] = {
         Resource("replicasets", "ReplicaSet", "apps", "v1", True, ("rs",), subresources=("scale", "status"), singular="replicaset"),
         # The guard keeps its cooldowns and per-run pod budgets in Leases (k8s_runbooks/guard_state.py).
         Resource("leases", "Lease", "coordination.k8s.io", "v1", True, singular="lease"),
+        # Identities and RBAC (enforced by sandbox/rbac_authz.py); reviews are answered, never stored.
+        Resource("serviceaccounts", "ServiceAccount", "", "v1", True, ("sa",), subresources=("token",),
+                 singular="serviceaccount"),
+        Resource("roles", "Role", "rbac.authorization.k8s.io", "v1", True, singular="role"),
+        Resource("rolebindings", "RoleBinding", "rbac.authorization.k8s.io", "v1", True, singular="rolebinding"),
+        Resource("clusterroles", "ClusterRole", "rbac.authorization.k8s.io", "v1", False, singular="clusterrole"),
+        Resource("clusterrolebindings", "ClusterRoleBinding", "rbac.authorization.k8s.io", "v1", False,
+                 singular="clusterrolebinding"),
+        Resource("selfsubjectaccessreviews", "SelfSubjectAccessReview", "authorization.k8s.io", "v1", False,
+                 verbs=("create",), singular="selfsubjectaccessreview"),
+        Resource("subjectaccessreviews", "SubjectAccessReview", "authorization.k8s.io", "v1", False,
+                 verbs=("create",), singular="subjectaccessreview"),
     )
 }
 
