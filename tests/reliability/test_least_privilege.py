@@ -1,5 +1,8 @@
 """Least privilege: the RBAC shipped in deployments/k8s/base/rbac.yaml is exactly what the runbooks use.
 
+Everything here runs as the `k8s-runbooks` ServiceAccount and the sandbox enforces RBAC, so the record passing
+shows the shipped rules suffice; test_rbac_rules.py shows that each of them is needed.
+
 The record: the session sandbox's request audit, diffed around a window in which only runbook code talks to
 the API (the test process makes no Kubernetes call inside it):
   - pod-crash (dry-run and auto-approved), high-latency (dry-run), incident-response (dry-run) and a
@@ -28,6 +31,8 @@ from k8s_runbooks.guard import Guard
 from k8s_runbooks.kube.client import reset_clients
 from k8s_runbooks.models import Action, ActionKind, ActionResult, WorkloadRef
 from k8s_runbooks.sandbox.demo_workload import deployment_body, namespace_body, set_fault
+from k8s_runbooks.sandbox.identities import grant_namespace
+from k8s_runbooks.sandbox.kubeconfig import account_kubeconfig_path
 from k8s_runbooks.settings import Settings
 from tests.conftest import REPO, Sandbox
 from tests.reliability._faults_helpers import NS, Cluster, Runbooks, RunResult, pod_crash_params, wait_for
@@ -83,13 +88,15 @@ def record(sandbox_only: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> I
     runbooks = Runbooks(box, tmp, K8S_RUNBOOKS_COOLDOWN_SECONDS="0")
     scratch, app = f"lp-{secrets.token_hex(3)}", "lp-app"
     cluster.core.create_namespace(namespace_body(scratch))
+    grant_namespace(box.kubeconfig, scratch)  # a target namespace gets the shipped runbook Role (deployments/README.md)
     cluster.apps.create_namespaced_deployment(scratch, deployment_body(app, 2, namespace=scratch))
     try:
         cluster.inject_crash(box, "checkout")
         wait_for(lambda: (cluster.apps.read_namespaced_deployment(app, scratch).status.ready_replicas or 0) >= 2, 120,
                  f"{scratch}/{app} ready")
         pods = sorted(p.metadata.name for p in cluster.core.list_namespaced_pod(scratch).items)
-        settings = Settings(kubeconfig=Path(box.kubeconfig), state_dir=tmp / "guard", cooldown_seconds=0)
+        assert box.state_dir is not None  # the runbooks' ServiceAccount: the sandbox enforces the shipped RBAC
+        settings = Settings(kubeconfig=account_kubeconfig_path(box.state_dir), state_dir=tmp / "guard", cooldown_seconds=0)
 
         before = _audit(box.api_url)  # ---- from here on, only runbook code calls the API
         procs = {

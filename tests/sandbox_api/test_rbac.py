@@ -28,7 +28,7 @@ def shipped(cluster: Cluster) -> Cluster:
 
 @pytest.fixture(scope="module")
 def as_runbooks(shipped: Cluster) -> client.ApiClient:
-    path = identities.service_account_kubeconfig(shipped.url, shipped.state_dir / "kubeconfigs")
+    path = identities.service_account_kubeconfig(shipped.url, shipped.state_dir)
     return config.new_client_from_config(str(path))
 
 
@@ -107,7 +107,7 @@ def test_subject_access_review_and_impersonation_need_permission(shipped: Cluste
 def test_a_deleted_service_account_takes_its_tokens_with_it(shipped: Cluster) -> None:
     admin = client.CoreV1Api(config.new_client_from_config(str(shipped.kubeconfig)))
     admin.create_namespaced_service_account("k8s-runbooks", {"metadata": {"name": "short-lived"}})
-    path = identities.service_account_kubeconfig(shipped.url, shipped.state_dir / "kubeconfigs", name="short-lived")
+    path = identities.service_account_kubeconfig(shipped.url, shipped.state_dir, name="short-lived")
     mine = client.AuthorizationV1Api(config.new_client_from_config(str(path)))
     assert mine.create_self_subject_access_review(
         {"spec": {"nonResourceAttributes": {"path": "/api", "verb": "get"}}}).status.allowed

@@ -104,6 +104,10 @@ def ensure_workload(kubeconfig: Path, namespace: str, deployments: dict[str, int
     created: list[str] = []
     if _create(f"create namespace {namespace}", core.create_namespace, namespace_body(namespace)):
         created.append(f"namespace/{namespace}")
+    # A target namespace gets the runbook Role of rbac.yaml, as on GKE: the runbooks run as that ServiceAccount.
+    from k8s_runbooks.sandbox.identities import grant_namespace
+
+    grant_namespace(kubeconfig, namespace)
     for name, replicas in deployments.items():
         if _create(f"create service {namespace}/{name}", core.create_namespaced_service, namespace,
                    service_body(name, namespace)):

@@ -3,7 +3,7 @@ ServiceAccount (a TokenRequest token), so runbooks, drills and the worker run as
 they run as on GKE.
 
     apply_shipped_rbac(api_url)                       # namespace k8s-runbooks, ServiceAccounts, Roles, bindings
-    service_account_kubeconfig(api_url, dir, "k8s-runbooks", "k8s-runbooks")   # -> dir/k8s-runbooks.k8s-runbooks.yaml
+    service_account_kubeconfig(api_url, D, "k8s-runbooks", "k8s-runbooks")   # -> D/kubeconfigs/k8s-runbooks.k8s-runbooks.yaml
     grant_namespace(api_url, "cli-run")               # the runbook Role + RoleBinding copied into another namespace
 """
 
@@ -17,8 +17,7 @@ import httpx
 import yaml
 
 from k8s_runbooks.sandbox.binaries import SandboxError
-from k8s_runbooks.sandbox.launchers import repo_root
-from k8s_runbooks.sandbox.kubeconfig import DEFAULT_CONTEXT
+from k8s_runbooks.sandbox.kubeconfig import DEFAULT_CONTEXT, account_kubeconfig_path
 from k8s_runbooks.sandbox.resources import KIND_TO_PLURAL, RESOURCES
 
 ADMIN_HEADERS = {"Authorization": "Bearer sandbox-token"}
@@ -29,6 +28,8 @@ TIMEOUT = 10.0
 
 
 def rbac_file() -> Path:
+    from k8s_runbooks.sandbox.launchers import repo_root
+
     return repo_root() / "deployments" / "k8s" / "base" / "rbac.yaml"
 
 
@@ -64,15 +65,29 @@ def apply_shipped_rbac(api_url: str) -> None:
     apply(api_url, docs)
 
 
-def grant_namespace(api_url: str, namespace: str, source_namespace: str = "shop") -> None:
-    """Copy the runbook Role and its RoleBinding into `namespace` (deployments/README.md: adding a target
-    namespace)."""
-    docs = [d for d in shipped_rbac() if d["kind"] in ("Role", "RoleBinding") and d["metadata"].get("namespace") == source_namespace]
-    apply(api_url, [{**d, "metadata": {**d["metadata"], "namespace": namespace}} for d in docs])
+def grant_namespace(kubeconfig: Path, namespace: str, source_namespace: str = "shop") -> None:
+    """Copy the runbook Role and its RoleBinding of rbac.yaml into `namespace`, with the kubeconfig's credentials:
+    what deployments/README.md tells an operator to do for each target namespace (idempotent)."""
+    from kubernetes import client, config  # only where it is used
+    from kubernetes.client.exceptions import ApiException
+
+    rbac = client.RbacAuthorizationV1Api(config.new_client_from_config(str(kubeconfig)))
+    for doc in shipped_rbac():
+        if doc["kind"] not in ("Role", "RoleBinding") or doc["metadata"].get("namespace") != source_namespace:
+            continue
+        body = {**doc, "metadata": {**doc["metadata"], "namespace": namespace}}
+        create, replace = ((rbac.create_namespaced_role, rbac.replace_namespaced_role) if doc["kind"] == "Role"
+                           else (rbac.create_namespaced_role_binding, rbac.replace_namespaced_role_binding))
+        try:
+            create(namespace, body, _request_timeout=TIMEOUT)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise SandboxError(f"granting the runbooks {namespace}: HTTP {exc.status} {exc.reason}") from None
+            replace(doc["metadata"]["name"], namespace, body, _request_timeout=TIMEOUT)
 
 
-def service_account_kubeconfig(api_url: str, directory: Path, namespace: str = IDENTITY_NAMESPACE,
-                               name: str = RUNBOOKS_SA, seconds: int = 86_400) -> Path:
+def service_account_kubeconfig(api_url: str, state_dir: Path, namespace: str = IDENTITY_NAMESPACE,
+                               name: str = RUNBOOKS_SA, seconds: int = 30 * 86_400) -> Path:
     """A kubeconfig that authenticates as the ServiceAccount (a TokenRequest token, 0600)."""
     with httpx.Client(base_url=api_url, headers=ADMIN_HEADERS, timeout=TIMEOUT) as http:
         resp = http.post(f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
@@ -87,8 +102,8 @@ def service_account_kubeconfig(api_url: str, directory: Path, namespace: str = I
            "users": [{"name": f"{namespace}/{name}", "user": {"token": token}}],
            "contexts": [{"name": context, "context": {"cluster": DEFAULT_CONTEXT, "user": f"{namespace}/{name}",
                                                       "namespace": namespace}}]}
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{namespace}.{name}.yaml"
+    path = account_kubeconfig_path(state_dir, namespace, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as fh:
         yaml.safe_dump(cfg, fh, sort_keys=False)
     return path

@@ -23,6 +23,7 @@ import psutil
 import yaml
 
 from k8s_runbooks.sandbox.binaries import SandboxError
+from k8s_runbooks.sandbox.kubeconfig import account_kubeconfig_path
 
 OWNER_ENV = "K8S_RUNBOOKS_SANDBOX_OWNER"
 CONFIG_DIR = Path(__file__).parent / "config"
@@ -481,7 +482,10 @@ def runner_component(state_dir: Path, ports: SandboxPorts, query_seconds: float 
                  "--runner", mode, "--drills-active", "--ready-file", str(ready),
                  "--run-pid-dir", str(state / "pids" / "runs")],  # <flow run id>.pid per live warm run
         # Repeated demos/drills act on the same target within minutes: a short cooldown (production: 300 s).
-        env={**runbook_env(state, ports), "PYTHONPATH": str(repo_root()), "K8S_RUNBOOKS_COOLDOWN_SECONDS": "30"},
+        # Runbooks run as the least-privilege ServiceAccount of deployments/k8s/base/rbac.yaml, as a worker's Jobs do
+        # on GKE (the kubeconfig `sandbox up` writes; target namespaces need the runbook Role: identities.py).
+        env={**runbook_env(state, ports), "PYTHONPATH": str(repo_root()), "K8S_RUNBOOKS_COOLDOWN_SECONDS": "30",
+             "K8S_RUNBOOKS_KUBECONFIG": str(account_kubeconfig_path(state))},
         # 240 s: registering five deployments (and warming the fork server) took over 120 s at load 30 on 2 cores.
         marker="k8s_runbooks.deploy", timeout_s=240, cwd=repo_root(),
         extra_ready=lambda: ready.exists() and read_pid(ready) == read_pid(pid_file),

@@ -195,8 +195,7 @@ def up(cfg: SandboxConfig, demo: bool = True, demo_timeout_s: float = 120.0) -> 
 
     identities.apply_shipped_rbac(f"http://127.0.0.1:{cfg.ports.api}")
     for account in (identities.RUNBOOKS_SA, identities.WORKER_SA):
-        identities.service_account_kubeconfig(f"http://127.0.0.1:{cfg.ports.api}", cfg.state_dir / "kubeconfigs",
-                                              name=account)
+        identities.service_account_kubeconfig(f"http://127.0.0.1:{cfg.ports.api}", cfg.state_dir, name=account)
     if demo:
         t0 = time.monotonic()
         from k8s_runbooks.sandbox import demo_workload  # the Kubernetes client: only where it is used
