@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from k8s_runbooks.models import utcnow
 from k8s_runbooks.names import DNS_LABEL, DNS_SUBDOMAIN, kube_context_field
-from k8s_runbooks.sandbox.fault_kinds import FAULTS
+from k8s_runbooks.drills.fault_kinds import FAULTS
 
 DRILLS_LABEL = "k8s-runbooks.io/drills"
 DRILLS_ALLOWED = "allowed"

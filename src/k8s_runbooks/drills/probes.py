@@ -7,7 +7,7 @@ import math
 from k8s_runbooks.drills.alertmanager import firing_alerts
 from k8s_runbooks.drills.kube_faults import active_env
 from k8s_runbooks.drills.model import ProbeResult, SteadyState, SteadyStateReport
-from k8s_runbooks.sandbox.fault_kinds import FAULT_VARS
+from k8s_runbooks.drills.fault_kinds import FAULT_VARS
 from k8s_runbooks.errors import RunbookError
 from k8s_runbooks.kube.client import get_kube
 from k8s_runbooks.kube.pods import read_deployment

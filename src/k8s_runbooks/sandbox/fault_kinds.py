@@ -1,15 +1,6 @@
-"""The demo workload's fault kinds: each one an env var of the shop container (set as a rollout) and its default.
-Its own module so the CLI can list them without importing the Kubernetes client."""
+"""The shop workload's fault kinds live in the core (`k8s_runbooks.drills.fault_kinds`: drills inject them in
+any cluster); the sandbox's CLI and workload import them from here as before."""
 
-from __future__ import annotations
+from k8s_runbooks.drills.fault_kinds import FAULT_KINDS, FAULT_VARS, FAULTS
 
-# fault kind -> (env var, default value)
-FAULTS: dict[str, tuple[str, str]] = {
-    "crash": ("FAULT_CRASH_AFTER_S", "2"),
-    "latency": ("FAULT_LATENCY_MS", "800"),
-    "oom": ("FAULT_LEAK_MB_PER_S", "64"),
-    "errors": ("FAULT_ERROR_RATE", "0.5"),
-    "cpu": ("FAULT_CPU_BURN", "1.0"),
-}
-FAULT_VARS = [var for var, _ in FAULTS.values()] + ["FAULT_MESSAGE"]
-FAULT_KINDS = [*FAULTS, "clear"]
+__all__ = ["FAULTS", "FAULT_VARS", "FAULT_KINDS"]

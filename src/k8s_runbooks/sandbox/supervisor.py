@@ -18,6 +18,7 @@ from typing import Any
 from k8s_runbooks.sandbox import launchers
 from k8s_runbooks.sandbox.binaries import SandboxError, ensure_binaries
 from k8s_runbooks.sandbox.launchers import Component, SandboxPorts
+from k8s_runbooks.sandbox.settings import SandboxSettings
 from k8s_runbooks.settings import Settings
 
 POD_SUBNET_ENV = "K8S_RUNBOOKS_SANDBOX_POD_SUBNET"  # not (yet) a Settings field
@@ -37,16 +38,16 @@ class SandboxConfig:
     with_prefect: bool = True
 
     @classmethod
-    def from_settings(cls, settings: Settings, state_dir: Path | None = None, with_prefect: bool = True,
+    def from_settings(cls, settings: SandboxSettings, state_dir: Path | None = None, with_prefect: bool = True,
                       pod_subnet: str | None = None) -> "SandboxConfig":
         ports = SandboxPorts(
-            api=settings.sandbox_api_port, prometheus=settings.sandbox_prometheus_port,
-            alertmanager=settings.sandbox_alertmanager_port, pushgateway=settings.sandbox_pushgateway_port,
-            prefect=settings.sandbox_prefect_port, receiver=settings.sandbox_receiver_port,
+            api=settings.api_port, prometheus=settings.prometheus_port,
+            alertmanager=settings.alertmanager_port, pushgateway=settings.pushgateway_port,
+            prefect=settings.prefect_port, receiver=settings.receiver_port,
         )
-        webhook = settings.sandbox_alert_webhook_url or f"http://127.0.0.1:{ports.receiver}/v1/alerts/alertmanager"
+        webhook = settings.alert_webhook_url or f"http://127.0.0.1:{ports.receiver}/v1/alerts/alertmanager"
         return cls(
-            state_dir=Path(state_dir or settings.sandbox_state_dir).resolve(), ports=ports,
+            state_dir=Path(state_dir or settings.state_dir).resolve(), ports=ports,
             pod_subnet=pod_subnet or os.environ.get(POD_SUBNET_ENV, "127.1"), webhook_url=webhook,
             with_prefect=with_prefect,
         )
@@ -74,9 +75,9 @@ class SandboxConfig:
             raise SandboxError(f"{path} is unreadable ({exc}); remove it and run `k8s-runbooks sandbox up` again") from exc
 
 
-def resolve_config(settings: Settings, state_dir: Path | None) -> SandboxConfig:
+def resolve_config(settings: SandboxSettings, state_dir: Path | None) -> SandboxConfig:
     """The config of the sandbox that runs in `state_dir` (from its last `up`), else the settings."""
-    directory = Path(state_dir or settings.sandbox_state_dir)
+    directory = Path(state_dir or settings.state_dir)
     return SandboxConfig.load(directory) or SandboxConfig.from_settings(settings, directory)
 
 
