@@ -38,6 +38,8 @@ RESOURCES: dict[str, Resource] = {
         Resource("replicasets", "ReplicaSet", "apps", "v1", True, ("rs",), subresources=("scale", "status"), singular="replicaset"),
         # The guard keeps its cooldowns and per-run pod budgets in Leases (k8s_runbooks/guard_state.py).
         Resource("leases", "Lease", "coordination.k8s.io", "v1", True, singular="lease"),
+        # Flow-run Jobs of the Prefect Kubernetes worker (sandbox/jobs.py runs them).
+        Resource("jobs", "Job", "batch", "v1", True, subresources=("status",), singular="job"),
         # Identities and RBAC (enforced by sandbox/rbac_authz.py); reviews are answered, never stored.
         Resource("serviceaccounts", "ServiceAccount", "", "v1", True, ("sa",), subresources=("token",),
                  singular="serviceaccount"),
