@@ -38,6 +38,11 @@ def test_rendered_job_is_valid_and_runs_prefects_command_through_env() -> None:
     assert container["command"] == ["/usr/bin/env"]
     container["env"] = [{"name": k, "value": v} for k, v in container["env"].items()]
     container["args"] = ["prefect", "flow-run", "execute"]
+    # prefect-kubernetes 0.8 refuses a template without these two under the pod spec ("Job is missing required
+    # attributes at /spec/template/spec/completions, .../parallelism": the worker crashed every run before they
+    # were added); the API server drops the unknown fields with a warning (fieldValidation defaults to Warn).
+    pod_spec = job["spec"]["template"]["spec"]
+    assert (pod_spec.pop("completions"), pod_spec.pop("parallelism")) == (1, 1)
     for version in ("1.37.0", "1.31.0"):
         kubernetes_validate.validate(job, version, strict=True)
     assert job["metadata"]["namespace"] == "k8s-runbooks"

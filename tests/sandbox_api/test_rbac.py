@@ -69,7 +69,8 @@ def test_kubectl_auth_can_i_answers_for_the_shipped_accounts(shipped: Cluster) -
     assert can_i("patch", "deployments.apps", "-n", "shop", f"--as={RUNBOOKS}") == "yes"
     assert can_i("update", "leases.coordination.k8s.io", "-n", "shop", f"--as={RUNBOOKS}") == "yes"
     assert can_i("get", "secrets", "-n", "shop", f"--as={RUNBOOKS}") == "no"
-    assert can_i("watch", "pods", "-n", "k8s-runbooks", f"--as={WORKER}") == "yes"  # (no batch/Jobs in the sandbox yet)
+    assert can_i("create", "jobs.batch", "-n", "k8s-runbooks", f"--as={WORKER}") == "yes"
+    assert can_i("create", "jobs.batch", "-n", "shop", f"--as={WORKER}") == "no"
     assert can_i("delete", "pods", "-n", "shop", f"--as={WORKER}") == "no"
     assert can_i("get", "pods", "-n", "shop", "--as=system:serviceaccount:k8s-runbooks:k8s-runbooks-receiver") == "no"
     assert can_i("delete", "deployments", "-n", "shop") == "yes"  # the admin
