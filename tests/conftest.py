@@ -40,6 +40,7 @@ PORT_SETTINGS = {
     "pushgateway": "K8S_RUNBOOKS_SANDBOX_PUSHGATEWAY_PORT",
     "prefect": "K8S_RUNBOOKS_SANDBOX_PREFECT_PORT",
     "receiver": "K8S_RUNBOOKS_SANDBOX_RECEIVER_PORT",
+    "postgres": "K8S_RUNBOOKS_SANDBOX_POSTGRES_PORT",
 }
 
 
@@ -95,6 +96,9 @@ def sandbox_env(state_dir: Path, ports: dict[str, int], pod_subnet: str) -> dict
     env["K8S_RUNBOOKS_SANDBOX_TOOLS_DIR"] = os.environ["K8S_RUNBOOKS_SANDBOX_TOOLS_DIR"]
     env.update({PORT_SETTINGS[name]: str(port) for name, port in ports.items()})
     env["K8S_RUNBOOKS_SANDBOX_POD_SUBNET"] = pod_subnet
+    # CI's Postgres step runs the deployment and alert-path tests with Postgres under the sandbox's Prefect.
+    if os.environ.get("K8S_RUNBOOKS_SANDBOX_PREFECT_DATABASE"):
+        env["K8S_RUNBOOKS_SANDBOX_PREFECT_DATABASE"] = os.environ["K8S_RUNBOOKS_SANDBOX_PREFECT_DATABASE"]
     env["K8S_RUNBOOKS_SANDBOX_STATE_DIR"] = str(state_dir)
     env["K8S_RUNBOOKS_SANDBOX_RECEIVER_ROUTES"] = str(REPO / "tests" / "alert-routes.test.yaml")
     env["KUBECONFIG"] = str(state_dir / "kubeconfig")

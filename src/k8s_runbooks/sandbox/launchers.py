@@ -168,6 +168,13 @@ def start(state_dir: Path, comp: Component) -> int:
 
 
 def is_healthy(comp: Component) -> bool:
+    if comp.health_url.startswith("tcp://"):  # a server without HTTP (Postgres): it accepts connections
+        host, _, port = comp.health_url[len("tcp://"):].rpartition(":")
+        try:
+            with socket.create_connection((host, int(port)), timeout=HTTP_TIMEOUT_S):
+                return True
+        except OSError:
+            return False
     try:
         resp = httpx.get(comp.health_url, timeout=HTTP_TIMEOUT_S)
     except httpx.HTTPError:
@@ -297,6 +304,7 @@ class SandboxPorts:
     pushgateway: int
     prefect: int
     receiver: int
+    postgres: int = 15432  # only with K8S_RUNBOOKS_SANDBOX_PREFECT_DATABASE=postgres
 
 
 def cluster_component(state_dir: Path, ports: SandboxPorts, pod_subnet: str) -> Component:
@@ -388,7 +396,8 @@ def pushgateway_component(state_dir: Path, ports: SandboxPorts, binary: Path) ->
 LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
 
 
-def prefect_component(state_dir: Path, ports: SandboxPorts) -> Component:
+def prefect_component(state_dir: Path, ports: SandboxPorts, database_url: str | None = None) -> Component:
+    """`database_url`: Postgres (sandbox/postgres.py); None: SQLite in D/prefect/."""
     state = Path(state_dir).resolve()
     home = state / "prefect"
     home.mkdir(parents=True, exist_ok=True)
@@ -401,7 +410,7 @@ def prefect_component(state_dir: Path, ports: SandboxPorts) -> Component:
                  "--host", "127.0.0.1", "--port", str(ports.prefect)],
         env={
             "PREFECT_HOME": str(home),
-            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+            "PREFECT_API_DATABASE_CONNECTION_URL": database_url or f"sqlite+aiosqlite:///{home / 'prefect.db'}",
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "DO_NOT_TRACK": "1",
             "PREFECT_UI_ENABLED": "true",

@@ -4,6 +4,7 @@ the product image has no sandbox, and no product default points at a sandbox por
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,3 +36,9 @@ class SandboxSettings(BaseSettings):
         default=None,
         description="Where the sandbox Alertmanager sends notifications; default is the sandbox alert receiver.",
     )
+    prefect_database: Literal["sqlite", "postgres"] = Field(
+        default="sqlite",
+        description="Database of the sandbox's Prefect server: sqlite (D/prefect/prefect.db) or postgres (a local "
+                    "cluster from Debian's postgresql package, started as the sandbox component `postgres`).",
+    )
+    postgres_port: int = Field(default=15432, description="Port of the sandbox Postgres (with prefect_database=postgres).")

@@ -24,7 +24,8 @@ from k8s_runbooks.settings import Settings
 POD_SUBNET_ENV = "K8S_RUNBOOKS_SANDBOX_POD_SUBNET"  # not (yet) a Settings field
 STATE_FILE = "sandbox.json"
 POD_MARKER = "k8s_runbooks.sandbox.workloads"  # command line of pods running sandbox images
-ORDER = ["cluster", "alertmanager", "pushgateway", "prometheus", "prefect", "runner", "receiver"]
+ORDER = ["cluster", "alertmanager", "pushgateway", "prometheus", "postgres", "prefect", "runner", "receiver"]
+FIRST = ("postgres",)  # up and its database made before the rest (Prefect migrates it on start)
 AFTER_PREFECT = ("runner", "receiver")  # started once the Prefect API answers (they register/dispatch on start)
 TOKEN_FILE = "secrets/receiver-token"
 
@@ -36,6 +37,7 @@ class SandboxConfig:
     pod_subnet: str = "127.1"
     webhook_url: str = ""
     with_prefect: bool = True
+    prefect_database: str = "sqlite"  # or postgres (sandbox/postgres.py)
 
     @classmethod
     def from_settings(cls, settings: SandboxSettings, state_dir: Path | None = None, with_prefect: bool = True,
@@ -43,13 +45,13 @@ class SandboxConfig:
         ports = SandboxPorts(
             api=settings.api_port, prometheus=settings.prometheus_port,
             alertmanager=settings.alertmanager_port, pushgateway=settings.pushgateway_port,
-            prefect=settings.prefect_port, receiver=settings.receiver_port,
+            prefect=settings.prefect_port, receiver=settings.receiver_port, postgres=settings.postgres_port,
         )
         webhook = settings.alert_webhook_url or f"http://127.0.0.1:{ports.receiver}/v1/alerts/alertmanager"
         return cls(
             state_dir=Path(state_dir or settings.state_dir).resolve(), ports=ports,
             pod_subnet=pod_subnet or os.environ.get(POD_SUBNET_ENV, "127.1"), webhook_url=webhook,
-            with_prefect=with_prefect,
+            with_prefect=with_prefect, prefect_database=settings.prefect_database,
         )
 
     @property
@@ -142,7 +144,16 @@ def components(cfg: SandboxConfig, binaries: dict[str, Path] | None = None) -> l
                   _bare("pushgateway", ports.pushgateway, "/-/ready", "pushgateway"),
                   _bare("prometheus", ports.prometheus, "/-/ready", "prometheus")]
     if cfg.with_prefect:
-        comps.append(launchers.prefect_component(state, ports) if render
+        database_url = None
+        if cfg.prefect_database == "postgres":
+            from k8s_runbooks.sandbox import postgres
+
+            comps.append(postgres.component(state, ports.postgres) if render else launchers.Component(
+                name="postgres", port=ports.postgres, port_setting="K8S_RUNBOOKS_SANDBOX_POSTGRES_PORT",
+                url=f"postgresql://127.0.0.1:{ports.postgres}", health_url=f"tcp://127.0.0.1:{ports.postgres}",
+                command=[], marker="postgres"))
+            database_url = postgres.database_url(ports.postgres)
+        comps.append(launchers.prefect_component(state, ports, database_url) if render
                      else _bare("prefect", ports.prefect, "/api/health", "prefect", url_suffix="/api"))
         comps.append(launchers.runner_component(state, ports))
         if with_receiver:
@@ -172,7 +183,9 @@ def up(cfg: SandboxConfig, demo: bool = True, demo_timeout_s: float = 120.0) -> 
     launchers.check_ports_free(to_start)
     starting = {c.name for c in to_start}
     cfg.save()
-    for phase in ([c for c in comps if c.name not in AFTER_PREFECT], [c for c in comps if c.name in AFTER_PREFECT]):
+    for phase in ([c for c in comps if c.name in FIRST],
+                  [c for c in comps if c.name not in AFTER_PREFECT and c.name not in FIRST],
+                  [c for c in comps if c.name in AFTER_PREFECT]):
         started: dict[str, tuple[int, float]] = {}
         for comp in phase:
             if comp.name in starting:
@@ -188,6 +201,10 @@ def up(cfg: SandboxConfig, demo: bool = True, demo_timeout_s: float = 120.0) -> 
             result.components.append(ComponentState(comp.name, comp.url, pid, "started", time.monotonic() - t0))
             if comp.name == "cluster":
                 write_kubeconfig(cfg, comp.url)
+            if comp.name == "postgres":
+                from k8s_runbooks.sandbox import postgres
+
+                postgres.ensure_database(cfg.ports.postgres)
     if not cfg.kubeconfig.exists():
         write_kubeconfig(cfg, f"http://127.0.0.1:{cfg.ports.api}")
     result.components.sort(key=lambda s: ORDER.index(s.name))
