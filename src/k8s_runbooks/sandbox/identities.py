@@ -40,12 +40,15 @@ def _collection(obj: dict[str, Any]) -> str:
     return f"{prefix}/namespaces/{ns}/{res.plural}" if res.namespaced else f"{prefix}/{res.plural}"
 
 
-def apply(api_url: str, objs: list[dict[str, Any]]) -> None:
-    """Create each object, or replace it when it exists (idempotent, like `kubectl apply` for whole objects)."""
+def apply(api_url: str, objs: list[dict[str, Any]], *, replace: bool = True) -> None:
+    """Create each object, or replace it when it exists (idempotent, like `kubectl apply` for whole objects);
+    `replace=False` leaves existing objects as they are."""
     with httpx.Client(base_url=api_url, headers=ADMIN_HEADERS, timeout=TIMEOUT) as http:
         for obj in objs:
             path = _collection(obj)
             resp = http.post(path, json=obj)
+            if resp.status_code == 409 and not replace:
+                continue
             if resp.status_code == 409:
                 resp = http.put(f"{path}/{obj['metadata']['name']}", json=obj)
             if resp.status_code >= 300:
@@ -61,7 +64,9 @@ def apply_shipped_rbac(api_url: str) -> None:
     """The identities namespace and everything in rbac.yaml (its target-namespace Roles need those namespaces)."""
     docs = shipped_rbac()
     namespaces = {IDENTITY_NAMESPACE} | {d["metadata"]["namespace"] for d in docs if d["metadata"].get("namespace")}
-    apply(api_url, [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}} for ns in sorted(namespaces)])
+    # Only the missing ones: an existing namespace keeps its labels (the demo's `shop` allows drills).
+    apply(api_url, [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}} for ns in sorted(namespaces)],
+          replace=False)
     apply(api_url, docs)
 
 

@@ -208,6 +208,10 @@ def up(cfg: SandboxConfig, demo: bool = True, demo_timeout_s: float = 120.0) -> 
     if not cfg.kubeconfig.exists():
         write_kubeconfig(cfg, f"http://127.0.0.1:{cfg.ports.api}")
     result.components.sort(key=lambda s: ORDER.index(s.name))
+    if demo:  # first: `shop` is made with its labels (drills allowed) before rbac.yaml's Role lands in it
+        from k8s_runbooks.sandbox import demo_workload
+
+        demo_workload.ensure_namespace(cfg.kubeconfig, demo_workload.NAMESPACE)
     # The identities GKE has (deployments/k8s/base/rbac.yaml), enforced; D/kubeconfigs/ holds one per account.
     from k8s_runbooks.sandbox import identities
 
