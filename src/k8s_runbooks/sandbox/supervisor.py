@@ -208,10 +208,11 @@ def up(cfg: SandboxConfig, demo: bool = True, demo_timeout_s: float = 120.0) -> 
     if not cfg.kubeconfig.exists():
         write_kubeconfig(cfg, f"http://127.0.0.1:{cfg.ports.api}")
     result.components.sort(key=lambda s: ORDER.index(s.name))
-    if demo:  # first: `shop` is made with its labels (drills allowed) before rbac.yaml's Role lands in it
-        from k8s_runbooks.sandbox import demo_workload
+    # First `shop` as the demo makes it (labelled: drills allowed), also with --no-demo: rbac.yaml's Role lands in it,
+    # and a later `up` with the demo must find it labelled.
+    from k8s_runbooks.sandbox import demo_workload
 
-        demo_workload.ensure_namespace(cfg.kubeconfig, demo_workload.NAMESPACE)
+    demo_workload.ensure_namespace(cfg.kubeconfig, demo_workload.NAMESPACE)
     # The identities GKE has (deployments/k8s/base/rbac.yaml), enforced; D/kubeconfigs/ holds one per account.
     from k8s_runbooks.sandbox import identities
 
@@ -220,8 +221,6 @@ def up(cfg: SandboxConfig, demo: bool = True, demo_timeout_s: float = 120.0) -> 
         identities.service_account_kubeconfig(f"http://127.0.0.1:{cfg.ports.api}", cfg.state_dir, name=account)
     if demo:
         t0 = time.monotonic()
-        from k8s_runbooks.sandbox import demo_workload  # the Kubernetes client: only where it is used
-
         result.created = demo_workload.ensure_demo_workload(cfg.kubeconfig)
         # A deployment left with a fault (e.g. an earlier demo) may never become ready: don't wait for it.
         for name in demo_workload.DEPLOYMENTS:
