@@ -597,7 +597,8 @@ class Kubelet:
             return {}
         directory = podlogs.pod_dir(self.state_dir, st.namespace, st.name, st.uid) / "serviceaccount"
         try:
-            path = identities.service_account_kubeconfig(self.api_url, directory, st.namespace, account, seconds=3600)
+            # A day: a real kubelet refreshes projected tokens; this one is written once, so it outlives the longest run.
+            path = identities.service_account_kubeconfig(self.api_url, directory, st.namespace, account, seconds=86_400)
         except Exception as exc:  # noqa: BLE001 - a pod without a token still starts, as with a failed projection
             log.warning("no token for %s/%s: %s", st.namespace, account, exc)
             return {}
