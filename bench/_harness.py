@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, "-m", "k8s_runbooks.cli"]
+CLI = [sys.executable, "-m", "k8s_runbooks_cli"]
 PORT_SETTINGS = {
     "api": "K8S_RUNBOOKS_SANDBOX_API_PORT",
     "prometheus": "K8S_RUNBOOKS_SANDBOX_PROMETHEUS_PORT",

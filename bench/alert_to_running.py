@@ -3,7 +3,7 @@
     .venv/bin/python bench/alert_to_running.py [--quick] [--out FILE] [--alerts 50] [--variants ...]
 
 Starts a Prefect server (src/k8s_runbooks/sandbox/prefect_server.py, fresh SQLite) and the alert receiver on
-free ports, then for each runner variant starts `python -m k8s_runbooks.deploy serve` and sends alerts one at
+free ports, then for each runner variant starts `python -m k8s_runbooks_prefect.deploy serve` and sends alerts one at
 a time (a new fingerprint each, routed to pod-crash/pod-crash in dry-run on a namespace that does not exist,
 so the runbook fails fast once started; only the start matters). Per alert:
 
@@ -156,7 +156,7 @@ def start_receiver(api_url: str, work: Path) -> tuple[Proc, str]:
     port = free_port()
     routes = work / "routes.yaml"
     routes.write_text(ROUTES)
-    proc = start("receiver", [PY, "-m", "k8s_runbooks.alerts.server", "--host", "127.0.0.1", "--port", str(port),
+    proc = start("receiver", [PY, "-m", "k8s_runbooks_prefect.alerts.server", "--host", "127.0.0.1", "--port", str(port),
                               "--routes", str(routes), "--spool", str(work / "spool.sqlite3")],
                  base_env(api_url, work), work)
     url = f"http://127.0.0.1:{port}"
@@ -167,7 +167,7 @@ def start_receiver(api_url: str, work: Path) -> tuple[Proc, str]:
 def start_runner(variant: str, api_url: str, work: Path) -> Proc:
     ready = work / f"{variant}.ready"
     ready.unlink(missing_ok=True)
-    proc = start(f"runner-{variant}", [PY, "-m", "k8s_runbooks.deploy", "serve", *VARIANTS[variant],
+    proc = start(f"runner-{variant}", [PY, "-m", "k8s_runbooks_prefect.deploy", "serve", *VARIANTS[variant],
                                        "--name", f"bench-{variant}", "--ready-file", str(ready)],
                  base_env(api_url, work), work)
     wait_until(f"runner {variant} to register the deployments", ready.exists, proc, 300)

@@ -10,7 +10,7 @@ and it changes nothing); one run per fingerprint (nothing
 resolves), so the storm starts exactly `--fingerprints` runs, which the runner executes at most 5 at a time
 (Prefect's default process limit). Processes, found from `<state dir>/pids/<name>.pid`:
 
-- receiver (`k8s_runbooks.alerts.server`), the runner (`k8s_runbooks.deploy serve`: warm runner) and its fork
+- receiver (`k8s_runbooks_prefect.alerts.server`), the runner (`k8s_runbooks_prefect.deploy serve`: warm runner) and its fork
   server, with the runs forked from it (each run's peak, the most at once, and their summed unique memory),
   the sandbox API server (`k8s_runbooks.sandbox.cluster`; its pods are not counted — there are none here), the
   Prefect server (with any children), and for reference Prometheus, Alertmanager and Pushgateway.

@@ -110,7 +110,7 @@ def _cpu() -> float:
 async def _assemble_and_render(run_id: str) -> tuple[float, float, float, float, int, int]:
     from prefect.client.orchestration import get_client
 
-    from k8s_runbooks.postmortem.assemble import assemble
+    from k8s_runbooks_prefect.postmortem.assemble import assemble
     from k8s_runbooks.postmortem.render import render_html, render_markdown
 
     t0, c0 = time.perf_counter(), _cpu()

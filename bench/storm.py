@@ -5,7 +5,7 @@ the alert receiver on loopback, with a real Prefect server (SQLite) behind it.
 
 Starts, in a temporary directory on free ports: the sandbox's Prefect server (`k8s_runbooks.sandbox.prefect_server`)
 with the pod-crash deployment registered (runs stay Scheduled: no runner, only their creation matters), the
-receiver (`python -m k8s_runbooks.alerts.server`, its own process), then the load process
+receiver (`python -m k8s_runbooks_prefect.alerts.server`, its own process), then the load process
 (`bench/_storm_load.py`, also its own process). While the storm runs, this process samples the receiver's
 `GET /metrics` (spool depth, event outbox depth) and its RSS/CPU every 100 ms; after it, it waits until
 every alert is dispatched, stops the receiver and reads back:
@@ -134,7 +134,7 @@ def register_deployment(api: str) -> str:
     """The real pod-crash deployment (its parameter schema enforced), registered without a runner."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from k8s_runbooks import deploy
+    from k8s_runbooks_prefect import deploy
 
     spec = next(s for s in deploy.SPECS if s.name == "pod-crash")
     with temporary_settings({PREFECT_API_URL: api}):
@@ -145,7 +145,7 @@ def start_receiver(tmp: Path, client_env: dict[str, str], nice: int = 0) -> tupl
     port = free_port()
     spool = tmp / "spool.sqlite3"
     env = {**client_env, "K8S_RUNBOOKS_RECEIVER_TOKEN": TOKEN}
-    proc = spawn("receiver", [sys.executable, "-m", "k8s_runbooks.alerts.server", "--port", str(port),
+    proc = spawn("receiver", [sys.executable, "-m", "k8s_runbooks_prefect.alerts.server", "--port", str(port),
                               "--routes", str(REPO / "deployments" / "alert-routes.yaml"), "--spool", str(spool)],
                  env, tmp / "receiver.log", nice)
     url = f"http://127.0.0.1:{port}"

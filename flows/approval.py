@@ -37,11 +37,17 @@ REQUEST_TIMEOUT_S = 10.0
 MAX_BACKOFF_S = 15.0
 
 
+class ApprovalCancelled(Exception):
+    """The run was cancelled while it waited for an approval (e.g. its alert resolved): nothing may be done."""
+
+
 class ApprovalInput(RunInput):
     approve: bool = Field(False, description="Approve the selected action (off = reject, nothing is changed).")
     action: str = Field("", description="Which planned action to perform.")
     approver: str = Field("", description="Your name or handle, for the audit log.")
     comment: str = Field("", description="Why (recorded in the timeline and the post-mortem).")
+    attestation: str = Field("", description="Filled in by the Slack approval path (proof of a verified approver); "
+                                             "leave it empty in the UI.")
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,8 @@ class ApprovalOutcome:
     comment: str
     timed_out: bool = False
     unanswered: bool = False  # resumed without the form's answer (a bare resume, or a state forced to Running)
+    attestation: str = ""  # the Slack path's proof of a verified answer (flows/chatops.py checks it)
+    void_reason: str = ""  # set when an answer acts on nothing (two-person rule unmet, evidence changed, ...)
 
 
 def approval_form(action_ids: list[str]) -> type[ApprovalInput]:
@@ -81,6 +89,7 @@ def request_approval(description: str, action_ids: list[str], timeout_seconds: i
         action=str(answer.action) if answer.approve else None,
         approver=approver,
         comment=(answer.comment or "").strip(),
+        attestation=(answer.attestation or "").strip(),
     )
 
 
@@ -216,6 +225,9 @@ def wait_for_approval(form: type[R], timeout_seconds: int, poll_interval: float 
             while True:
                 time.sleep(max(0.0, min(poll_interval, deadline - time.monotonic())))
                 run = api.call(lambda: client.read_flow_run(flow_run_id))
+                if run.state is not None and (run.state.is_cancelling() or run.state.is_cancelled()):
+                    log.info("Cancelled while waiting for approval (%s): nothing is done", run.state.message or run.state.name)
+                    raise ApprovalCancelled(run.state.message or "the run was cancelled while it waited for approval")
                 if run.state is not None and run.state.is_running():
                     log.info("Resumed: reading the answer to the approval form")
                     try:

@@ -12,24 +12,25 @@ Terminal states (all runbooks):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 from uuid import UUID
 
 from prefect import get_client, get_run_logger
 from prefect.runtime import flow_run as runtime_flow_run
-from prefect.states import Completed, Failed, State
+from prefect.states import Cancelled, Completed, Failed, State
 
-from flows.approval import request_approval
+from flows import chatops
+from flows.approval import ApprovalCancelled
 from flows.artifacts import Progress, artifact_key, clean, publish_markdown, publish_raw_markdown
 from flows.postmortem import build_postmortem, postmortem_flow
 from flows.steps import declared_steps
 from k8s_runbooks.communicate import StatusUpdate, UpdateKind, render_status_update
 from k8s_runbooks.errors import RunbookError
 from k8s_runbooks.guard import read_audit
-from k8s_runbooks.models import Action, ActionKind, ActionResult, Decision, Finding, HealthReport, Severity, WorkloadRef
+from k8s_runbooks.models import Action, ActionKind, ActionResult, ApprovalMode, Decision, Finding, HealthReport, Severity, WorkloadRef
 from k8s_runbooks.postmortem.model import EvidenceItem, Outcome, RunRecord
 from k8s_runbooks.postmortem.render import md_text
 from k8s_runbooks.runbook_docs import load_runbook
@@ -47,21 +48,32 @@ class StopRunbook(Exception):
         self.failed = failed
 
 
+class RunbookParams(Protocol):
+    """What every runbook's parameter model has (PodCrashParams, HighLatencyParams, IncidentParams)."""
+
+    namespace: str
+    deployment: str
+    approval: ApprovalMode
+    approval_timeout_seconds: int
+    drill: bool
+    notes: str
+
+
+P = TypeVar("P", bound=RunbookParams)
+T = TypeVar("T")
+
+
 @dataclass
-class RunCtx:
-    """`params` is a runbook's parameter model: namespace, deployment, approval, approval_timeout_seconds,
-    stable_seconds, recovery_timeout_seconds, drill, notes."""
+class Run(Generic[P]):
+    """One runbook run: its typed parameters and its journal (the run record the post-mortem is built from).
+    Steps pass their results to each other as typed values; the journal only collects what they found."""
 
     flow: str
-    params: Any
+    params: P
     record: RunRecord
     flow_run_id: str
     run_url: str | None
     progress: Progress | None = None
-    plan: list[Action] = field(default_factory=list)
-    chosen: Action | None = None
-    actor: str = ""
-    results: list[ActionResult] = field(default_factory=list)
 
     @property
     def target(self) -> WorkloadRef:
@@ -82,129 +94,148 @@ class RunCtx:
     def note(self, event: str, detail: str = "", kind: str = "step") -> None:
         self.record.note(clean(event), clean(detail), kind)
 
-    def kinds(self) -> set[str]:
-        return {str(f.evidence.get("kind")) for f in self.record.findings}
+
+@dataclass(frozen=True)
+class Approval:
+    """The action a person (or the approval mode) chose, and who."""
+
+    action: Action
+    actor: str
 
 
-def start_run(ctx_cls: type[RunCtx], flow: str, runbook_path: Path, params: Any, **ctx_fields: Any) -> RunCtx:
-    """Context, run record, the human runbook as an artifact and the progress bar of a new run."""
+@dataclass(frozen=True)
+class Recovery:
+    """What executing the approved action did: the guard's result and, when it changed something, the health wait."""
+
+    result: ActionResult
+    health: HealthReport | None = None
+
+    @property
+    def executed(self) -> bool:
+        return self.result.executed
+
+
+def start_run(flow: str, runbook_path: Path, params: P) -> Run[P]:
+    """The journal, the human runbook as an artifact and the progress bar of a new run."""
     runbook = load_runbook(runbook_path)
     record = RunRecord(flow=flow, runbook_title=runbook.title, namespace=params.namespace, deployment=params.deployment,
                        approval_mode=params.approval, drill=params.drill)
-    ctx = ctx_cls(flow=flow, params=params, record=record, flow_run_id=str(runtime_flow_run.id),
-                  run_url=runtime_flow_run.ui_url, **ctx_fields)
+    run = Run(flow=flow, params=params, record=record, flow_run_id=str(runtime_flow_run.id), run_url=runtime_flow_run.ui_url)
     publish_raw_markdown(artifact_key(flow, "runbook"), runbook.markdown, f"The human runbook: {runbook.path}")
-    ctx.progress = Progress(artifact_key(flow, "progress"), declared_steps(flow))
-    ctx.note("Runbook started", f"approval={params.approval}" + (f"; notes: {params.notes}" if params.notes else ""))
-    return ctx
+    run.progress = Progress(artifact_key(flow, "progress"), declared_steps(flow))
+    run.note("Runbook started", f"approval={params.approval}" + (f"; notes: {params.notes}" if params.notes else ""))
+    return run
 
 
 # ------------------------------------------------------------------------------------ approval
-def plan_markdown(ctx: RunCtx, checks: dict[str, str], decision_step: str, extra: str = "") -> str:
-    lines = [f"## Evidence for {md_text(ctx.target)}\n", f"**Impact**: {md_text(ctx.record.impact)}\n"]
-    lines += [f"- {md_text(f.title)}" for f in ctx.record.findings if f.step != decision_step] or ["- no findings"]
+def plan_markdown(run: Run[Any], plan: list[Action], checks: dict[str, str], decision_step: str, extra: str = "") -> str:
+    lines = [f"## Evidence for {md_text(run.target)}\n", f"**Impact**: {md_text(run.record.impact)}\n"]
+    lines += [f"- {md_text(f.title)}" for f in run.record.findings if f.step != decision_step] or ["- no findings"]
     lines += ["\n## Planned actions (most supported first)\n", "| id | action | evidence score | guard | why |", "|---|---|---|---|---|"]
-    for a in ctx.plan:
-        lines.append(f"| `{a.kind.value}` | {md_text(a.describe())} | {a.evidence_score:.1f} | {md_text(checks.get(a.kind.value, ''))} | {md_text(a.reason)} |")
+    for a in plan:
+        lines.append(f"| `{a.kind.value}` | {md_text(a.describe())} | {a.evidence_score:.2f} | {md_text(checks.get(a.kind.value, ''))} | {md_text(a.reason)} |")
     if extra:
         lines.append("\n" + extra)
-    lines.append(f"\nApproval mode: **{ctx.params.approval}**. Approve to run the selected action; reject to change nothing.")
+    lines.append(f"\nApproval mode: **{run.params.approval}**. Approve to run the selected action; reject to change nothing.")
     return "\n".join(lines)
 
 
-def seek_approval(ctx: RunCtx, step: str, extra_markdown: str = "") -> None:
-    """Guard pre-check of `ctx.plan`, the plan artifact, then approval by mode; sets ctx.chosen/actor or
-    raises StopRunbook (every action refused, timed out, rejected)."""
-    p = ctx.params
+def seek_approval(run: Run[Any], step: str, plan: list[Action], extra_markdown: str = "") -> Approval:
+    """Guard pre-check of `plan`, the plan artifact, then approval by mode. Raises StopRunbook when every
+    action is refused, or the approval times out, is rejected or is answered without the form."""
+    p = run.params
     checks: dict[str, str] = {}
     usable: list[Action] = []
-    for action in ctx.plan:
-        audit = plan_is_allowed(action, p.approval, "plan", ctx.flow_run_id)
+    for action in plan:
+        audit = plan_is_allowed(action, p.approval, "plan", run.flow_run_id)
         checks[action.kind.value] = f"{audit.decision.value}: {audit.reason}"
         if audit.decision is not Decision.refused:
             usable.append(action)
-    plan_md = plan_markdown(ctx, checks, step, extra_markdown)
+    plan_md = plan_markdown(run, plan, checks, step, extra_markdown)
     title = "Containment plan" if step == "contain" else "Resolution plan"
-    publish_markdown(artifact_key(ctx.flow, step, "plan"), f"# {title}\n\n{plan_md}", "Ranked actions and guard pre-checks")
-    ctx.note(f"{title} ready", "; ".join(f"{a.kind.value} ({a.evidence_score:.1f}): {checks[a.kind.value]}" for a in ctx.plan))
+    publish_markdown(artifact_key(run.flow, step, "plan"), f"# {title}\n\n{plan_md}", "Ranked actions and guard pre-checks")
+    run.note(f"{title} ready", "; ".join(f"{a.kind.value} ({a.evidence_score:.2f}): {checks[a.kind.value]}" for a in plan))
     if not usable:
-        ctx.finding(step, "Every planned action was refused by the guard", Severity.critical,
+        run.finding(step, "Every planned action was refused by the guard", Severity.critical,
                     detail="; ".join(checks.values()), kind="escalation")
         raise StopRunbook("escalated", "every planned action was refused by the guard; escalated", failed=True)
 
     if p.approval == "auto":
-        ctx.chosen, ctx.actor = usable[0], "auto"
-        ctx.note(f"Approved automatically: {usable[0].kind.value}", "approval mode auto (drill or pre-approved route)", "approval")
-        return
+        run.note(f"Approved automatically: {usable[0].kind.value}", "approval mode auto (drill or pre-approved route)", "approval")
+        return Approval(usable[0], "auto")
     if p.approval == "dry-run":
-        ctx.chosen, ctx.actor = usable[0], "dry-run"
-        ctx.note(f"Dry run: would perform {usable[0].kind.value}", usable[0].describe(), "approval")
-        return
+        run.note(f"Dry run: would perform {usable[0].kind.value}", usable[0].describe(), "approval")
+        return Approval(usable[0], "dry-run")
 
     ids = [a.kind.value for a in usable]
-    ctx.note("Approval requested", f"options: {', '.join(ids)}; timeout {p.approval_timeout_seconds} s", "approval")
-    ctx.save()
-    answer = request_approval(clean(plan_md), ids, p.approval_timeout_seconds)
+    run.note("Approval requested", f"options: {', '.join(ids)}; timeout {p.approval_timeout_seconds} s", "approval")
+    run.save()
+    try:
+        answer = chatops.request_approval(run, clean(plan_md), usable, checks)  # Slack, escalation, verified approvers
+    except ApprovalCancelled as exc:  # the alert resolved while the run waited: nothing may be done
+        run.note("Cancelled while waiting for approval", f"{exc}; nothing was changed", "approval")
+        raise StopRunbook("cancelled", f"{exc}", failed=False) from None
     if answer.timed_out:
-        ctx.note("Approval timed out; escalated", f"no answer within {p.approval_timeout_seconds} s; nothing was changed", "escalation")
-        ctx.finding(step, "Approval timed out", Severity.critical,
+        run.note("Approval timed out; escalated", f"no answer within {p.approval_timeout_seconds} s; nothing was changed", "escalation")
+        run.finding(step, "Approval timed out", Severity.critical,
                     detail=f"no approval within {p.approval_timeout_seconds} s", kind="escalation")
         raise StopRunbook("escalated", "approval timed out; escalated", failed=True)
     if answer.unanswered:
-        ctx.note("Resumed without an answer to the approval form; escalated", "only the approval form approves; nothing was changed", "escalation")
-        ctx.finding(step, "Resumed without an approval", Severity.critical,
+        run.note("Resumed without an answer to the approval form; escalated", "only the approval form approves; nothing was changed", "escalation")
+        run.finding(step, "Resumed without an approval", Severity.critical,
                     detail="the run was resumed without the form's answer (a bare resume or a forced state)", kind="escalation")
         raise StopRunbook("escalated", "resumed without an answer to the approval form; no action taken; escalated", failed=True)
+    if answer.void_reason:
+        run.finding(step, "The approval acts on nothing", Severity.critical, detail=answer.void_reason, kind="escalation")
+        raise StopRunbook("escalated", f"approval by {answer.approver} acts on nothing: {answer.void_reason}; escalated", failed=True)
     if not answer.approved:
-        ctx.note(f"Rejected by {answer.approver}", answer.comment or "no comment", "approval")
-        ctx.finding(step, f"Plan rejected by {answer.approver}", Severity.info, detail=answer.comment or "no comment", kind="approval_rejected")
+        run.note(f"Rejected by {answer.approver}", answer.comment or "no comment", "approval")
+        run.finding(step, f"Plan rejected by {answer.approver}", Severity.info, detail=answer.comment or "no comment", kind="approval_rejected")
         raise StopRunbook("rejected", f"rejected by {answer.approver}; no action taken", failed=False)
-    ctx.chosen = next(a for a in usable if a.kind.value == answer.action)
-    ctx.actor = answer.approver
-    ctx.note(f"Approved by {answer.approver}: {ctx.chosen.kind.value}", answer.comment or ctx.chosen.describe(), "approval")
+    chosen = next(a for a in usable if a.kind.value == answer.action)
+    run.note(f"Approved by {answer.approver}: {chosen.kind.value}", answer.comment or chosen.describe(), "approval")
+    return Approval(chosen, answer.approver)
 
 
 # ------------------------------------------------------------------------------------ execution
-def execute_and_wait(ctx: RunCtx, step: str) -> HealthReport | None:
-    """Run the chosen action through the guard, then wait until the workload is healthy.
-    None when nothing was executed (nothing chosen, or dry-run: the outcome says so)."""
-    p = ctx.params
-    if ctx.chosen is None:
-        return None
-    result = execute_action(ctx.chosen, p.approval, ctx.actor, ctx.flow_run_id)
-    ctx.results.append(result)
-    ctx.record.actions.append(result)
-    ctx.note(f"Action {result.decision.value}: {ctx.chosen.describe()}", result.detail, "action")
+def execute_and_wait(run: Run[Any], step: str, approval: Approval) -> Recovery:
+    """Run the approved action through the guard, then wait until the workload is healthy (unless nothing
+    was executed: dry-run)."""
+    p = run.params
+    action = approval.action
+    result = execute_action(action, p.approval, approval.actor, run.flow_run_id)
+    run.record.actions.append(result)
+    run.note(f"Action {result.decision.value}: {action.describe()}", result.detail, "action")
     if result.decision is Decision.refused:
-        raise StopRunbook("escalated", f"the guard refused {ctx.chosen.kind.value}: {result.detail}; escalated", failed=True)
+        raise StopRunbook("escalated", f"the guard refused {action.kind.value}: {result.detail}; escalated", failed=True)
     if result.decision is Decision.dry_run or not result.executed:
-        ctx.record.outcome, ctx.record.outcome_detail = "dry-run", "plan and audit recorded; nothing was changed"
-        return None
-    expected = ctx.chosen.replicas if ctx.chosen.kind is ActionKind.scale else None
-    health = wait_until_healthy(p.namespace, p.deployment, expected_replicas=expected,
-                                stable_seconds=p.stable_seconds, timeout_seconds=p.recovery_timeout_seconds)
-    ctx.evidence(step, "Health after the action", "text", health.model_dump_json(indent=1))
+        run.record.outcome, run.record.outcome_detail = "dry-run", "plan and audit recorded; nothing was changed"
+        return Recovery(result)
+    expected = action.replicas if action.kind is ActionKind.scale else None
+    health = wait_until_healthy(p.namespace, action.target.name, expected_replicas=expected,
+                                stable_seconds=getattr(p, "stable_seconds", 20), timeout_seconds=getattr(p, "recovery_timeout_seconds", 180))
+    run.evidence(step, "Health after the action", "text", health.model_dump_json(indent=1))
     if not health.healthy:
-        ctx.note("Recovery failed", health.detail, "escalation")
-        raise RunbookError(f"{ctx.target} did not become healthy within {p.recovery_timeout_seconds} s: {health.detail}")
+        run.note("Recovery failed", health.detail, "escalation")
+        raise RunbookError(f"{action.target} did not become healthy within {getattr(p, 'recovery_timeout_seconds', 180)} s: {health.detail}")
     # Stamped when the workload settled (what `kubectl rollout status` reports), not when the stability window
     # that confirms it ended: that is the time to recover.
     settled = f"settled {health.settled_after_seconds:.1f} s after the action; " if health.settled_after_seconds is not None else ""
-    ctx.record.note(f"Recovered: {health.ready_replicas}/{health.desired_replicas} ready, restarts stable",
-                    f"{settled}restarts stable for {p.stable_seconds:g} s after that (waited {health.waited_seconds:.0f} s)",
+    run.record.note(f"Recovered: {health.ready_replicas}/{health.desired_replicas} ready, restarts stable",
+                    f"{settled}restarts stable for {getattr(p, 'stable_seconds', 20):g} s after that (waited {health.waited_seconds:.0f} s)",
                     "recovered", at=health.settled_at)
-    ctx.record.outcome, ctx.record.outcome_detail = "mitigated", f"{ctx.chosen.describe()} by {ctx.actor}"
-    return health
+    run.record.outcome, run.record.outcome_detail = "mitigated", f"{action.describe()} by {approval.actor}"
+    return Recovery(result, health)
 
 
 # ------------------------------------------------------------------------------------ communication
 UPDATE_KIND: dict[str, UpdateKind] = {
     "resolved": "resolved", "mitigated": "mitigated", "escalated": "escalated", "failed": "escalated",
-    "rejected": "escalated", "dry-run": "opened", "in-progress": "opened",
+    "rejected": "escalated", "dry-run": "opened", "in-progress": "opened", "cancelled": "resolved",
 }
 
 
-def send_update(ctx: RunCtx, update: StatusUpdate, key: str) -> bool:
+def send_update(run: Run[Any], update: StatusUpdate, key: str) -> bool:
     """Store the rendered update as an artifact and post it to the webhook; a failed post is noted, not raised."""
     text = clean(render_status_update(update))
     publish_markdown(key, text, f"Status update: {update.kind}")
@@ -212,24 +243,25 @@ def send_update(ctx: RunCtx, update: StatusUpdate, key: str) -> bool:
     try:
         sent = notify(text)
     except RunbookError as exc:  # a failed notification must not hide the incident's outcome
-        ctx.note("Status update could not be sent", str(exc), "communication")
-    ctx.note(f"Status update ({update.kind}) {'sent' if sent else 'stored as artifact'}", update.summary, "communication")
+        run.note("Status update could not be sent", str(exc), "communication")
+    run.note(f"Status update ({update.kind}) {'sent' if sent else 'stored as artifact'}", update.summary, "communication")
+    chatops.send_elsewhere(run, update)
     return sent
 
 
-def communicate_outcome(ctx: RunCtx) -> None:
-    rec = ctx.record
+def communicate_outcome(run: Run[Any]) -> None:
+    rec = run.record
     update = StatusUpdate(
         kind=UPDATE_KIND[rec.outcome],
-        target=str(ctx.target),
-        summary=f"{ctx.flow} runbook: {rec.outcome}" + (f" — {rec.outcome_detail}" if rec.outcome_detail else ""),
+        target=str(run.target),
+        summary=f"{run.flow} runbook: {rec.outcome}" + (f" — {rec.outcome_detail}" if rec.outcome_detail else ""),
         impact=rec.impact,
         actions=[f"{r.action.describe()} ({r.decision.value}{', executed' if r.executed else ''})" for r in rec.actions],
-        run_url=ctx.run_url,
+        run_url=run.run_url,
         drill=rec.drill,
-        runbook=ctx.flow,
+        runbook=run.flow,
     )
-    send_update(ctx, update, artifact_key(ctx.flow, "communicate", "status"))
+    send_update(run, update, artifact_key(run.flow, "communicate", "status"))
 
 
 # ------------------------------------------------------------------------------------ the driver
@@ -240,67 +272,72 @@ def _mark_failed(flow_run_id: str, message: str) -> None:
         client.set_flow_run_state(UUID(flow_run_id), Failed(message=message), force=True)
 
 
-def run_step(ctx: RunCtx, fn: Callable[[Any], None]) -> None:
+A = ParamSpec("A")
+
+
+def step(run: Run[Any], fn: Callable[A, T], *args: A.args, **kwargs: A.kwargs) -> T:
+    """Run one runbook step (a `@runbook_step` function): progress bar, timeline, journal saved after it;
+    its typed result is the next step's input."""
     step_id = fn.runbook_step  # type: ignore[attr-defined]
-    assert ctx.progress is not None
-    ctx.progress.start(step_id)
-    ctx.note(f"Step {step_id} started")
+    assert run.progress is not None
+    run.progress.start(step_id)
+    run.note(f"Step {step_id} started")
     try:
-        fn(ctx)
+        return fn(*args, **kwargs)
     finally:
-        ctx.progress.finish(step_id)
-        ctx.save()
+        run.progress.finish(step_id)
+        run.save()
 
 
 def drive(
-    ctx: RunCtx,
-    steps: Sequence[Callable[[Any], None]],
-    communicate: Callable[[Any], None],
+    run: Run[Any],
+    body: Callable[[], object],
+    communicate: Callable[[Run[Any]], None],
     *,
-    before_communicate: Callable[[Any], None] | None = None,
+    before_communicate: Callable[[Run[Any]], None] | None = None,
     write_postmortem: bool = True,
 ) -> State:
-    """Run the steps; stop early when nothing is wrong (outcome resolved, nothing chosen); always
-    communicate, record the audit and write the post-mortem; return the run's final state."""
-    record = ctx.record
+    """Run the steps (`body` calls them in order, passing each one's result on), then always communicate,
+    record the audit and write the post-mortem; return the run's final state."""
+    record = run.record
     stop: StopRunbook | None = None
     error: Exception | None = None
     try:
-        for step in steps:
-            run_step(ctx, step)
-            if record.outcome == "resolved" and ctx.chosen is None:
-                break
+        body()
     except StopRunbook as exc:
         stop = exc
         record.outcome, record.outcome_detail = exc.outcome, exc.message
     except Exception as exc:  # noqa: BLE001 - recorded, communicated, post-mortem written, then re-raised
         error = exc
         record.outcome, record.outcome_detail = "failed", clean(str(exc))
-        ctx.note("Runbook failed", str(exc), "escalation")
+        run.note("Runbook failed", str(exc), "escalation")
 
     if before_communicate is not None:
         try:
-            before_communicate(ctx)
+            before_communicate(run)
         except Exception as exc:  # noqa: BLE001 - charts and extras never mask the incident outcome
             get_run_logger().error("post-run extras failed: %s", exc)
-            ctx.note("Charts could not be produced", str(exc), "note")
-    run_step(ctx, communicate)
+            run.note("Charts could not be produced", str(exc), "note")
+    step(run, communicate, run)
     if record.outcome == "in-progress":
         record.outcome = "resolved"
-    ctx.note(f"Runbook finished: {record.outcome}", record.outcome_detail)
-    record.audit = read_audit(ctx.flow_run_id)
-    ctx.save()
+    run.note(f"Runbook finished: {record.outcome}", record.outcome_detail)
+    chatops.finish(run)  # the Slack message shows the outcome; a page resolves with the run
+    record.audit = read_audit(run.flow_run_id)
+    run.save()
     if write_postmortem:
         try:
-            postmortem_flow(run_id=ctx.flow_run_id)
+            postmortem_flow(run_id=run.flow_run_id)
         except Exception as exc:  # noqa: BLE001 - the CLI can rebuild it; never mask the incident outcome
             get_run_logger().error("post-mortem could not be written: %s", exc)
 
     if error is not None:
         raise error
     if stop is not None:
+        if stop.outcome == "cancelled":
+            return Cancelled(message=stop.message)
         if stop.failed:
-            _mark_failed(ctx.flow_run_id, stop.message)
+            _mark_failed(run.flow_run_id, stop.message)
             return Failed(message=stop.message)
         return Completed(message=stop.message)
     return Completed(message=f"{record.outcome}: {record.outcome_detail}" if record.outcome_detail else record.outcome)

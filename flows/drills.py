@@ -27,7 +27,7 @@ from prefect.states import Cancelled, Completed, Failed, State
 from flows.artifacts import artifact_key, publish_markdown, publish_raw_markdown, publish_table
 from flows.steps import runbook_step
 from k8s_runbooks.drills.model import DrillParams, FaultSpec, Phase, Scenario, Scorecard, SteadyStateReport
-from k8s_runbooks.drills.report import phase_rows, trend_chart, trend_of
+from k8s_runbooks.drills.report import phase_rows, scorecard_document, trend_chart, trend_of
 from k8s_runbooks.errors import RunbookError
 from k8s_runbooks.guard import Guard, read_audit
 from k8s_runbooks.kube.client import kube_context
@@ -487,7 +487,7 @@ def score(ctx: DrillCtx) -> None:
 
 def _publish(ctx: DrillCtx) -> None:
     card, log = ctx.card, get_run_logger()
-    publish_raw_markdown(SCORECARD_KEY, card.to_markdown(), f"Drill scorecard: {card.outcome}")
+    publish_raw_markdown(SCORECARD_KEY, scorecard_document(card), f"Drill scorecard: {card.outcome}")
     if card.phases:
         publish_table(artifact_key(ctx.flow, "phases"), phase_rows(card), "Drill phases against their targets")
     try:

@@ -91,8 +91,9 @@ class IncidentParams(_ServiceTarget):
     service: str = Field(description="Affected service (and Deployment, unless `deployment` is set).", pattern=DNS_SUBDOMAIN, max_length=253)
     deployment: str = Field("", description="Deployment behind the service (default: the service name).",
                             pattern=r"^$|" + DNS_SUBDOMAIN[1:], max_length=253)
-    kind: Literal["auto", "pod-crash", "high-latency"] = Field(
-        "auto", description="Which runbook to run; auto: from the alert, else by looking at the workload.")
+    kind: Literal["auto", "pod-crash", "high-latency", "diagnose"] = Field(
+        "auto", description="Which runbook to run; auto: from the alert, else from the diagnosis of the workload; "
+        "diagnose: diagnose and escalate with the exact change, never act.")
     alertname: str = Field("", max_length=200, description="Alert that opened the incident (PodCrashLooping, HighLatency, ...).")
     alert_labels: dict[str, str] = Field(default_factory=dict, description="Labels of the firing alert (Alertmanager payload).")
     approval: Literal["required", "auto", "dry-run"] = Field("required", description=_APPROVAL_HELP)

@@ -15,7 +15,7 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 
 from flows.artifacts import artifact_key, publish_raw_markdown
 from k8s_runbooks.errors import ConfigError
-from k8s_runbooks.postmortem.assemble import assemble
+from k8s_runbooks_prefect.postmortem.assemble import assemble
 from k8s_runbooks.postmortem.model import PostMortem
 from k8s_runbooks.postmortem.render import render_html, render_markdown
 from k8s_runbooks.settings import get_settings

@@ -10,11 +10,12 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from prefect import get_run_logger
 
 from flows.artifacts import artifact_key, publish_markdown, publish_table
-from flows.common import RunCtx
+from flows.common import Run
 from k8s_runbooks.charts import ChartLine, ChartRef, Moment, lines_from_range, render_chart, table_rows
 from k8s_runbooks.errors import RunbookError
 from k8s_runbooks.models import utcnow
@@ -80,15 +81,15 @@ def _step(start: datetime, end: datetime) -> str:
     return f"{max(1, math.ceil((end - start).total_seconds() / MAX_POINTS))}s"
 
 
-def publish_charts(ctx: RunCtx, scope: Scope, records: list[RunRecord]) -> list[ChartRef]:
+def publish_charts(run: Run[Any], scope: Scope, records: list[RunRecord]) -> list[ChartRef]:
     """Query each snapshot over [detection - lookback, now], publish its table and PNG, add them to the record."""
     log = get_run_logger()
     marks = moments(records)
     end = utcnow()
-    first = min([m.at for m in marks] + [ctx.record.started_at])
+    first = min([m.at for m in marks] + [run.record.started_at])
     start = first - timedelta(minutes=scope.lookback_minutes)
     step = _step(start, end)
-    out_dir = get_settings().reports_dir.resolve() / ctx.flow_run_id / "charts"
+    out_dir = get_settings().reports_dir.resolve() / run.flow_run_id / "charts"
     refs: list[ChartRef] = []
     for chart in _charts(scope):
         lines: list[ChartLine] = []
@@ -97,14 +98,14 @@ def publish_charts(ctx: RunCtx, scope: Scope, records: list[RunRecord]) -> list[
                 lines += lines_from_range(prom_range(query, start, end, step), label, chart.scale)
             except RunbookError as exc:  # a missing snapshot is shown as "no data", never fails the run
                 log.warning("range query for %s failed: %s", chart.name, exc)
-        key = artifact_key(ctx.flow, "chart", chart.name)
+        key = artifact_key(run.flow, "chart", chart.name)
         publish_table(key, table_rows(lines), f"{chart.title} ({chart.ylabel}), {start:%H:%M:%S}–{end:%H:%M:%S} UTC")
         path = render_chart(out_dir / f"{chart.name}.png", chart.title, lines, ylabel=chart.ylabel, moments=marks,
                             threshold=chart.threshold, threshold_label=f"threshold {chart.threshold:g}" if chart.threshold else "threshold")
         refs.append(ChartRef(title=chart.title, path=str(path), table_key=key))
-    ctx.record.charts = refs
+    run.record.charts = refs
     listing = [f"# Charts of the incident\n", f"Window {start:%Y-%m-%d %H:%M:%S}–{end:%H:%M:%S} UTC, step {md_text(step)}.\n"]
     listing += [f"- {md_text(r.title)}: [{md_text(r.path)}](file://{r.path}) (table `{r.table_key}`)" for r in refs]
-    publish_markdown(artifact_key(ctx.flow, "charts"), "\n".join(listing), "PNG charts of the incident (files next to the post-mortem)")
-    ctx.note("Charts written", f"{len(refs)} charts in {out_dir}", "note")
+    publish_markdown(artifact_key(run.flow, "charts"), "\n".join(listing), "PNG charts of the incident (files next to the post-mortem)")
+    run.note("Charts written", f"{len(refs)} charts in {out_dir}", "note")
     return refs

@@ -29,3 +29,58 @@ def runbook_step(flow: str, step_id: str) -> Callable[[F], F]:
 def declared_steps(flow: str) -> list[str]:
     """Step ids in declaration order."""
     return list(_STEPS.get(flow, {}))
+
+
+def called_tasks(fn: Callable[..., object]) -> set[str]:
+    """Names of the Prefect tasks (defined in `tasks/`) a step calls, directly or through the flows' own helper
+    functions: read from the source, so the binding test checks what each step really calls."""
+    import ast
+    import inspect
+    import sys
+    import textwrap
+
+    from prefect import Task
+
+    found: set[str] = set()
+    seen: set[object] = set()
+
+    def visit(func: Callable[..., object]) -> None:
+        func = inspect.unwrap(func)
+        if func in seen:
+            return
+        seen.add(func)
+        module = sys.modules.get(func.__module__)
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
+        except (OSError, TypeError):
+            return
+        for node in ast.walk(tree):
+            for target, name in _called(node, module):
+                if isinstance(target, Task):
+                    if target.fn.__module__.startswith("tasks."):
+                        found.add(target.fn.__name__)
+                elif callable(target) and getattr(target, "__module__", "").startswith("flows.") and name != "step":
+                    visit(target)
+
+    visit(fn)
+    return found
+
+
+def _called(node: object, module: object) -> list[tuple[object, str]]:
+    """What a call node calls, resolved in `module`: `f(...)`, `tasks_module.f(...)`, and functions passed as
+    arguments (`step(run, identify, ...)`)."""
+    import ast
+    import types
+
+    if not isinstance(node, ast.Call):
+        return []
+    out: list[tuple[object, str]] = []
+    func = node.func
+    if isinstance(func, ast.Name):
+        out.append((getattr(module, func.id, None), func.id))
+    elif isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+        owner = getattr(module, func.value.id, None)
+        if isinstance(owner, types.ModuleType):
+            out.append((getattr(owner, func.attr, None), func.attr))
+    out += [(getattr(module, a.id, None), a.id) for a in node.args if isinstance(a, ast.Name)]
+    return out

@@ -87,6 +87,9 @@ kubectl -n "$NAMESPACE" create secret generic k8s-runbooks-receiver \
   --from-literal=token="$receiver_token" --dry-run=client -o yaml | kubectl apply -f -
 kubectl -n "$NAMESPACE" create secret generic prefect-postgres \
   --from-literal=password="$(openssl rand -hex 24)" --dry-run=client -o yaml | kubectl apply -f -
+prefect_auth="admin:$(openssl rand -hex 24)"  # the server's API auth string (HTTP basic); every client sends it
+kubectl -n "$NAMESPACE" create secret generic prefect-api-auth \
+  --from-literal=PREFECT_API_AUTH_STRING="$prefect_auth" --dry-run=client -o yaml | kubectl apply -f -
 
 echo "==> apply overlays/kind"
 kubectl apply -k deployments/k8s/overlays/kind
@@ -129,11 +132,13 @@ echo "==> smoke: the worker created its Kubernetes work pool on the in-cluster P
 forward prefect-server 4200
 prefect_api="http://127.0.0.1:$FORWARD_PORT/api"
 deadline=$((SECONDS + 180))
-until curl -fsS --max-time 10 "$prefect_api/work_pools/k8s-runbooks" 2>/dev/null | grep -q '"type":"kubernetes"'; do
+code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "$prefect_api/work_pools/k8s-runbooks")"
+[ "$code" = 401 ] || die "the Prefect server answered $code without its auth string (want 401)"
+until curl -fsS --max-time 10 -u "$prefect_auth" "$prefect_api/work_pools/k8s-runbooks" 2>/dev/null | grep -q '"type":"kubernetes"'; do
   [ "$SECONDS" -lt "$deadline" ] || die "work pool k8s-runbooks (type kubernetes) not created by the worker"
   sleep 5
 done
-export PREFECT_API_URL="$prefect_api"
+export PREFECT_API_URL="$prefect_api" PREFECT_API_AUTH_STRING="$prefect_auth"
 
 echo "==> end-to-end tests against kind (K8S_RUNBOOKS_TEST_KUBECONFIG=$KUBECONFIG)"
 if [ "$#" -eq 0 ]; then set -- "${E2E_TESTS[@]}"; fi

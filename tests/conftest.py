@@ -27,7 +27,7 @@ import pytest
 from k8s_runbooks.sandbox.kubeconfig import account_kubeconfig_path
 
 REPO = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, "-m", "k8s_runbooks.cli"]
+CLI = [sys.executable, "-m", "k8s_runbooks_cli"]
 os.environ.setdefault("K8S_RUNBOOKS_SANDBOX_TOOLS_DIR", str(REPO / ".sandbox" / "tools" / "bin"))
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Parallel workers (CI: -n 2) must not share ~/.prefect (profiles, the ephemeral server's SQLite file).

@@ -78,3 +78,13 @@ def from_http_status(status: int, what: str, body: str = "", retry_after: float 
     if status in (400, 422):
         return InvalidInput(f"{what} was rejected as invalid (HTTP {status}){detail}")
     return PermanentError(f"{what} failed with HTTP {status}{detail}")
+
+
+class AuthError(Exception):
+    """An inbound request (webhook, Slack interaction) failed authentication; the receiver answers 401 with a
+    JSON error body. Not a RunbookError: it is the caller's request that is refused, not an operation of ours."""
+
+    def __init__(self, detail: str, *, scheme: str = "Bearer") -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.scheme = scheme

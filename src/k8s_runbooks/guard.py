@@ -150,11 +150,18 @@ class Guard:
         allowed, why = namespace_allows_drills(self.kube, action.target.namespace)
         if not allowed:
             return _Verdict(Decision.refused, why)
+        fault = (action.patch or {}).get("fault")
         if action.pods:
             checked = self._check_pod_deletion(action, dep)
             if isinstance(checked, _Verdict):
                 return checked
             count = checked
+        elif fault is not None:
+            from k8s_runbooks.drills.cluster_faults import CLUSTER_FAULTS
+
+            if fault not in CLUSTER_FAULTS:
+                return _Verdict(Decision.refused, f"unknown cluster fault {fault!r} (one of {', '.join(CLUSTER_FAULTS)})")
+            count = desired  # each one is a rollout, a rescheduling or lost traffic for every replica
         else:
             try:
                 env = validate_env((action.patch or {}).get("env") or {})
@@ -235,10 +242,19 @@ class Guard:
         if action.kind is ActionKind.rollout_undo:
             return workloads._rollout_undo(self.kube, ns, name)
         if action.kind in (ActionKind.inject_fault, ActionKind.remove_fault):
+            from k8s_runbooks.drills import cluster_faults
             from k8s_runbooks.drills.kube_faults import _set_env
 
             patch = action.patch or {}
-            return _set_env(self.kube, ns, name, dict(patch.get("env") or {}), list(patch.get("remove_env") or []))
+            if patch.get("fault"):
+                return cluster_faults.inject(self.kube, ns, name, str(patch["fault"]))
+            outcomes = []
+            if patch.get("env") or patch.get("remove_env") or not patch.get("clear_faults"):
+                outcomes.append(_set_env(self.kube, ns, name, dict(patch.get("env") or {}),
+                                         list(patch.get("remove_env") or [])))
+            if patch.get("clear_faults"):
+                outcomes.append(cluster_faults.clear(self.kube, ns, name))
+            return "; ".join(outcomes)
         assert action.patch is not None  # checked by the guard
         return workloads._patch_resources(self.kube, ns, name, action.patch)
 

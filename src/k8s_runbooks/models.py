@@ -148,8 +148,8 @@ class ActionKind(str, Enum):
     scale = "scale"
     rollout_undo = "rollout_undo"
     patch_resources = "patch_resources"
-    inject_fault = "inject_fault"  # drills only: env fault (patch={"env": {...}}) or pod kill (pods=[...])
-    remove_fault = "remove_fault"  # drill rollback: patch={"remove_env": [...]}
+    inject_fault = "inject_fault"  # drills only: env fault (patch={"env": {...}}), pod kill (pods=[...]) or cluster fault (patch={"fault": KIND})
+    remove_fault = "remove_fault"  # drill rollback: patch={"remove_env": [...]} and/or {"clear_faults": true}
 
 
 class Action(Model):
@@ -177,9 +177,14 @@ class Action(Model):
         if self.kind is ActionKind.inject_fault:
             if self.pods:
                 return f"drill fault: delete pods {', '.join(self.pods)} of {self.target}"
+            if (self.patch or {}).get("fault"):
+                return f"drill fault: {self.patch['fault']} on {self.target}"
             return f"drill fault: set {', '.join(f'{k}={v}' for k, v in ((self.patch or {}).get('env') or {}).items())} on {self.target}"
         if self.kind is ActionKind.remove_fault:
-            return f"drill rollback: remove {', '.join((self.patch or {}).get('remove_env') or [])} from {self.target}"
+            removed = list((self.patch or {}).get("remove_env") or [])
+            if (self.patch or {}).get("clear_faults"):
+                removed.append("cluster faults")
+            return f"drill rollback: remove {', '.join(removed)} from {self.target}"
         return f"rollout restart {self.target}"
 
 

@@ -149,6 +149,41 @@ _RULES: list[tuple[str, re.Pattern[str], Replacer]] = [
     ),
 ]
 
+# Lower-case literals at least one of which every match of a rule contains (checked against the current text, so
+# skipping a rule never changes the result). `str in str` costs ~1/100 of a regex scan: a log page without
+# "aiza" skips the GCP key scan. Rules not listed always run.
+_ANCHORS: dict[str, tuple[str, ...]] = {}
+
+
+def _anchor(kind: str, index: int, *literals: str) -> None:
+    matching = [p for k, p, _ in _RULES if k == kind]
+    _ANCHORS[matching[index].pattern] = literals
+
+
+for _kind, _lits in (
+    ("slack_webhook", ("hooks.slack",)), ("sentry_dsn", ("://",)), ("url_password", ("://",)),
+    ("authorization", ("authorization",)), ("bearer", ("bearer",)),
+    ("aws_access_key_id", ("akia", "asia", "agpa", "aida", "aroa", "aipa", "anpa", "anva", "abia", "acca", "a3t")),
+    ("aws_secret_key", ("aws",)), ("gcp_api_key", ("aiza",)), ("gcp_oauth_token", ("ya29.",)),
+    ("gitlab_token", ("gl",)), ("discord_webhook", ("discord",)), ("sentry_token", ("sntry",)),
+    ("huggingface_token", ("hf_",)), ("vault_token", ("hvs.", "hvb.", "hvr.")), ("databricks_token", ("dapi",)),
+    ("telegram_bot_token", (":aa",)), ("azure_client_secret", ("q~",)), ("signed_url", ("sig",)),
+    ("docker_auth", ('"auth"',)), ("sendgrid_key", ("sg.",)), ("npm_token", ("npm_",)), ("pypi_token", ("pypi-age",)),
+    ("openai_key", ("sk-",)), ("mailgun_key", ("key-",)), ("digitalocean_token", ("_v1_",)), ("shopify_token", ("shp",)),
+    ("jwt", ("eyj",)), ("secret", ("password", "passwd", "token", "secret", "api-key", "apikey", "access-key")),
+):
+    _anchor(_kind, 0, *_lits)
+_anchor("private_key", 0, "-----begin")
+_anchor("private_key", 1, '"private_key')
+_anchor("private_key", 2, "ls0tls1crudjti")
+_anchor("github_token", 0, "ghp_", "gho_", "ghu_", "ghs_", "ghr_")
+_anchor("github_token", 1, "github_pat_")
+_anchor("slack_token", 0, "xox")
+_anchor("slack_token", 1, "xapp-")
+_anchor("stripe_key", 0, "_live_", "_test_")
+_anchor("stripe_key", 1, "whsec_")
+
+
 # Generic `<secret-ish key> = value`, `key: value`, `"key": "value"`, `key='value'`. The key must END with a
 # secret word (so `max_tokens=5` and `password_length=12` stay as they are).
 _GENERIC = re.compile(
@@ -184,16 +219,79 @@ def redact(text: Any) -> tuple[str, int]:
     elif not isinstance(text, str):
         text = str(text)
     total = 0
+    low = text.lower()
     for _kind, pattern, build in _RULES:
+        anchors = _ANCHORS.get(pattern.pattern)
+        if anchors is not None and not any(a in low for a in anchors):
+            continue  # none of the literals every match contains: the scan cannot match
         text, n = pattern.subn(build, text)
-        total += n
+        if n:
+            total += n
+            low = text.lower()
     text, n = _ESCAPED_JSON.subn(lambda m: f"{m.group('prefix')}{_mark('secret')}{m.group('q')}", text)
     total += n
-    text, n = _GENERIC.subn(_generic, text)
+    text, n = generic_subn(text)
     return text, total + n
+
+
+# Every alternative of _SECRET_KEY_WORDS contains one of these; a line holding none cannot start a generic match.
+_GENERIC_HINT = re.compile(r"(?i)pass|pwd|credential|secret|token|key|session")
+_GENERIC_REACH_LINES = 12  # a match may run over line breaks only inside its two \s{0,5} gaps (10 newlines at most)
+
+
+def generic_subn(text: str) -> tuple[str, int]:
+    """`_GENERIC.subn` applied only to the lines near a secret word: the same result as on the whole text (a
+    match starts on the line of its key word and spans at most _GENERIC_REACH_LINES lines), at a fraction of
+    the cost on a page of logs."""
+    hits = [m.start() for m in _GENERIC_HINT.finditer(text)]
+    if not hits:
+        return text, 0
+    windows: list[list[int]] = []
+    for pos in hits:
+        start = text.rfind("\n", 0, pos) + 1
+        end = pos
+        for _ in range(_GENERIC_REACH_LINES):
+            nxt = text.find("\n", end + 1)
+            if nxt < 0:
+                end = len(text)
+                break
+            end = nxt
+        if windows and start <= windows[-1][1]:
+            windows[-1][1] = max(windows[-1][1], end)
+        else:
+            windows.append([start, end])
+    out, last, total = [], 0, 0
+    for start, end in windows:
+        out.append(text[last:start])
+        piece, n = _GENERIC.subn(_generic, text[start:end])
+        out.append(piece)
+        total += n
+        last = end
+    out.append(text[last:])
+    return "".join(out), total
 
 
 def redact_lines(lines: list[str]) -> tuple[list[str], int]:
     """Redact a list of lines; multi-line secrets (PEM blocks) are handled by joining first."""
     joined, count = redact("\n".join(lines))
     return joined.split("\n") if lines else [], count
+
+
+_SEPARATOR = "\n\u2063\u2063\n"  # a line no rule matches across (INVISIBLE SEPARATOR), between batched texts
+
+
+def redact_many(texts: list[str]) -> tuple[list[str], int]:
+    """Redact many texts in one pass of the rules (a few hundred event messages cost one scan, not hundreds).
+    If a secret spans two texts (the count of pieces changes), each text is redacted on its own instead."""
+    if not texts:
+        return [], 0
+    joined, count = redact(_SEPARATOR.join(texts))
+    pieces = joined.split(_SEPARATOR)
+    if len(pieces) == len(texts):
+        return pieces, count
+    out, total = [], 0
+    for text in texts:
+        red, n = redact(text)
+        out.append(red)
+        total += n
+    return out, total

@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     )
     reports_dir: Path = Field(default=Path("reports"), description="Where post-mortems are written as files.")
 
-    # --- Runbook runner (`python -m k8s_runbooks.deploy serve`, started by `sandbox up`) -------
+    # --- Runbook runner (`python -m k8s_runbooks_prefect.deploy serve`, started by `sandbox up`) -------
     runner_mode: Literal["warm", "stock"] = Field(
         default="warm",
         description="warm: runs are forks of a pre-imported fork server (start in ms, see warm_runner/); "

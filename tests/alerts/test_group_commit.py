@@ -103,7 +103,7 @@ def test_sigkill_right_after_the_acks_loses_no_acknowledged_alert(tmp_path: Path
                DO_NOT_TRACK="1")
     with open(tmp_path / "receiver.log", "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "k8s_runbooks.alerts.server", "--port", str(port), "--routes", str(ROUTES),
+            [sys.executable, "-m", "k8s_runbooks_prefect.alerts.server", "--port", str(port), "--routes", str(ROUTES),
              "--spool", str(spool_path)], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:

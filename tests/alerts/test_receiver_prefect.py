@@ -132,7 +132,7 @@ class Receiver:
     def start(self) -> None:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "k8s_runbooks.alerts.server", "--port", str(self.port),
+                [sys.executable, "-m", "k8s_runbooks_prefect.alerts.server", "--port", str(self.port),
                  "--routes", str(REPO / "deployments" / "alert-routes.yaml"), "--spool", str(self.spool)],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO,
             )
@@ -192,7 +192,8 @@ def test_repeated_alert_is_one_run_and_resolved_starts_none(prefect_server: Pref
     assert run["parameters"]["params"]["namespace"] == "shop"
     assert run["parameters"]["params"]["deployment"] == "checkout"
     assert run["parameters"]["params"]["approval"] == "required"
-    assert {"alert", "alert-source:alertmanager", "alert-route:pod-crash"} <= set(run["tags"])
+    # the alert's severity rides along for the page an escalation may send (flows/chatops.py)
+    assert {"alert", "alert-source:alertmanager", "alert-route:pod-crash", "alert-severity:critical"} <= set(run["tags"])
 
     resolved = payload("alertmanager_resolved")
     resolved["alerts"][0]["fingerprint"] = fp
@@ -217,6 +218,36 @@ def test_repeated_alert_is_one_run_and_resolved_starts_none(prefect_server: Pref
     assert resolved_event["related"][0]["prefect.resource.id"] == f"prefect.flow-run.{run['id']}"
     metrics = httpx.get(f"{receiver.url}/metrics", timeout=5).text
     assert 'k8s_runbooks_receiver_flow_runs_created_total{deployment="pod-crash/pod-crash"} 1.0' in metrics
+
+
+def _state(prefect_server: PrefectServer, run_id: str) -> str:
+    return httpx.get(f"{prefect_server.api}/flow_runs/{run_id}", timeout=10).json()["state"]["type"]
+
+
+def test_resolved_alert_cancels_its_run_while_it_waits(prefect_server: PrefectServer, receiver: Receiver) -> None:
+    """Nothing acts on a resolved alert: a run not started yet, or paused for approval, is cancelled; a run
+    of another alert is left alone."""
+    waiting, other = "c0ffee0000000001", "c0ffee0000000002"
+    for fp in (waiting, other):
+        assert receiver.post("/v1/alerts/alertmanager", _crash_alert(fp, deployment=f"svc-{fp[-4:]}")).status_code == 200
+    _wait("dispatch", receiver.drained)
+    (run,) = _by_key(prefect_server.runs("pod-crash/pod-crash"), waiting)
+    (kept,) = _by_key(prefect_server.runs("pod-crash/pod-crash"), other)
+    paused = httpx.post(f"{prefect_server.api}/flow_runs/{run['id']}/set_state", timeout=10, json={
+        "state": {"type": "PAUSED", "name": "Paused", "message": "waiting for approval"}, "force": True})
+    assert paused.json()["status"] == "ACCEPT", paused.text
+    assert _state(prefect_server, run["id"]) == "PAUSED"
+
+    resolved = payload("alertmanager_resolved")
+    resolved["alerts"][0]["fingerprint"] = waiting
+    resolved["alerts"][0]["labels"].update(deployment=f"svc-{waiting[-4:]}")
+    assert receiver.post("/v1/alerts/alertmanager", json.dumps(resolved).encode()).json()["alerts"][0]["outcome"] == "resolved"
+    _wait("the waiting run cancelled", lambda: _state(prefect_server, run["id"]) == "CANCELLED", timeout=30)
+    detail = httpx.get(f"{prefect_server.api}/flow_runs/{run['id']}", timeout=10).json()["state"]["message"]
+    assert "resolved while the run waited" in detail and "nothing was changed" in detail, detail
+    assert _state(prefect_server, kept["id"]) == "SCHEDULED"  # its alert still fires
+    metrics = httpx.get(f"{receiver.url}/metrics", timeout=5).text
+    assert "k8s_runbooks_receiver_flow_runs_cancelled_total 1.0" in metrics
 
 
 def test_grafana_and_sentry_route_to_their_deployments(prefect_server: PrefectServer, receiver: Receiver) -> None:
@@ -303,7 +334,7 @@ def test_bad_routes_file_fails_at_startup_with_file_and_line(prefect_server: Pre
     routes = tmp_path / "routes.yaml"
     routes.write_text("routes:\n  - name: x\n    match: {alertname: A}\n    deployment: nope\n")
     env = {**prefect_server.env()}
-    result = subprocess.run([sys.executable, "-m", "k8s_runbooks.alerts.server", "--port", str(free_ports(1)[0]),
+    result = subprocess.run([sys.executable, "-m", "k8s_runbooks_prefect.alerts.server", "--port", str(free_ports(1)[0]),
                              "--routes", str(routes), "--spool", str(tmp_path / "s.sqlite3")],
                             env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
@@ -313,7 +344,7 @@ def test_bad_routes_file_fails_at_startup_with_file_and_line(prefect_server: Pre
 def test_missing_prefect_api_url_is_a_clear_error(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "K8S_RUNBOOKS_"))}
     env["PREFECT_HOME"] = str(tmp_path)
-    result = subprocess.run([sys.executable, "-m", "k8s_runbooks.alerts.server", "--port", str(free_ports(1)[0]),
+    result = subprocess.run([sys.executable, "-m", "k8s_runbooks_prefect.alerts.server", "--port", str(free_ports(1)[0]),
                              "--routes", str(REPO / "deployments" / "alert-routes.yaml"), "--spool", str(tmp_path / "s.sqlite3")],
                             env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "PREFECT_API_URL is not set" in result.stderr
@@ -358,7 +389,7 @@ class _ResolvesDuringCreate:
 def test_alert_resolved_while_its_run_is_created_gets_the_run_cancelled(prefect_server: PrefectServer, tmp_path: Path) -> None:
     import dataclasses
 
-    from k8s_runbooks.alerts.dispatcher import RESOLVED_DURING_CREATION, Dispatcher
+    from k8s_runbooks_prefect.alerts.dispatcher import RESOLVED_DURING_CREATION, Dispatcher
     from k8s_runbooks.alerts.metrics import ReceiverMetrics
     from k8s_runbooks.alerts.payloads import AlertmanagerPayload
     from k8s_runbooks.alerts.routing import load_routes

@@ -15,7 +15,7 @@ from k8s_runbooks.sandbox.demo_workload import api_client, ensure_workload, set_
 from tests.conftest import Sandbox
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
-CLI = [sys.executable, "-m", "k8s_runbooks.cli"]
+CLI = [sys.executable, "-m", "k8s_runbooks_cli"]
 NS = "cli-run"
 SUBMIT_TARGET = "web-submit"
 

@@ -14,7 +14,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from flows.common import read_record
 from flows.concurrency import slot_name
 from flows.params import PodCrashParams
-from k8s_runbooks import deploy
+from k8s_runbooks_prefect import deploy
 from k8s_runbooks.sandbox import demo_workload
 from k8s_runbooks.sandbox.demo_workload import api_client
 from tests.conftest import Sandbox

@@ -1,4 +1,4 @@
-"""prefect.yaml (the users' way to register the deployments) agrees with k8s_runbooks.deploy.SPECS and
+"""prefect.yaml (the users' way to register the deployments) agrees with k8s_runbooks_prefect.deploy.SPECS and
 deploys non-interactively against a real Prefect server with its explicit pull step.
 
 The real deploy uses a copy with suffixed deployment names, so the session sandbox's runner-served
@@ -14,7 +14,7 @@ import pytest
 import yaml
 from prefect.client.orchestration import SyncPrefectClient
 
-from k8s_runbooks import deploy
+from k8s_runbooks_prefect import deploy
 from tests.conftest import REPO, Sandbox
 
 SUFFIX = "-yamltest"

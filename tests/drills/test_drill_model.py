@@ -9,7 +9,7 @@ import pytest
 
 from k8s_runbooks.drills.model import DrillParams, FaultSpec, Phase, Scorecard, validate_env
 from k8s_runbooks.drills.pushgateway import group_url, metrics_text
-from k8s_runbooks.drills.report import trend_chart, trend_of
+from k8s_runbooks.drills.report import scorecard_document, trend_chart, trend_of
 from k8s_runbooks.runbook_docs import load_runbook, runbooks_dir
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
@@ -25,7 +25,7 @@ def card(run: str, minutes: int, detect: float | None, recover: float | None, ou
 def test_scorecard_round_trips_through_its_markdown_artifact() -> None:
     c = card("r1", 0, 4.2, 45.0, "failed")
     c.responders = ["10:00:05 roll back `web` | evil"]
-    text = c.to_markdown()
+    text = scorecard_document(c)
     assert "| recover | 45.0 s | 30.0 s | MISSED |" in text
     assert "**FAILED**" in text
     back = Scorecard.from_markdown(text)

@@ -17,7 +17,7 @@ from tests.conftest import REPO, Sandbox
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 NS = "drill-sched"
-CLI = [sys.executable, "-m", "k8s_runbooks.cli"]
+CLI = [sys.executable, "-m", "k8s_runbooks_cli"]
 
 
 def _cli(box: Sandbox, *args: str) -> str:

@@ -149,7 +149,7 @@ def test_503_outage_then_the_rejection_sent_meanwhile_is_honoured(proxy: FaultPr
     proxy.restore()
 
     assert probe.outcome() == {"approved": False, "action": None, "approver": "carol", "comment": "mid-outage",
-                               "timed_out": False, "unanswered": False}
+                               "timed_out": False, "unanswered": False, "attestation": "", "void_reason": ""}
     assert probe.finish() == 0, probe.log[-3000:]
     log = probe.log
     assert log.count(OUTAGE) == 1 and len(RECOVERED.findall(log)) == 1, log[-4000:]  # one line each, not per poll
@@ -172,7 +172,7 @@ def test_refused_connections_then_an_approval_after_recovery_returns_the_chosen_
     ok = probe.resume({"approve": True, "action": "rollout_restart", "approver": "alice", "comment": "after the outage"})
     assert ok["status"] == "ACCEPT", ok
     assert probe.outcome() == {"approved": True, "action": "rollout_restart", "approver": "alice",
-                               "comment": "after the outage", "timed_out": False, "unanswered": False}
+                               "comment": "after the outage", "timed_out": False, "unanswered": False, "attestation": "", "void_reason": ""}
     assert probe.finish() == 0, probe.log[-3000:]
 
 
@@ -181,7 +181,7 @@ def test_outage_past_the_deadline_times_out_without_an_answer(proxy: FaultProxy,
     probe.wait_paused()
     proxy.refuse()
     # The wait returns at its deadline although the API is still down (it never waits past the pause timeout).
-    assert probe.outcome() == {"approved": False, "action": None, "approver": "", "comment": "", "timed_out": True, "unanswered": False}
+    assert probe.outcome() == {"approved": False, "action": None, "approver": "", "comment": "", "timed_out": True, "unanswered": False, "attestation": "", "void_reason": ""}
     assert OUTAGE in probe.log and not RECOVERED.search(probe.log), probe.log[-3000:]
     proxy.restore()
     probe.finish()
@@ -211,6 +211,6 @@ def test_only_the_typed_resume_approves(server: httpx.Client, start_probe: Any, 
                                json={"state": {"type": "RUNNING", "name": "Running"}, "force": True})
         assert r.is_success and r.json()["status"] == "ACCEPT", r.text
         assert probe.outcome() == {"approved": False, "action": None, "approver": "", "comment": "",
-                                   "timed_out": False, "unanswered": True}, how
+                                   "timed_out": False, "unanswered": True, "attestation": "", "void_reason": ""}, how
         assert probe.finish() == 0, probe.log[-3000:]
         assert "Resumed without an answer to the approval form" in probe.log, probe.log[-3000:]

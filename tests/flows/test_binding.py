@@ -54,3 +54,27 @@ def test_bound_tasks_exist(RUNBOOK_PATH: Path) -> None:  # noqa: N803
     available = _task_names()
     unknown = {step.id: [t for t in step.tasks if t not in available] for step in runbook.steps}
     assert not any(unknown.values()), f"bindings name tasks that tasks/ does not define: {unknown}"
+
+
+@pytest.mark.parametrize(("FLOW", "RUNBOOK_PATH"), RUNBOOKS, ids=[f for f, _ in RUNBOOKS])
+def test_each_step_calls_exactly_the_tasks_its_runbook_names(FLOW: str, RUNBOOK_PATH: Path) -> None:  # noqa: N803
+    from flows.steps import _STEPS, called_tasks
+
+    runbook = load_runbook(RUNBOOK_PATH)
+    mismatched = {}
+    for step in runbook.steps:
+        called = called_tasks(_STEPS[FLOW][step.id])
+        if set(step.tasks) != called:
+            mismatched[step.id] = {"runbook says": sorted(step.tasks), "step calls": sorted(called)}
+    assert not mismatched, f"{RUNBOOK_PATH.name}: the tasks= bindings differ from what the steps call: {mismatched}"
+
+
+def test_called_tasks_follows_helpers_and_would_catch_a_missing_binding() -> None:
+    import flows.pod_crash as pod_crash
+    from flows.steps import called_tasks
+
+    # identify reaches collect_evidence through flows.diagnosis.identify_causes, and contain reaches
+    # plan_is_allowed through flows.common.seek_approval: helpers are followed, not only the step's own body.
+    assert {"collect_evidence", "diagnose_evidence"} <= called_tasks(pod_crash.identify)
+    assert called_tasks(pod_crash.contain) == {"plan_is_allowed", "workload_status"}  # the approval re-reads the workload
+    assert "execute_action" not in called_tasks(pod_crash.contain)  # contain changes nothing by itself

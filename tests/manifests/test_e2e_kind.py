@@ -33,7 +33,7 @@ def test_script_uses_its_own_kubeconfig_and_points_the_tests_at_it() -> None:
     assert "kubectl apply -k deployments/k8s/overlays/kind" in text
     assert (K8S / "overlays" / "kind" / "kustomization.yaml").is_file()
     # Every Secret the overlay needs is created by the script before it applies.
-    for secret in ("k8s-runbooks-receiver", "prefect-postgres"):
+    for secret in ("k8s-runbooks-receiver", "prefect-postgres", "prefect-api-auth"):
         assert f"create secret generic {secret}" in text
     for test_dir in re.search(r"E2E_TESTS=\(([^)]*)\)", text)[1].split():  # type: ignore[index]
         assert (REPO / test_dir).is_dir(), test_dir

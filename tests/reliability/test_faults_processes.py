@@ -222,7 +222,7 @@ def test_prefect_restarted_mid_approval_the_runs_survive_and_spooled_alerts_are_
     assert (yes.state, yes.flow_run_id) == ("COMPLETED", run_ids[crashing_too]), (yes.message, log(crashing_too)[-3000:])
     executed = runbooks.executed(run_ids[crashing_too])
     assert [(a["action"]["kind"], a["action"]["target"]["name"], a["actor"]) for a in executed] == \
-        [("rollout_undo", crashing_too, "alice")]
+        [("rollout_undo", crashing_too, "alice — unverified (Prefect UI)")]  # a REST answer is a claim, not an identity
     assert writes(audit_diff(before, api.audit())) == {("patch", "deployments", "", NS): 1}  # one rollback, once
     for t in logs:
         wait_for(lambda: prefect.state(run_ids[t])["type"] == "COMPLETED", 60, f"the {t} run's final state on the server")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from urllib.parse import urlencode
 from typing import Any
 
 import pytest
@@ -61,6 +62,8 @@ def _body(kwargs: dict[str, Any]) -> bytes:
     if "json" in kwargs:
         return json.dumps(kwargs["json"], ensure_ascii=False).encode("utf-8", "surrogatepass")
     data = kwargs.get("data", b"")
+    if isinstance(data, dict):  # a form body (the Slack interactions endpoint)
+        return urlencode(data, doseq=True).encode("utf-8", "surrogatepass")
     return data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data or b"")
 
 

@@ -12,10 +12,14 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 from kubernetes import client, config
+
+if TYPE_CHECKING:
+    from tests.helpers.inproc_cluster import InProcCluster
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBECTL = ROOT / ".venv" / "bin" / "kubectl"
@@ -137,3 +141,22 @@ class Bodies:
 @pytest.fixture(scope="session")
 def bodies() -> type[Bodies]:
     return Bodies
+
+
+@pytest.fixture(scope="session")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator["InProcCluster"]:
+    """A whole sandbox cluster in this process (API, scheduler, kubelet on three nodes) for the fidelity tests:
+    each test works in its own namespace and puts back any node it changes."""
+    from tests.conftest import random_pod_subnet
+    from tests.helpers.inproc_cluster import inproc_cluster
+
+    with inproc_cluster(tmp_path_factory.mktemp("live"), random_pod_subnet()) as cluster_:
+        yield cluster_
+
+
+@pytest.fixture()
+def live_ns(live: "InProcCluster") -> Iterator[str]:
+    name = f"f-{uuid.uuid4().hex[:8]}"
+    live.store.create("namespaces", {"metadata": {"name": name}})
+    yield name
+    live.store.delete("namespaces", None, name)

@@ -29,6 +29,8 @@ def test_deployment_pods_serve_http_and_metrics(store, runtime, tmp_path):
     pods = wait_for(lambda: len(ready_pods(store, "checkout")) == 3 and ready_pods(store, "checkout"), what="3 ready pods")
     ips = {p["status"]["podIP"] for p in pods}
     assert len(ips) == 3
+    # the scheduler spreads a ReplicaSet's pods over the three nodes
+    assert {p["spec"]["nodeName"] for p in pods} == {"sandbox-node-1", "sandbox-node-2", "sandbox-node-3"}
     for p in pods:
         ip = p["status"]["podIP"]
         with urllib.request.urlopen(f"http://{ip}:8080/checkout", timeout=2) as r:
@@ -39,7 +41,9 @@ def test_deployment_pods_serve_http_and_metrics(store, runtime, tmp_path):
         # the request is observed just after its response is sent, so allow a moment
         wait_for(lambda: 'http_request_duration_seconds_bucket{method="GET",path="/checkout",code="200",le="0.3"}'
                  in scrape(), timeout=5, what="checkout histogram series")
-        assert p["spec"]["nodeName"] == "sandbox-node"
+        assert p["status"]["hostIP"] == next(
+            a["address"] for a in store.get("nodes", None, p["spec"]["nodeName"])["status"]["addresses"]
+            if a["type"] == "InternalIP")
         cs = p["status"]["containerStatuses"][0]
         assert cs["state"]["running"]["startedAt"] and cs["containerID"].startswith("sandbox://")
         pid = int(cs["containerID"].removeprefix("sandbox://"))

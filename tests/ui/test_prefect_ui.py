@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from k8s_runbooks import deploy
+from k8s_runbooks_prefect import deploy
 from k8s_runbooks.sandbox import demo_workload
 from tests.conftest import Sandbox
 
@@ -36,6 +36,6 @@ def test_ui_lists_deployments_runs_a_custom_run_and_resumes_an_approval(ui_sandb
                                        scenario.probe_env(api), shots=tmp_path)
     assert result.approval_answer == {"approved": True, "action": "rollout_undo", "approver": "ui-test",
                                       "comment": result.approval_answer["comment"], "timed_out": False,
-                                      "unanswered": False}
+                                      "unanswered": False, "attestation": "", "void_reason": ""}
     assert str(result.approval_answer["comment"]).startswith("approved in the browser")
     assert result.server_errors == []

@@ -85,6 +85,7 @@ def test_pod_crash_runbook_follows_the_incident_response_plan() -> None:
     assert rb.flow == "pod-crash"
     assert rb.step_ids == ["identify", "contain", "recover", "verify", "communicate"]
     commands = " ".join(c for s in rb.steps for c in s.commands)
-    for expected in ("kubectl get pods -n", "kubectl describe pod", "--previous", "kubectl get events", "kubectl rollout undo", "kubectl scale"):
+    for expected in ("kubectl get pods,deploy,rs", "kubectl describe pod", "--previous", "kubectl get events", "kubectl rollout undo",
+                     "kubectl scale", "k8s-runbooks diagnose"):
         assert expected in commands
     assert "kubectl" in rb.tools and "Prometheus" in rb.tools

@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 from pydantic_settings import BaseSettings
 
+from k8s_runbooks.chatops.settings import ChatOpsSettings
 from k8s_runbooks.sandbox.settings import SandboxSettings
 from k8s_runbooks.settings import Settings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-@pytest.mark.parametrize("model", [Settings, SandboxSettings], ids=["product", "sandbox"])
+@pytest.mark.parametrize("model", [Settings, ChatOpsSettings, SandboxSettings], ids=["product", "chatops", "sandbox"])
 def test_every_setting_is_in_the_readme_table_with_its_description(model: type[BaseSettings]) -> None:
     prefix = str(model.model_config["env_prefix"])
     rows = {}

@@ -1,6 +1,6 @@
 """`python -m tests.warm_runner.serve_testflows NAME --flows echo,crash --query-seconds S [--no-nudge] --ready-file F
 [--run-pid-dir D]`:
-a WarmRunner serving test flows, as `k8s_runbooks.deploy serve` serves the runbooks."""
+a WarmRunner serving test flows, as `k8s_runbooks_prefect.deploy serve` serves the runbooks."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from prefect.deployments.runner import EntrypointType
 
-from k8s_runbooks.warm_runner.runner import WarmRunner
+from k8s_runbooks_prefect.warm_runner.runner import WarmRunner
 from tests.warm_runner.testflows import FLOWS
 
 REPO = Path(__file__).resolve().parents[2]

@@ -7,13 +7,13 @@ import os
 import subprocess
 import sys
 
-from k8s_runbooks.warm_runner import PRELOAD_ENV, REPO_ROOT_ENV
-from k8s_runbooks.warm_runner.preload import CLIENT_LAZY_IMPORTS, ENGINE_LAZY_IMPORTS
+from k8s_runbooks_prefect.warm_runner import PRELOAD_ENV, REPO_ROOT_ENV
+from k8s_runbooks_prefect.warm_runner.preload import CLIENT_LAZY_IMPORTS, ENGINE_LAZY_IMPORTS
 from tests.conftest import REPO
 
 PROBE = """
 import json, sys, threading
-import k8s_runbooks.warm_runner.preload
+import k8s_runbooks_prefect.warm_runner.preload
 print(json.dumps({"modules": sorted(sys.modules), "threads": [t.name for t in threading.enumerate()]}))
 """
 

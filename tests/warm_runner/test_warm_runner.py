@@ -15,7 +15,7 @@ from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.objects import StateType
 from prefect.states import Cancelling
 
-from k8s_runbooks.warm_runner.starter import read_run_pid
+from k8s_runbooks_prefect.warm_runner.starter import read_run_pid
 from tests.warm_runner.conftest import Runners, create_run, run_logs, wait_final, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]

@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from fastapi import FastAPI, Request
@@ -27,15 +27,32 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
 from k8s_runbooks.alerts import auth
-from k8s_runbooks.alerts.dispatcher import Dispatcher
 from k8s_runbooks.alerts.groupcommit import GroupCommit
 from k8s_runbooks.alerts.metrics import ReceiverMetrics
 from k8s_runbooks.alerts.payloads import Alert, AlertmanagerPayload, GrafanaPayload, SentryIssueAlertPayload, Source
 from k8s_runbooks.alerts.routing import Decision, Router
 from k8s_runbooks.alerts.spool import Spool
+from k8s_runbooks.chatops.desk import ApprovalDesk, BadInteraction
 from k8s_runbooks.redact import redact
 
 log = logging.getLogger("k8s_runbooks.alerts")
+
+
+class Dispatcher(Protocol):
+    """What the app needs of its dispatcher (the Prefect one is k8s_runbooks_prefect.alerts.dispatcher, outside
+    the Prefect-free core): started and stopped with the app, woken when a row is queued, its state on /healthz."""
+
+    api_ok: bool | None
+    last_error: str | None
+
+    @property
+    def alive(self) -> bool: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def wake(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -197,6 +214,7 @@ def create_app(
     max_body_bytes: int = 1_048_576,
     metrics: ReceiverMetrics | None = None,
     dispatcher: Dispatcher | None = None,
+    approvals: ApprovalDesk | None = None,
 ) -> FastAPI:
     authc = auth_config or AuthConfig()
     metrics = metrics or ReceiverMetrics()
@@ -206,9 +224,13 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if dispatcher:
             dispatcher.start()
+        if approvals:
+            approvals.start()
         try:
             yield
         finally:
+            if approvals:
+                approvals.stop()
             if dispatcher:
                 dispatcher.stop()
 
@@ -220,6 +242,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.spool, app.state.router, app.state.metrics, app.state.dispatcher = spool, router, metrics, dispatcher
+    app.state.approvals = approvals
     commits = app.state.group_commit = GroupCommit(spool)
 
     @app.exception_handler(ApiError)
@@ -318,7 +341,33 @@ def create_app(
             return await handle(scope, receive, source)
         return run
 
+    async def slack_interactions(scope: dict[str, Any], receive: Receive) -> Reply:
+        """Slack button presses: verified here (401 for unsigned, forged, stale or replayed requests), decided by
+        the approval desk's worker; Slack gets its 200 at once (it wants one within 3 s)."""
+        code = 500
+        try:
+            headers = _headers(scope)
+            body = await _read_body(receive, headers, max_body_bytes)
+            if approvals is None:
+                raise auth.AuthError("Slack approvals are not configured (K8S_RUNBOOKS_SLACK_SIGNING_SECRET)",
+                                     scheme="Slack-Signature")
+            press = approvals.accept(headers, body)
+            code = 200
+            return _reply(200, {"queued": press is not None})
+        except auth.AuthError as exc:
+            code = 401
+            return _error_reply(401, "unauthorized", exc.detail, {"WWW-Authenticate": exc.scheme})
+        except BadInteraction as exc:
+            code = exc.status
+            return _error_reply(exc.status, exc.error, exc.detail)
+        except ApiError as exc:
+            code = exc.status
+            return _error_reply(exc.status, exc.error, exc.detail, exc.headers)
+        finally:
+            metrics.requests.labels("slack", str(code)).inc()
+
     app.webhook_handlers = {f"/v1/alerts/{source}": webhook(source) for source in MODELS}
+    app.webhook_handlers["/v1/slack/interactions"] = slack_interactions
 
     async def routed(request: Request, source: Source) -> Response:
         status, body, headers = await handle(request.scope, request.receive, source)
@@ -339,6 +388,14 @@ def create_app(
     async def sentry(request: Request) -> Response:
         return await routed(request, "sentry")
 
+    @app.post("/v1/slack/interactions", summary="Slack interactivity: approval button presses (signed by Slack)",
+              response_model=None, openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/x-www-form-urlencoded": {"schema": {"type": "object", "required": ["payload"],
+                                                                   "properties": {"payload": {"type": "string"}}}}}}})
+    async def slack(request: Request) -> Response:
+        status, body, headers = await slack_interactions(request.scope, request.receive)
+        return Response(body, status_code=status, media_type="application/json", headers=headers)
+
     @app.get("/healthz", summary="Liveness, spool depth, dispatcher state")
     async def healthz() -> Response:
         body = {
@@ -348,6 +405,7 @@ def create_app(
                 "alive": dispatcher.alive, "prefect_api_ok": dispatcher.api_ok, "last_error": dispatcher.last_error},
             "routes": {"file": router.source, "count": len(router.config.routes)},
             "auth": authc.describe(),
+            "slack": None if approvals is None else {"pending_presses": approvals.pending(), "processed": approvals.processed},
         }
         if dispatcher is not None and not dispatcher.alive:
             body["status"] = "degraded"

@@ -10,13 +10,9 @@ import hmac
 from pydantic import SecretStr
 
 
-class AuthError(Exception):
-    """A request failed authentication; rendered as 401 with a JSON error body."""
+from k8s_runbooks.errors import AuthError
 
-    def __init__(self, detail: str, *, scheme: str = "Bearer") -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.scheme = scheme
+__all__ = ["AuthError", "check_bearer"]
 
 
 def _eq(given: str, expected: str) -> bool:

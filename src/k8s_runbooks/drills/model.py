@@ -181,12 +181,6 @@ class Scorecard(_M):
     def success(self) -> bool:
         return self.outcome == "passed"
 
-    def to_markdown(self) -> str:
-        from k8s_runbooks.drills.report import scorecard_markdown
-
-        payload = self.model_dump_json(indent=1).replace("`", "\\u0060")
-        return scorecard_markdown(self) + f"\n\n<details><summary>machine-readable</summary>\n\n```{SCORECARD_FENCE}\n{payload}\n```\n</details>\n"
-
     @classmethod
     def from_markdown(cls, text: str) -> "Scorecard | None":
         m = _SCORECARD_RE.search(text or "")

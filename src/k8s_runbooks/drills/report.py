@@ -5,12 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 from statistics import mean
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel
 
-if TYPE_CHECKING:
-    from k8s_runbooks.drills.model import Scorecard
+from k8s_runbooks.drills.model import SCORECARD_FENCE, Scorecard
 
 
 def _esc(text: Any) -> str:
@@ -25,12 +24,12 @@ def _met(value: bool | None) -> str:
     return "not measured" if value is None else ("met" if value else "MISSED")
 
 
-def phase_rows(card: "Scorecard") -> list[dict[str, Any]]:
+def phase_rows(card: Scorecard) -> list[dict[str, Any]]:
     return [{"phase": p.name, "seconds": None if p.seconds is None else round(p.seconds, 1),
              "target_seconds": p.target_seconds, "result": _met(p.met), "detail": p.detail} for p in card.phases]
 
 
-def scorecard_markdown(card: "Scorecard") -> str:
+def scorecard_markdown(card: Scorecard) -> str:
     lines = [
         f"# Drill scorecard: {_esc(card.scenario)} on {_esc(card.namespace)}/{_esc(card.deployment)}\n",
         f"**Outcome**: **{card.outcome.upper()}**" + (f" — {_esc(card.outcome_detail)}" if card.outcome_detail else ""),
@@ -58,6 +57,13 @@ def scorecard_markdown(card: "Scorecard") -> str:
     lines += [f"- {_esc(r)}" for r in card.rollback]
     lines += ["", "## What the responders did"] + ([f"- {_esc(r)}" for r in card.responders] or ["- nothing recorded"])
     return "\n".join(lines)
+
+
+def scorecard_document(card: Scorecard) -> str:
+    """The scorecard artifact: the readable Markdown, then the card as JSON in a fence `Scorecard.from_markdown`
+    reads back (backticks escaped so the JSON cannot close the fence)."""
+    payload = card.model_dump_json(indent=1).replace("`", "\\u0060")
+    return scorecard_markdown(card) + f"\n\n<details><summary>machine-readable</summary>\n\n```{SCORECARD_FENCE}\n{payload}\n```\n</details>\n"
 
 
 # ------------------------------------------------------------------------------------ trend
@@ -106,7 +112,7 @@ def _round(v: float | None) -> float | None:
     return None if v is None else round(v, 1)
 
 
-def trend_of(namespace: str, deployment: str, cards: list["Scorecard"]) -> Trend:
+def trend_of(namespace: str, deployment: str, cards: list[Scorecard]) -> Trend:
     """Oldest first; only drills that injected a fault are measured (aborted/refused ones are listed too)."""
     points = [TrendPoint(run_id=c.drill_run_id, started_at=c.started_at, outcome=c.outcome,
                          detect_seconds=c.seconds("detect"), respond_seconds=c.seconds("respond"),

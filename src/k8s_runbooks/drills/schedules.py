@@ -1,6 +1,6 @@
 """Drill schedules on the Prefect server: turned on where the user wants drills, off elsewhere.
 
-`prefect.yaml` (and `k8s_runbooks.deploy.SPECS`, which a test keeps equal to it) is the one definition of the
+`prefect.yaml` (and `k8s_runbooks_prefect.deploy.SPECS`, which a test keeps equal to it) is the one definition of the
 drill deployments; their cron schedules are registered paused, because a drill breaks a workload on purpose.
 `k8s-runbooks drill schedule pod-crash --on -n shop -d payments` turns the schedule on where you choose, with the
 drill's target as the schedule's parameters; the Prefect scheduler then creates the runs and the workers run

@@ -35,6 +35,41 @@ def _latency(title: str, ev: dict[str, object], target: str, causes: list[str], 
         _add(items, f"Check the memory limit of {target}: {title}.")
 
 
+_PREVENT = {
+    "admission": "Alert on quota usage above 80% and on controller FailedCreate events before pods go missing.",
+    "scheduling": "Check node labels, taints and capacity in CI against the workload's placement rules before rollout.",
+    "startup": "Validate image references, pull secrets and referenced Secrets/ConfigMaps in CI (e.g. kubeconform + a registry check).",
+    "runtime": "Add the failure to the rollout's canary analysis (restarts, readiness) so a bad revision stops itself.",
+    "routing": "Test Service selectors, ports and addresses in CI against the Deployments they front (endpoints must not be empty).",
+    "performance": "Keep latency and saturation alerts per service and compare each rollout's latency with the previous revision.",
+    "infrastructure": "Monitor node components (kubelet, container runtime, kube-proxy, scheduler) and node network quality.",
+}
+
+
+def _from_diagnosis(record: RunRecord, causes: list[str], items: list[str], lessons: list[str]) -> None:
+    """Root cause and follow-ups from the engine's ranked hypotheses and the plan that answered them."""
+    if not record.hypotheses:
+        return
+    top = record.hypotheses[0]
+    facts = "; ".join(f.text for f in top.facts[:2])
+    _add(causes, f"{top.summary} ({top.cause.value}, confidence {top.confidence:.2f}; evidence: {facts})")
+    for step in record.plan[:1]:
+        if step.escalation is not None:
+            _add(items, f"{step.escalation.summary}: {step.escalation.change.splitlines()[0]}")
+        elif step.action is not None and not any(a.executed for a in record.actions):
+            _add(items, f"Carry out or reject the planned fix: {step.action.describe()} ({step.action.reason}).")
+    target = f"{record.namespace}/{top.object.name}"
+    if top.cause.value == "oom-killed":
+        limit = top.details.get("memory_limit") or "its limit"
+        _add(items, f"Raise the memory limit of {target} above {limit} (or fix the leak) after checking the working-set trend before each kill.")
+        _add(items, f"Add a memory alert for {target}: container working set above 80% of its limit for 5 minutes.")
+    if top.details.get("introduced_by_revision"):
+        _add(items, f"Review the change in revision {top.details['introduced_by_revision']} of {target} before rolling it out again.")
+    _add(items, _PREVENT[top.layer.value])
+    if top.confidence < 0.6:
+        _add(lessons, "The diagnosis was uncertain (top confidence below 0.6); add the signal the on-call used to the runbook.")
+
+
 def analyse(record: RunRecord) -> tuple[list[str], list[str], list[str]]:
     """-> (root cause statements, action items, lessons learned)."""
     causes: list[str] = []
@@ -78,7 +113,8 @@ def analyse(record: RunRecord) -> tuple[list[str], list[str], list[str]]:
         for item in f.action_items:
             _add(items, item)
 
-    if not causes and record.findings:
+    _from_diagnosis(record, causes, items, lessons)
+    if not causes and not record.hypotheses and record.findings:
         _add(causes, "Undetermined from the collected evidence; see the findings and evidence appendix.")
     if record.outcome in ("resolved", "mitigated"):
         _add(lessons, "The automated runbook identified the cause and restored the workload; keep the runbook and its alert route as they are.")

@@ -14,12 +14,13 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from k8s_runbooks.diagnosis.hypothesis import Hypothesis, PlanStep
 from k8s_runbooks.models import ActionResult, AuditRecord, Finding, TimelineEntry, utcnow
 
 RECORD_FENCE = "json k8s-runbooks-record"
 _RECORD_RE = re.compile(r"```json k8s-runbooks-record\n(?P<json>.*?)\n```", re.S)
 
-Outcome = Literal["in-progress", "resolved", "mitigated", "escalated", "rejected", "dry-run", "failed"]
+Outcome = Literal["in-progress", "resolved", "mitigated", "escalated", "rejected", "dry-run", "failed", "cancelled"]
 
 
 class EvidenceItem(BaseModel):
@@ -56,6 +57,9 @@ class RunRecord(BaseModel):
     outcome: Outcome = "in-progress"
     outcome_detail: str = ""
     impact: str = ""
+    hypotheses: list[Hypothesis] = Field(default_factory=list, description="the diagnosis, ranked: the root-cause section")
+    plan: list[PlanStep] = Field(default_factory=list, description="what answers each hypothesis: action or escalation")
+    snapshot_key: str = Field("", description="artifact holding the evidence snapshot the diagnosis was made from")
 
     def note(self, event: str, detail: str = "", kind: str = "step", at: datetime | None = None) -> TimelineEntry:
         entry = TimelineEntry(at=at or utcnow(), event=event, detail=detail, kind=kind)  # type: ignore[arg-type]
@@ -91,6 +95,9 @@ class PostMortem(BaseModel):
     summary: str
     timeline: list[TimelineEntry] = Field(default_factory=list)
     root_cause: list[str] = Field(default_factory=list)
+    ranked_causes: list[Hypothesis] = Field(default_factory=list, description="the diagnosis, each cause with its facts")
+    plan: list[PlanStep] = Field(default_factory=list)
+    snapshot_key: str = ""
     actions_taken: list[str] = Field(default_factory=list)
     lessons_learned: list[str] = Field(default_factory=list)
     action_items: list[str] = Field(default_factory=list)

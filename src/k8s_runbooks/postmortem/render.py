@@ -69,6 +69,28 @@ def _charts_section(pm: PostMortem, base_dir: Path | None, inline: bool) -> list
     return out
 
 
+def _ranked_causes(pm: PostMortem) -> list[str]:
+    """The diagnosis as the engine ranked it: each cause, its confidence and the facts it rests on, and what
+    answers it (the action taken or the exact change escalated)."""
+    if not pm.ranked_causes:
+        return []
+    steps = {(s.cause, s.object.name): s for s in pm.plan}
+    out = ["Ranked causes (most likely first), each with the evidence it rests on"
+           + (f" (snapshot artifact `{md_text(pm.snapshot_key)}`; replay: `k8s-runbooks diagnose --snapshot FILE`)" if pm.snapshot_key else "")
+           + ":\n"]
+    for i, h in enumerate(pm.ranked_causes[:5], start=1):
+        out.append(f"{i}. **{md_text(h.cause.value)}** on {md_text(h.object.kind)}/{md_text(h.object.name)} "
+                   f"(layer {h.layer.value}, confidence {h.confidence:.2f}): {md_text(h.summary)}")
+        out.extend(f"   - evidence [{f.source}] {md_text(f.ref)}: {md_text(f.text)}" for f in h.facts)
+        step = steps.get((h.cause, h.object.name))
+        if step is not None and step.action is not None:
+            out.append(f"   - answer: {md_text(step.action.describe())} ({md_text(step.action.reason)})")
+        elif step is not None and step.escalation is not None:
+            out.append(f"   - escalated: {md_text(step.escalation.summary)}; change: `{md_text(step.escalation.change.splitlines()[0])}`")
+    out.append("")
+    return out
+
+
 def render_markdown(pm: PostMortem, base_dir: Path | None = None, inline_images: bool = False) -> str:
     """`base_dir`: the report's directory, so chart links are relative to it; `inline_images`: embed
     charts as data: URIs (for the self-contained HTML)."""
@@ -99,8 +121,13 @@ def render_markdown(pm: PostMortem, base_dir: Path | None = None, inline_images:
     out.append("")
     if pm.charts:
         out.extend(_charts_section(pm, base_dir, inline_images))
+    out.append("## Root Cause Analysis\n")
+    out.extend(_ranked_causes(pm))
+    out.extend(f"- {md_text(item)}" for item in pm.root_cause)
+    if not pm.ranked_causes and not pm.root_cause:
+        out.append("The evidence did not establish a root cause.")
+    out.append("")
     for heading, items, empty in (
-        ("Root Cause Analysis", pm.root_cause, "The evidence did not establish a root cause."),
         ("Actions Taken", pm.actions_taken, "No action changed the cluster."),
         ("Lessons Learned", pm.lessons_learned, "None recorded."),
     ):

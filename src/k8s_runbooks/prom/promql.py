@@ -278,3 +278,36 @@ def memory_working_set_ratio(namespace: str, deployment: str) -> str:
         f"sum by (namespace, pod, container) ({_of_deployment(working, ns, deployment)})"
         f" / on (namespace, pod, container) sum by (namespace, pod, container) ({limit})"
     )
+
+
+def namespace_latency_quantile(namespace: str, quantile: float = 0.5, window: str = "5m", offset: str | None = None,
+                               *, service_label: str = "service", metric: str = "http_request_duration_seconds") -> str:
+    """pN latency of every service of a namespace (one series per `service_label`), optionally `offset` ago."""
+    q = validate_quantile(quantile)
+    w = validate_duration(window)
+    lbl = validate_label_name(service_label)
+    off = f" offset {validate_duration(offset)}" if offset else ""
+    buckets = selector(f"{validate_metric_name(metric)}_bucket", {"namespace": validate_namespace(namespace)})
+    return f"histogram_quantile({q}, sum by (le, {lbl}) (rate({buckets}[{w}]{off})))"
+
+
+def namespace_cpu_throttling(namespace: str, window: str = "5m") -> str:
+    """Share of throttled CFS periods per pod of a namespace (0..1)."""
+    ns = validate_namespace(namespace)
+    w = validate_duration(window)
+    throttled = f"increase({selector('container_cpu_cfs_throttled_periods_total', {'namespace': ns})}[{w}])"
+    periods = f"increase({selector('container_cpu_cfs_periods_total', {'namespace': ns})}[{w}])"
+    return f"sum by (pod) ({throttled}) / sum by (pod) ({periods})"
+
+
+def namespace_cpu_usage(namespace: str, window: str = "5m", offset: str | None = None) -> str:
+    """CPU cores used per pod of a namespace, optionally `offset` ago."""
+    ns = validate_namespace(namespace)
+    w = validate_duration(window)
+    off = f" offset {validate_duration(offset)}" if offset else ""
+    usage = selector("container_cpu_usage_seconds_total", {"namespace": ns}, not_equal={"container": ""})
+    return f"sum by (pod) (rate({usage}[{w}]{off}))"
+
+
+def firing_alerts(namespace: str) -> str:
+    return selector("ALERTS", {"alertstate": "firing", "namespace": validate_namespace(namespace)})

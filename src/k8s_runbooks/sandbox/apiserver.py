@@ -28,7 +28,8 @@ import yaml
 from kubernetes.client import ApiClient
 from pydantic import ValidationError
 
-from k8s_runbooks.sandbox import podlogs
+from k8s_runbooks.sandbox.protobuf_wire import pb_fields, pb_object_meta
+from k8s_runbooks.sandbox import podlogs, probes
 from k8s_runbooks.sandbox.errors import ApiError
 from k8s_runbooks.sandbox.faults import Audit, FaultSwitch
 from k8s_runbooks.sandbox.patches import apply_patch
@@ -54,6 +55,10 @@ _MODEL = {"pods": ("V1Pod", "V1PodSpec"), "deployments": ("V1Deployment", "V1Dep
           "replicasets": ("V1ReplicaSet", "V1ReplicaSetSpec")}
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _API_CLIENT = ApiClient()
+# Kinds whose DELETE answers the deleted object, not a Status (the registry's ReturnDeletedObject; the official
+# client deserialises these answers as the kind itself).
+_RETURNS_DELETED = {"pods", "services", "resourcequotas", "serviceaccounts", "persistentvolumeclaims",
+                    "persistentvolumes", "storageclasses"}
 
 
 def _truthy(value: str | None) -> bool:
@@ -76,7 +81,18 @@ def _normalise_spec(res: Resource, obj: Obj) -> None:
         where = ".".join(str(p) for p in first.get("loc", ()))
         raise ApiError.bad_request(f'{res.kind} in version "{res.version}" cannot be handled as a {res.kind}: '
                                    f"{where + ': ' if where else ''}{first.get('msg')}") from None
-    obj["spec"] = _API_CLIENT.sanitize_for_serialization(built).get("spec") or {}
+    obj["spec"] = _omit_empty(_API_CLIENT.sanitize_for_serialization(built).get("spec") or {})
+
+
+def _omit_empty(value: Any) -> Any:
+    """Go's `omitempty`: empty lists (and an empty nodeSelector map) are not stored, so a template whose last env
+    var was patched away is the same template as before it was added (same pod-template-hash)."""
+    if isinstance(value, dict):
+        return {k: _omit_empty(v) for k, v in value.items()
+                if not (isinstance(v, list) and not v) and not (k == "nodeSelector" and not v)}
+    if isinstance(value, list):
+        return [_omit_empty(v) for v in value]
+    return value
 
 
 def _default_pod_spec(spec: Obj) -> None:
@@ -103,6 +119,7 @@ def _default_pod_spec(spec: Obj) -> None:
                 requests.setdefault(k, v)
         for p in c.get("ports") or []:
             p.setdefault("protocol", "TCP")
+        probes.apply_defaults(c)
         for e in c.get("env") or []:
             field_ref = (e.get("valueFrom") or {}).get("fieldRef")
             if field_ref is not None:
@@ -261,68 +278,29 @@ def _check_type(res: Resource, obj: Any) -> Obj:
 _PROTOBUF = "application/vnd.kubernetes.protobuf"
 
 
-def _pb_fields(buf: bytes) -> list[tuple[int, Any]]:
-    """Top-level fields of a protobuf message: (field number, int or bytes)."""
-    out: list[tuple[int, Any]] = []
-    i = 0
-
-    def varint() -> int:
-        nonlocal i
-        shift = result = 0
-        while True:
-            b = buf[i]
-            i += 1
-            result |= (b & 0x7F) << shift
-            if not b & 0x80:
-                return result
-            shift += 7
-
-    while i < len(buf):
-        key = varint()
-        num, wire = key >> 3, key & 7
-        if wire == 0:
-            out.append((num, varint()))
-        elif wire == 2:
-            n = varint()
-            out.append((num, buf[i:i + n]))
-            i += n
-        elif wire in (1, 5):
-            size = 8 if wire == 1 else 4
-            out.append((num, buf[i:i + size]))
-            i += size
-        else:
-            raise ValueError(f"unsupported protobuf wire type {wire}")
-    return out
-
-
-def _pb_object_meta(buf: bytes) -> Obj:
-    meta: Obj = {}
-    for num, value in _pb_fields(buf):
-        if num in (1, 2, 3) and value:
-            meta[("name", "generateName", "namespace")[num - 1]] = value.decode()
-        elif num in (11, 12):
-            entry = dict(_pb_fields(value))
-            meta.setdefault("labels" if num == 11 else "annotations", {})[entry.get(1, b"").decode()] = \
-                entry.get(2, b"").decode()
-    return meta
-
-
 def decode_protobuf(res: Resource, body: bytes) -> Obj:
     """kubectl's typed clients (`kubectl create namespace|deployment|service`) send protobuf bodies.
 
-    The sandbox decodes the one kind whose message is small enough to read without the generated schema
-    (Namespace: name, labels, annotations) and answers 415 for the others, as a real server does for a
-    media type it cannot decode."""
+    The sandbox decodes the kinds whose message is small enough to read without the generated schema
+    (Namespace: name, labels, annotations; and the configuration kinds of protobuf_kinds.py) and answers 415
+    for the others, as a real server does for a media type it cannot decode."""
+    from k8s_runbooks.sandbox import protobuf_kinds  # lazy: only kubectl's typed clients send protobuf
+
     if res.plural == "selfsubjectaccessreviews" and body.startswith(b"k8s\x00"):
-        return _decode_ssar(body)
+        return _decode_ssar(body)  # `kubectl auth can-i`
+    if res.plural in protobuf_kinds.KINDS and body.startswith(b"k8s\x00"):
+        try:
+            return protobuf_kinds.decode(res.plural, dict(pb_fields(body[4:])).get(2, b""))
+        except (ValueError, IndexError, UnicodeDecodeError) as exc:
+            raise ApiError.bad_request(f"the body of the request could not be decoded: {exc}") from None
     if res.plural != "namespaces" or not body.startswith(b"k8s\x00"):
         raise ApiError(415, "UnsupportedMediaType",
                        f"the sandbox API cannot decode {_PROTOBUF} bodies for {res.plural}; send JSON "
                        "(kubectl apply -f / kubectl create -f, or the Python client)")
     try:
-        unknown = dict(_pb_fields(body[4:]))
-        namespace = dict(_pb_fields(unknown.get(2, b"")))
-        return {"apiVersion": "v1", "kind": "Namespace", "metadata": _pb_object_meta(namespace.get(1, b""))}
+        unknown = dict(pb_fields(body[4:]))
+        namespace = dict(pb_fields(unknown.get(2, b"")))
+        return {"apiVersion": "v1", "kind": "Namespace", "metadata": pb_object_meta(namespace.get(1, b""))}
     except (ValueError, IndexError, UnicodeDecodeError) as exc:
         raise ApiError.bad_request(f"the body of the request could not be decoded: {exc}") from None
 
@@ -331,14 +309,14 @@ def _decode_ssar(body: bytes) -> Obj:
     """`kubectl auth can-i` sends its SelfSubjectAccessReview as protobuf: spec (2) → resourceAttributes (1:
     namespace, verb, group, version, resource, subresource, name) or nonResourceAttributes (2: path, verb)."""
     try:
-        review = dict(_pb_fields(dict(_pb_fields(body[4:])).get(2, b"")))
-        spec = dict(_pb_fields(review.get(2, b"")))
+        review = dict(pb_fields(dict(pb_fields(body[4:])).get(2, b"")))
+        spec = dict(pb_fields(review.get(2, b"")))
         out: Obj = {}
         if 1 in spec:
             names = ("namespace", "verb", "group", "version", "resource", "subresource", "name")
-            out["resourceAttributes"] = {names[n - 1]: v.decode() for n, v in _pb_fields(spec[1]) if 1 <= n <= 7}
+            out["resourceAttributes"] = {names[n - 1]: v.decode() for n, v in pb_fields(spec[1]) if 1 <= n <= 7}
         if 2 in spec:
-            out["nonResourceAttributes"] = {("path", "verb")[n - 1]: v.decode() for n, v in _pb_fields(spec[2]) if n in (1, 2)}
+            out["nonResourceAttributes"] = {("path", "verb")[n - 1]: v.decode() for n, v in pb_fields(spec[2]) if n in (1, 2)}
         return {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview", "spec": out}
     except (ValueError, IndexError, UnicodeDecodeError) as exc:
         raise ApiError.bad_request(f"the body of the request could not be decoded: {exc}") from None
@@ -914,7 +892,7 @@ class _Handler(BaseHTTPRequestHandler):
         if _q(query, "dryRun") or options.get("dryRun"):
             return self._send_json(200, cur)
         result = self.store.delete(res.plural, route.namespace, route.name or "", grace_seconds=grace)
-        if res.plural == "pods" or result["metadata"].get("deletionTimestamp"):
+        if res.plural in _RETURNS_DELETED or result["metadata"].get("deletionTimestamp"):
             return self._send_json(200, result)
         details = {"name": route.name, "kind": res.plural, "uid": cur["metadata"]["uid"]}
         if res.group:

@@ -1,5 +1,6 @@
 """Controllers of the sandbox: Deployment → ReplicaSets, ReplicaSet → Pods, Endpoints, garbage
-collection, a one-node scheduler, and the event recorder they share with the kubelet.
+collection, and the event recorder they share with the kubelet; the scheduler (scheduler.py), the node
+lifecycle (nodes.py), volume binding (volumes.py) and quota status (admission.py) run in the same loop.
 
 All controllers run in one thread: store listeners only put keys on a queue (they are called under the
 store lock); the loop coalesces them and also resyncs everything every `resync_seconds`. Every write
@@ -13,19 +14,23 @@ import json
 import logging
 import math
 import queue
-import random
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+from k8s_runbooks.sandbox import endpointslices
+from k8s_runbooks.sandbox.admission import QuotaController, ensure_default_service_account
 from k8s_runbooks.sandbox.errors import ApiError
+from k8s_runbooks.sandbox.nodes import NodeController
+from k8s_runbooks.sandbox.scheduler import Scheduler
 from k8s_runbooks.sandbox.selectors import parse_label_selector
 from k8s_runbooks.sandbox.store import Obj, Store, WatchEvent, now_iso
+from k8s_runbooks.sandbox.volumes import VolumeController
 
 log = logging.getLogger(__name__)
 
-NODE_NAME = "sandbox-node"
+FAILED_CREATE_BACKOFF = (1.0, 30.0)  # a ReplicaSet whose pods are refused tries again after 1 s, doubling to 30 s
 HASH_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 REVISION = "deployment.kubernetes.io/revision"
 DESIRED = "deployment.kubernetes.io/desired-replicas"
@@ -48,10 +53,6 @@ def template_hash(template: Obj) -> str:
     labels = (t.get("metadata") or {}).get("labels") or {}
     labels.pop(HASH_LABEL, None)
     return safe_encode(json.dumps(t, sort_keys=True, separators=(",", ":")).encode(), 10)
-
-
-def random_suffix(n: int = 5) -> str:
-    return "".join(random.choice(HASH_ALPHABET) for _ in range(n))
 
 
 # ------------------------------------------------------------------------------------------ pod helpers
@@ -96,7 +97,9 @@ class Informer:
     deep-copying every pod out of the store on each pass. Returned objects are shared: never mutate them.
     """
 
-    PLURALS = ("pods", "replicasets", "deployments", "services", "endpoints")
+    PLURALS = ("pods", "replicasets", "deployments", "services", "endpoints", "nodes", "persistentvolumeclaims",
+               "persistentvolumes", "storageclasses", "resourcequotas", "secrets", "configmaps", "serviceaccounts",
+               "endpointslices")
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -140,20 +143,37 @@ class Informer:
 
 # ------------------------------------------------------------------------------------------ events
 class EventRecorder:
-    """Writes core/v1 Events like client-go's recorder: same object+reason+message → count++."""
+    """Writes core/v1 Events like client-go's recorder: same object+reason+message → count++; more than
+    `SIMILAR_LIMIT` different messages of one object and reason within 10 minutes (a quota error names a new pod
+    each time) go into one `(combined from similar events): ...` event, as client-go's EventCorrelator does."""
+
+    SIMILAR_LIMIT, SIMILAR_WINDOW = 10, 600.0
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self._lock = threading.Lock()
         self._names: dict[tuple[str, str, str, str, str], str] = {}
+        self._similar: dict[tuple[str, str, str, str, str], dict[str, float]] = {}
+
+    def _combined(self, uid: str, type_: str, reason: str, message: str, component: str, field_path: str) -> str:
+        seen = self._similar.setdefault((uid, type_, reason, component, field_path), {})
+        now = time.monotonic()
+        for m in [m for m, t in seen.items() if now - t > self.SIMILAR_WINDOW]:
+            del seen[m]
+        if message not in seen and len(seen) >= self.SIMILAR_LIMIT:
+            return "(combined from similar events): " + message
+        seen[message] = now
+        return message
 
     def record(self, obj: Obj, type_: str, reason: str, message: str, *, component: str = "kubelet",
-               field_path: str | None = None) -> None:
+               field_path: str | None = None, host: str | None = None) -> None:
         meta = obj["metadata"]
         ns = meta.get("namespace") or "default"
-        key = (meta.get("uid", ""), reason, message, component, field_path or "")
         ts = now_iso()
         with self._lock:
+            message = self._combined(meta.get("uid", ""), type_, reason, message, component, field_path or "")
+            combined = message.startswith("(combined from similar events): ")
+            key = (meta.get("uid", ""), reason, "(combined)" if combined else message, component, field_path or "")
             name = self._names.get(key)
             if name:
                 def bump(ev: Obj) -> None:
@@ -173,9 +193,9 @@ class EventRecorder:
                 "metadata": {"name": name, "namespace": ns},
                 "involvedObject": involved,
                 "reason": reason, "message": message, "type": type_,
-                "source": {"component": component, **({"host": NODE_NAME} if component == "kubelet" else {})},
+                "source": {"component": component, **({"host": host} if host else {})},
                 "firstTimestamp": ts, "lastTimestamp": ts, "count": 1,
-                "reportingComponent": component, "reportingInstance": NODE_NAME if component == "kubelet" else "",
+                "reportingComponent": component, "reportingInstance": host or "",
             }
             try:
                 self._store.create("events", event, namespace=ns)
@@ -187,6 +207,8 @@ class EventRecorder:
         with self._lock:
             for key in [k for k in self._names if k[0] == uid]:
                 del self._names[key]
+            for skey in [k for k in self._similar if k[0] == uid]:
+                del self._similar[skey]
 
 
 # ------------------------------------------------------------------------------------------ controllers
@@ -200,6 +222,11 @@ class Controllers:
         self._queue: queue.SimpleQueue[tuple[str, str, str] | None] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sandbox-controllers", daemon=True)
+        self._create_backoff: dict[str, tuple[float, float]] = {}  # ReplicaSet uid -> (next attempt, delay)
+        self.scheduler = Scheduler(store, informer, recorder)
+        # Each has keys_for(event), all_keys() and handle(kind, ns, name) -> bool: the loop drives them too.
+        self.extras: list[Any] = [self.scheduler, NodeController(store, informer, recorder),
+                                  VolumeController(store, informer, recorder), QuotaController(store, informer)]
 
     # -------------------------------------------------------------------------------- plumbing
     def start(self) -> None:
@@ -214,6 +241,9 @@ class Controllers:
     def _on_event(self, ev: WatchEvent) -> None:
         if ev.resource == "events":
             return
+        for extra in self.extras:
+            for key in extra.keys_for(ev):
+                self._queue.put(key)
         meta = ev.object["metadata"]
         ns = meta.get("namespace") or ""
         if ev.resource == "pods":
@@ -231,6 +261,11 @@ class Controllers:
             self._queue.put(("deploy", ns, meta["name"]))
         elif ev.resource == "services":
             self._queue.put(("svc", ns, meta["name"]))
+        elif ev.resource in ("resourcequotas", "serviceaccounts"):
+            # What refused a ReplicaSet's pods may have changed: let them try again now.
+            self._create_backoff.clear()
+            if ev.resource == "serviceaccounts" and ev.type == "DELETED" and meta["name"] == "default":
+                self._queue.put(("default-sa", ns, ""))
         if ev.type == "DELETED" and ev.resource in ("deployments", "replicasets", "services"):
             self._queue.put(("gc", "", ""))
 
@@ -266,18 +301,25 @@ class Controllers:
         for p in self.cache.list("pods"):
             if not (p.get("spec") or {}).get("nodeName"):
                 keys.add(("pod", p["metadata"]["namespace"], p["metadata"]["name"]))
+        for extra in self.extras:
+            keys.update(extra.all_keys())
         return keys
 
     def _process(self, keys: set[tuple[str, str, str]]) -> None:
-        order = {"gc": 0, "pod": 1, "deploy": 2, "rs": 3, "svc": 4, "endpoints-ns": 5}
+        order = {"gc": 0, "node": 1, "pvc": 1, "pod": 2, "deploy": 3, "rs": 4, "svc": 5, "endpoints-ns": 6}
         svc_done: set[tuple[str, str]] = set()
-        for kind, ns, name in sorted(keys, key=lambda k: order[k[0]]):
+        self.scheduler.begin_batch()
+        for kind, ns, name in sorted(keys, key=lambda k: (order.get(k[0], 9), k)):
             handler: dict[str, Callable[[str, str], None]] = {
                 "gc": lambda _ns, _n: self.collect_garbage(),
-                "pod": self.schedule_pod, "deploy": self.sync_deployment, "rs": self.sync_replicaset,
-                "svc": self.sync_endpoints,
+                "pod": self.scheduler.schedule, "deploy": self.sync_deployment, "rs": self.sync_replicaset,
+                "svc": self.sync_endpoints, "default-sa": lambda ns_, _n: ensure_default_service_account(self.store, ns_),
             }
             try:
+                if kind not in handler and kind != "endpoints-ns":
+                    if not any(extra.handle(kind, ns, name) for extra in self.extras):
+                        log.debug("controller: no handler for %s", kind)
+                    continue
                 if kind == "endpoints-ns":
                     for svc in self.cache.list("services", ns):
                         if (ns, svc["metadata"]["name"]) not in svc_done:
@@ -293,27 +335,6 @@ class Controllers:
                     self._queue.put((kind, ns, name))
             except Exception:  # a controller bug must not stop the loop
                 log.exception("controller %s %s/%s failed", kind, ns, name)
-
-    # -------------------------------------------------------------------------------- scheduler
-    def schedule_pod(self, ns: str, name: str) -> None:
-        pod = self.store.try_get("pods", ns, name)
-        if pod is None or (pod.get("spec") or {}).get("nodeName") or pod["metadata"].get("deletionTimestamp"):
-            return
-
-        def bind(p: Obj) -> None:
-            p["spec"]["nodeName"] = NODE_NAME
-        pod = self.store.mutate("pods", ns, name, bind)
-
-        def cond(p: Obj) -> None:
-            st = p.setdefault("status", {})
-            st.setdefault("phase", "Pending")
-            conds = [c for c in st.get("conditions") or [] if c.get("type") != "PodScheduled"]
-            conds.insert(0, {"type": "PodScheduled", "status": "True", "lastProbeTime": None,
-                             "lastTransitionTime": now_iso()})
-            st["conditions"] = conds
-        self.store.mutate("pods", ns, name, cond, subresource="status")
-        self.recorder.record(pod, "Normal", "Scheduled", f"Successfully assigned {ns}/{name} to {NODE_NAME}",
-                             component="default-scheduler")
 
     # -------------------------------------------------------------------------------- deployments
     def _owned(self, plural: str, ns: str, owner_uid: str) -> list[Obj]:
@@ -507,6 +528,10 @@ class Controllers:
                      f'ReplicaSet "{nrs}" has successfully progressed.' if complete else f'ReplicaSet "{nrs}" is progressing.'),
             ],
         }
+        failure = next((c for r in rss for c in (r.get("status") or {}).get("conditions") or []
+                        if c.get("type") == "ReplicaFailure" and c.get("status") == "True"), None)
+        if failure is not None:  # the deployment controller surfaces its ReplicaSets' failures
+            status["conditions"].append(cond("ReplicaFailure", "True", "FailedCreate", failure.get("message") or ""))
         for k in ("readyReplicas", "availableReplicas", "unavailableReplicas", "updatedReplicas", "replicas"):
             if not status[k]:
                 status.pop(k)  # the real server omits zero counts
@@ -540,9 +565,27 @@ class Controllers:
         pods = self._owned("pods", ns, rs["metadata"]["uid"])
         active = [p for p in pods if is_active(p)]
         diff = desired - len(active)
+        failure: str | None = None
         if diff > 0 and not rs["metadata"].get("deletionTimestamp"):
-            for _ in range(diff):
-                active.append(self._create_pod(rs))
+            uid = rs["metadata"]["uid"]
+            next_try, delay = self._create_backoff.get(uid, (0.0, 0.0))
+            if time.monotonic() < next_try:
+                failure = self._replica_failure(rs)  # still refused: keep the condition until a try succeeds
+            else:
+                try:
+                    for _ in range(diff):
+                        active.append(self._create_pod(rs))
+                    self._create_backoff.pop(uid, None)
+                except ApiError as exc:
+                    if exc.code not in (403, 422):
+                        raise
+                    # Admission refused the pod (quota, a missing service account): say so on the ReplicaSet
+                    # and try again later, as the replicaset controller's rate-limited queue does.
+                    failure = exc.message
+                    self.recorder.record(rs, "Warning", "FailedCreate", f"Error creating: {exc.message}",
+                                         component="replicaset-controller")
+                    delay = min(max(delay * 2, FAILED_CREATE_BACKOFF[0]), FAILED_CREATE_BACKOFF[1])
+                    self._create_backoff[uid] = (time.monotonic() + delay, delay)
         elif diff < 0:
             def rank(p: Obj) -> tuple:
                 st = p.get("status") or {}
@@ -558,14 +601,22 @@ class Controllers:
                 except ApiError:
                     pass
                 active.remove(p)
-        self._write_rs_status(rs, active)
+        self._write_rs_status(rs, active, failure)
+
+    @staticmethod
+    def _replica_failure(rs: Obj) -> str | None:
+        for c in (rs.get("status") or {}).get("conditions") or []:
+            if c.get("type") == "ReplicaFailure" and c.get("status") == "True":
+                return c.get("message") or ""
+        return None
 
     def _create_pod(self, rs: Obj) -> Obj:
         tmpl = json.loads(json.dumps((rs.get("spec") or {}).get("template") or {}))
         meta = tmpl.get("metadata") or {}
         ns = rs["metadata"]["namespace"]
         for _ in range(5):
-            pod = {"metadata": {"name": f"{rs['metadata']['name']}-{random_suffix()}", "namespace": ns,
+            # generateName, as the real controller: a refused pod is `pods "web-5d4f8b7c9-" is forbidden: ...`
+            pod = {"metadata": {"generateName": f"{rs['metadata']['name']}-", "namespace": ns,
                                 "labels": meta.get("labels") or {}, "annotations": meta.get("annotations") or {},
                                 "ownerReferences": [owner_ref(rs)]},
                    "spec": tmpl.get("spec") or {}, "status": {"phase": "Pending", "qosClass": "BestEffort"}}
@@ -581,10 +632,10 @@ class Controllers:
                     raise
         raise ApiError(409, "AlreadyExists", "could not pick a unique pod name")
 
-    def _write_rs_status(self, rs: Obj, active: list[Obj]) -> None:
+    def _write_rs_status(self, rs: Obj, active: list[Obj], failure: str | None = None) -> None:
         sel = ((rs.get("spec") or {}).get("template") or {}).get("metadata", {}).get("labels") or {}
         ready = sum(1 for p in active if is_ready(p))
-        status = {
+        status: dict[str, Any] = {
             "replicas": len(active),
             "fullyLabeledReplicas": sum(1 for p in active if all(
                 (p["metadata"].get("labels") or {}).get(k) == v for k, v in sel.items())),
@@ -594,6 +645,11 @@ class Controllers:
         for k in ("fullyLabeledReplicas", "readyReplicas", "availableReplicas"):
             if not status[k]:
                 status.pop(k)
+        if failure is not None:
+            prev = next((c for c in (rs.get("status") or {}).get("conditions") or []
+                         if c.get("type") == "ReplicaFailure"), {})
+            status["conditions"] = [{"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+                                     "message": failure, "lastTransitionTime": prev.get("lastTransitionTime") or now_iso()}]
         if status != (rs.get("status") or {}):
             self.store.mutate("replicasets", rs["metadata"]["namespace"], rs["metadata"]["name"],
                               lambda o: o.__setitem__("status", status), subresource="status")
@@ -607,30 +663,32 @@ class Controllers:
         if not selector:
             return  # selector-less services have hand-managed endpoints
         match = parse_label_selector(",".join(f"{k}={v}" for k, v in selector.items()))
-        ready_addrs, not_ready = [], []
         pods = [p for p in self.cache.list("pods", ns)
                 if match(p["metadata"].get("labels") or {}) and (p.get("status") or {}).get("podIP")
                 and not p["metadata"].get("deletionTimestamp")]
+        # Like the endpoints controller: each pod's ports are resolved on that pod, and a pod that does not
+        # have a named targetPort is left out; pods with the same ports share a subset.
+        groups: dict[str, dict[str, Any]] = {}
         for p in sorted(pods, key=lambda p: p["status"]["podIP"]):
+            ports = []
+            for sp in (svc.get("spec") or {}).get("ports") or []:
+                target = sp.get("targetPort", sp.get("port"))
+                if isinstance(target, str) and not target.isdigit():
+                    target = self._named_port([p], target)
+                    if target is None:
+                        continue
+                port = {"port": int(target), "protocol": sp.get("protocol", "TCP")}
+                if sp.get("name"):
+                    port["name"] = sp["name"]
+                ports.append(port)
+            if not ports:
+                continue
             addr = {"ip": p["status"]["podIP"], "nodeName": p["spec"].get("nodeName"),
                     "targetRef": {"kind": "Pod", "name": p["metadata"]["name"], "namespace": ns,
                                   "uid": p["metadata"]["uid"]}}
-            (ready_addrs if is_ready(p) else not_ready).append(addr)
-        ports = []
-        for sp in (svc.get("spec") or {}).get("ports") or []:
-            target = sp.get("targetPort", sp.get("port"))
-            if isinstance(target, str) and not target.isdigit():
-                target = self._named_port(pods, target) or sp.get("port")
-            port = {"port": int(target), "protocol": sp.get("protocol", "TCP")}
-            if sp.get("name"):
-                port["name"] = sp["name"]
-            ports.append(port)
-        subset: dict[str, Any] = {"ports": ports}
-        if ready_addrs:
-            subset["addresses"] = ready_addrs
-        if not_ready:
-            subset["notReadyAddresses"] = not_ready
-        subsets = [subset] if (ready_addrs or not_ready) else []
+            subset = groups.setdefault(json.dumps(ports, sort_keys=True), {"ports": ports})
+            subset.setdefault("addresses" if is_ready(p) else "notReadyAddresses", []).append(addr)
+        subsets = list(groups.values())
         labels = dict(svc["metadata"].get("labels") or {})
         cur = self.store.try_get("endpoints", ns, name)
         if cur is None:
@@ -640,6 +698,7 @@ class Controllers:
             cur["subsets"] = subsets
             cur["metadata"]["labels"] = labels
             self.store.replace("endpoints", cur)
+        endpointslices.sync(self.store, svc, subsets)
 
     @staticmethod
     def _named_port(pods: list[Obj], port_name: str) -> int | None:
@@ -665,6 +724,7 @@ class Controllers:
                     except ApiError:
                         pass
         services = {(s["metadata"]["namespace"], s["metadata"]["name"]) for s in self.cache.list("services")}
+        endpointslices.collect(self.store, self.cache, services)
         for ep in self.cache.list("endpoints"):
             key = (ep["metadata"]["namespace"], ep["metadata"]["name"])
             if key not in services:

@@ -6,6 +6,7 @@ Faults are env vars on the Deployment, set with a strategic-merge patch of the c
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ PORT = 8080
 DEPLOYMENTS: dict[str, int] = {"checkout": 3, "payments": 2}
 REQUEST_TIMEOUT_S = 10.0
 STRATEGIC = "application/strategic-merge-patch+json"
+FAULT_UNDO_ANNOTATION = "k8s-runbooks.io/fault-undo"  # drills.cluster_faults.UNDO_ANNOTATION
 
 
 
@@ -162,11 +164,27 @@ def _rolled_out(dep: Any) -> bool:
 
 
 def active_faults(kubeconfig: Path, namespace: str, deployment: str) -> dict[str, str]:
-    """FAULT_* env vars currently set on the Deployment's containers."""
+    """FAULT_* env vars currently set on the Deployment's containers, and its cluster faults (as KIND=injected)."""
     apps = client.AppsV1Api(api_client(kubeconfig))
     dep = _call(f"read deployment {namespace}/{deployment}", apps.read_namespaced_deployment, deployment, namespace)
-    return {e.name: e.value or "" for c in dep.spec.template.spec.containers for e in (c.env or [])
-            if e.name in FAULT_VARS}
+    env = {e.name: e.value or "" for c in dep.spec.template.spec.containers for e in (c.env or [])
+           if e.name in FAULT_VARS}
+    return {**env, **{kind: "injected" for kind in _cluster_faults_of(dep)}}
+
+
+def _cluster_faults_of(dep: Any) -> list[str]:
+    raw = (dep.metadata.annotations or {}).get(FAULT_UNDO_ANNOTATION) or "{}"
+    try:
+        return sorted(json.loads(raw))
+    except ValueError:
+        return []
+
+
+def active_cluster_faults(kubeconfig: Path, namespace: str, deployment: str) -> list[str]:
+    """Cluster faults recorded on the Deployment (k8s_runbooks.drills.cluster_faults)."""
+    apps = client.AppsV1Api(api_client(kubeconfig))
+    return _cluster_faults_of(_call(f"read deployment {namespace}/{deployment}", apps.read_namespaced_deployment,
+                                    deployment, namespace))
 
 
 def fault_env(kind: str, value: str | None, message: str | None = None) -> tuple[dict[str, str], list[str]]:

@@ -20,7 +20,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from k8s_runbooks.sandbox.controllers import EventRecorder, owner_ref, random_suffix
+from k8s_runbooks.sandbox.controllers import EventRecorder, owner_ref
 from k8s_runbooks.sandbox.errors import ApiError
 from k8s_runbooks.sandbox.store import Store, WatchEvent, now_iso
 
@@ -196,7 +196,7 @@ class JobController:
         tmpl = json.loads(json.dumps(job["spec"].get("template") or {}))
         meta, ns = tmpl.get("metadata") or {}, job["metadata"]["namespace"]
         for _ in range(5):
-            pod = {"metadata": {"name": f"{job['metadata']['name']}-{random_suffix()}", "namespace": ns,
+            pod = {"metadata": {"generateName": f"{job['metadata']['name']}-", "namespace": ns,
                                 "labels": meta.get("labels") or {}, "ownerReferences": [owner_ref(job)]},
                    "spec": tmpl.get("spec") or {}, "status": {"phase": "Pending", "qosClass": "BestEffort"}}
             if meta.get("annotations"):

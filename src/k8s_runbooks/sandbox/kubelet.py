@@ -1,17 +1,20 @@
-"""The process kubelet: runs the containers of pods bound to the sandbox node as local processes.
+"""The process kubelet: runs the containers of pods bound to the sandbox's nodes as local processes.
+
+One kubelet serves every node (they are virtual); events carry the pod's node as their source host.
 
 Threads (none per pod):
-- the sync loop owns all pod state: starts processes, restarts them with CrashLoopBackOff, enforces
-  memory limits, schedules readiness probes, terminates deleted pods and writes pod status;
+- the sync loop owns all pod state: mounts (secret/configMap volumes must exist), pulls (images.py),
+  configures (env from Secrets/ConfigMaps, podconfig.py), starts processes, restarts them with
+  CrashLoopBackOff, enforces memory limits, schedules probes (probes.py: startup, liveness, readiness),
+  terminates deleted pods and writes pod status;
 - the I/O loop (epoll) pumps every container's stdout/stderr into its log file and reaps exited
   processes through pidfds;
 - the CPU throttler duty-cycles CPU-limited containers (SIGSTOP/SIGCONT over 100 ms periods);
-- a small thread pool runs HTTP readiness probes.
+- a small thread pool runs the probes.
 """
 
 from __future__ import annotations
 
-import http.client
 import logging
 import os
 import queue
@@ -29,14 +32,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from k8s_runbooks.sandbox import images, podlogs
-from k8s_runbooks.sandbox.controllers import NODE_NAME, EventRecorder, Informer
+from k8s_runbooks.sandbox import images, podconfig, podlogs, probes
+from k8s_runbooks.sandbox.controllers import EventRecorder, Informer
 from k8s_runbooks.sandbox.errors import ApiError
+from k8s_runbooks.sandbox.nodes import node_ip
 from k8s_runbooks.sandbox.store import Obj, Store, WatchEvent, now_iso
 
 log = logging.getLogger(__name__)
 
-HOST_IP = "127.0.0.1"
+HOST_IP = "127.0.0.1"  # where the API server listens, as pods see it
+CONFIG_RETRY = 10.0  # how often a container missing a Secret/ConfigMap, or a pod missing a volume, tries again
 CFS_PERIOD = 0.1
 MEMORY_POLL = 0.2
 BACKOFF_START = 10.0
@@ -108,7 +113,6 @@ class Container:
     spec: Obj
     image: str
     command: list[str] | None
-    create_error: tuple[str, str] | None  # (waiting reason, message) when it can never start
     mem_limit: int | None
     cpu_limit: float | None
     proc: subprocess.Popen | None = None
@@ -120,11 +124,9 @@ class Container:
     waiting: tuple[str, str] | None = ("ContainerCreating", "")
     terminated: Obj | None = None  # current state when not restarted (restartPolicy)
     last_terminated: Obj | None = None
-    ready: bool = False
-    probe_ok: int = 0
-    probe_fail: int = 0
-    next_probe: float = 0.0
-    probe_inflight: bool = False
+    probes: dict[str, probes.ProbeState] = field(default_factory=dict)
+    probe_kill: str | None = None  # "liveness" / "startup": killed by a probe, to be restarted
+    pull_failures: int = 0
     backoff: float = 0.0
     restart_at: float | None = None
     oom: bool = False
@@ -158,6 +160,10 @@ class PodState:
     kill_deadline: float | None = None
     transitions: dict[str, tuple[str, str]] = field(default_factory=dict)
     last_status: Obj | None = None
+    node: str = ""
+    host_ip: str = HOST_IP
+    mounted: bool = False
+    mount_retry_at: float = 0.0
 
 
 def _port_free(ip: str, port: int) -> bool:
@@ -455,13 +461,17 @@ class Kubelet:
             token, code, cpu = payload
             self._on_exit(token, code, cpu)
         elif kind == "probe":
-            key, cname, ok, msg = payload
-            self._on_probe(key, cname, ok, msg)
+            self._on_probe(*payload)
+
+    def _served(self, pod: Obj) -> bool:
+        """Bound to one of the sandbox's nodes (a pod bound to a node that does not exist never starts)."""
+        node = (pod.get("spec") or {}).get("nodeName")
+        return bool(node) and self.cache.get("nodes", "", node) is not None
 
     def _resync(self) -> None:
         seen = set()
         for pod in self.cache.list("pods"):
-            if (pod.get("spec") or {}).get("nodeName") != NODE_NAME:
+            if not self._served(pod):
                 continue
             key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
             seen.add(key)
@@ -489,7 +499,7 @@ class Kubelet:
             if st is not None:
                 self._kill_pod(st, hard=True)
             return
-        if (pod.get("spec") or {}).get("nodeName") != NODE_NAME:
+        if not self._served(pod):
             return
         if st is None:
             if pod["metadata"].get("deletionTimestamp"):
@@ -507,32 +517,16 @@ class Kubelet:
         meta = pod["metadata"]
         containers: dict[str, Container] = {}
         for spec in pod["spec"].get("containers") or []:
-            image = spec.get("image") or ""
             limits = (spec.get("resources") or {}).get("limits") or {}
-            command, error = None, None
-            try:
-                base = images.resolve(image)
-                if spec.get("command"):
-                    command = list(spec["command"]) + list(spec.get("args") or [])
-                elif spec.get("args") and base:
-                    command = base + list(spec["args"])
-                elif base:
-                    command = base
-                else:
-                    error = ("CreateContainerError", f'image "{image}" has no entrypoint: set command in the container spec')
-            except images.ImageNotFound as exc:
-                error = ("ErrImagePull", str(exc))
             containers[spec["name"]] = Container(
-                name=spec["name"], spec=spec, image=image, command=command, create_error=error,
+                name=spec["name"], spec=spec, image=spec.get("image") or "", command=None,
                 mem_limit=parse_memory(limits.get("memory")), cpu_limit=parse_cpu(limits.get("cpu")))
-        st = PodState(meta["namespace"], meta["name"], meta["uid"], pod, self.ips.allocate(container_ports(pod)), containers)
+        node = pod["spec"]["nodeName"]
+        st = PodState(meta["namespace"], meta["name"], meta["uid"], pod, self.ips.allocate(container_ports(pod)),
+                      containers, node=node, host_ip=node_ip(self.cache.get("nodes", "", node)))
         with self._lock:
             self.pods[(st.namespace, st.name)] = st
-        for c in containers.values():
-            if c.create_error:
-                self._fail_create(st, c)
-            else:
-                self._start(st, c)
+        self._mount(st)
         self._dirty.add((st.namespace, st.name))
         return st
 
@@ -541,26 +535,87 @@ class Kubelet:
         return f"spec.containers{{{c.name}}}"
 
     def _event(self, st: PodState, c: Container | None, type_: str, reason: str, message: str) -> None:
-        self.recorder.record(st.pod, type_, reason, message, field_path=self._field_path(c) if c else None)
+        self.recorder.record(st.pod, type_, reason, message, field_path=self._field_path(c) if c else None,
+                             host=st.node)
 
-    def _fail_create(self, st: PodState, c: Container) -> None:
-        reason, message = c.create_error  # type: ignore[misc]
-        if reason == "ErrImagePull":
+    def _mount(self, st: PodState) -> None:
+        """Volumes first: a pod whose secret or configMap volume is missing starts nothing (ContainerCreating)."""
+        errors = podconfig.volume_errors(self.cache, st.pod)
+        if errors:
+            for _vol, message in errors:
+                self._event(st, None, "Warning", "FailedMount", message)
+            st.mount_retry_at = time.monotonic() + min(CONFIG_RETRY, max(self.backoff_cap, 1.0))
+            return
+        st.mounted = True
+        _, missing = podconfig.pull_secrets(self.cache, st.pod)
+        if missing:
+            self._event(st, None, "Warning", "FailedToRetrieveImagePullSecret",
+                        f"Unable to retrieve some image pull secrets ({', '.join(missing)}); attempting to pull the "
+                        "image may not succeed.")
+        for c in st.containers.values():
+            self._try_start(st, c)
+
+    def _pull(self, st: PodState, c: Container) -> bool:
+        """The image pull (a lookup in the sandbox registries); on failure: ErrImagePull, then ImagePullBackOff."""
+        secrets, _missing = podconfig.pull_secrets(self.cache, st.pod)
+        policy = c.spec.get("imagePullPolicy") or "IfNotPresent"
+        try:
+            base = images.pull(c.image, secrets)
+        except images.ImageNotFound as exc:
+            c.pull_failures += 1
             self._event(st, c, "Normal", "Pulling", f'Pulling image "{c.image}"')
-            self._event(st, c, "Warning", "Failed", f'Failed to pull image "{c.image}": {message}')
+            self._event(st, c, "Warning", "Failed", f'Failed to pull image "{c.image}": {exc}')
             self._event(st, c, "Warning", "Failed", "Error: ErrImagePull")
+            c.waiting = ("ErrImagePull", str(exc))
+            delay = min(BACKOFF_START * 2 ** (c.pull_failures - 1), max(self.backoff_cap, 1.0))
+            c.restart_at = time.monotonic() + min(delay, 1.0)  # show ErrImagePull, then back off
+            c.backoff = delay
+            self._dirty.add((st.namespace, st.name))
+            return False
+        if policy == "Always" or c.pull_failures:
+            self._event(st, c, "Normal", "Pulling", f'Pulling image "{c.image}"')
+            self._event(st, c, "Normal", "Pulled", f'Successfully pulled image "{c.image}" in 0s (0s including '
+                        "waiting). Image size: 0 bytes.")
+        elif c.starts == 0 or c.restart_count:
+            self._event(st, c, "Normal", "Pulled", f'Container image "{c.image}" already present on machine')
+        if c.pull_failures:
+            c.pull_failures, c.backoff = 0, 0.0
+        if c.spec.get("command"):
+            c.command = list(c.spec["command"]) + list(c.spec.get("args") or [])
+        elif base:
+            c.command = base + list(c.spec.get("args") or [])
         else:
-            self._event(st, c, "Warning", "Failed", f"Error: {message}")
+            c.command = None
+        return True
+
+    def _try_start(self, st: PodState, c: Container) -> None:
+        """Pull, configure, start: each step that fails leaves the container waiting with the kubelet's reason."""
+        if not self._pull(st, c):
+            return
+        if c.command is None:
+            message = f'image "{c.image}" has no entrypoint: set command in the container spec'
+            self._wait(st, c, "CreateContainerError", message, f"Error: {message}")
+            return
+        try:
+            env = self._env(st, c)
+        except podconfig.ConfigError as exc:
+            self._wait(st, c, "CreateContainerConfigError", str(exc), f"Error: {exc}")
+            return
+        self._start(st, c, env)
+
+    def _wait(self, st: PodState, c: Container, reason: str, message: str, event: str) -> None:
+        self._event(st, c, "Warning", "Failed", event)
         c.waiting = (reason, message)
-        c.backoff = min(BACKOFF_START, self.backoff_cap) or 1.0
-        c.restart_at = time.monotonic() + 1.0
+        c.restart_at = time.monotonic() + min(CONFIG_RETRY, max(self.backoff_cap, 1.0))
+        self._dirty.add((st.namespace, st.name))
 
     def _env(self, st: PodState, c: Container) -> dict[str, str]:
         env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "HOME": "/tmp",
                "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1", "HOSTNAME": st.name,
                "KUBERNETES_SERVICE_HOST": HOST_IP, "SANDBOX_API_URL": self.api_url}
         fields = {"metadata.name": st.name, "metadata.namespace": st.namespace, "metadata.uid": st.uid,
-                  "status.podIP": st.ip, "status.hostIP": HOST_IP, "spec.nodeName": NODE_NAME}
+                  "status.podIP": st.ip, "status.hostIP": st.host_ip, "spec.nodeName": st.node,
+                  "spec.serviceAccountName": str(st.pod["spec"].get("serviceAccountName") or "default")}
         ports = c.spec.get("ports") or []
         if ports:
             env["PORT"] = str(ports[0].get("containerPort"))
@@ -572,6 +627,7 @@ class Kubelet:
             env["K8S_RUNBOOKS_SANDBOX_OWNER"] = owner
         env.update(images.image_env(c.image, podlogs.pod_dir(self.state_dir, st.namespace, st.name, st.uid)))
         env.update(self._service_account_env(st))
+        env.update(podconfig.container_env(self.cache, st.pod, c.spec))  # raises ConfigError
         for e in c.spec.get("env") or []:
             if "value" in e:
                 env[e["name"]] = str(e.get("value") or "")
@@ -604,12 +660,10 @@ class Kubelet:
             return {}
         return {"K8S_RUNBOOKS_KUBECONFIG": str(path), "KUBECONFIG": str(path)}
 
-    def _start(self, st: PodState, c: Container) -> None:
-        if c.starts == 0:
-            self._event(st, c, "Normal", "Pulled", f'Container image "{c.image}" already present on machine')
+    def _start(self, st: PodState, c: Container, env: dict[str, str]) -> None:
         log_path = podlogs.container_log_path(self.state_dir, st.namespace, st.name, st.uid, c.name, c.restart_count)
         try:
-            proc = subprocess.Popen(c.command, env=self._env(st, c), stdin=subprocess.DEVNULL,
+            proc = subprocess.Popen(c.command, env=env, stdin=subprocess.DEVNULL,  # type: ignore[arg-type]
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
                                     cwd=images.workdir(c.image) or "/tmp", close_fds=True)
         except OSError as exc:
@@ -622,9 +676,8 @@ class Kubelet:
         c.proc, c.pid = proc, proc.pid
         c.started_at, c.started_mono = now_iso(), time.monotonic()
         c.starts += 1
-        c.waiting, c.terminated, c.oom, c.killing, c.ready = None, None, False, False, False
-        c.probe_ok = c.probe_fail = 0
-        c.next_probe = time.monotonic() + float((c.spec.get("readinessProbe") or {}).get("initialDelaySeconds") or 0)
+        c.waiting, c.terminated, c.oom, c.killing, c.probe_kill = None, None, False, False, None
+        c.probes = probes.new_states(c.spec, c.started_mono)
         c.stopped, c.budget, c.last_cpu, c.period_end = False, 0.0, 0.0, 0.0
         self._io.add(proc, podlogs.LogWriter(log_path), (st.namespace, st.name, st.uid, c.name, proc.pid))
         (self.pid_dir / f"{st.namespace}_{st.name}_{c.name}.pid").write_text(f"{proc.pid}\n")
@@ -652,7 +705,6 @@ class Kubelet:
             reason = "Completed" if exit_code == 0 else "Error"
         term = {"exitCode": exit_code, "reason": reason, "startedAt": c.started_at, "finishedAt": now_iso(),
                 "containerID": f"sandbox://{pid}"}
-        c.ready = False
         self._dirty.add((ns, name))
         if st.terminating or c.killing:
             c.terminated = term
@@ -669,7 +721,7 @@ class Kubelet:
         if c.backoff == 0.0:  # first failure in a while: restart at once, as the kubelet does
             c.backoff = min(BACKOFF_START, self.backoff_cap)
             c.restart_count += 1
-            self._start(st, c)
+            self._try_start(st, c)
             return
         delay = c.backoff
         c.backoff = min(c.backoff * 2, self.backoff_cap)
@@ -689,77 +741,94 @@ class Kubelet:
                             _signal_group(c.pid, signal.SIGKILL)
                     st.kill_deadline = None
                 continue
+            if not st.mounted:
+                if now >= st.mount_retry_at:
+                    self._mount(st)
+                continue
             for c in st.containers.values():
                 if c.restart_at is not None and now >= c.restart_at and not c.running:
                     c.restart_at = None
-                    if c.create_error:
+                    if c.waiting and c.waiting[0] == "ErrImagePull":
                         self._image_backoff(st, c)
                     else:
-                        c.restart_count += 1
-                        self._start(st, c)
-                elif c.running and c.spec.get("readinessProbe") and not c.probe_inflight and now >= c.next_probe:
-                    self._launch_probe(st, c, now)
+                        if c.waiting and c.waiting[0] == "CrashLoopBackOff":
+                            c.restart_count += 1
+                        self._try_start(st, c)
+                elif c.running:
+                    self._probe(st, c, now)
 
     def _image_backoff(self, st: PodState, c: Container) -> None:
-        if c.create_error and c.create_error[0] == "ErrImagePull":
-            c.waiting = ("ImagePullBackOff", f'Back-off pulling image "{c.image}": {c.create_error[1]}')
-            self._event(st, c, "Normal", "BackOff", f'Back-off pulling image "{c.image}"')
-            self._event(st, c, "Warning", "Failed", "Error: ImagePullBackOff")
+        reason, message = c.waiting or ("ErrImagePull", "")
+        c.waiting = ("ImagePullBackOff", f'Back-off pulling image "{c.image}": {reason}: {message}')
+        self._event(st, c, "Normal", "BackOff", f'Back-off pulling image "{c.image}"')
+        self._event(st, c, "Warning", "Failed", "Error: ImagePullBackOff")
         c.restart_at = time.monotonic() + c.backoff
-        c.backoff = min(c.backoff * 2, max(self.backoff_cap, 1.0))
         self._dirty.add((st.namespace, st.name))
 
     # -------------------------------------------------------------------------------- probes
-    def _probe_period(self, st: PodState, probe: Obj) -> float:
+    def _probe_period(self, st: PodState, state: probes.ProbeState) -> float:
         ann = (st.pod["metadata"].get("annotations") or {}).get(PROBE_PERIOD_ANNOTATION)
         if ann and ann.isdigit():
             return max(int(ann), 50) / 1000.0
-        return float(probe.get("periodSeconds") or 1)
+        return state.period
 
-    def _launch_probe(self, st: PodState, c: Container, now: float) -> None:
-        probe = c.spec["readinessProbe"]
-        c.next_probe = now + self._probe_period(st, probe)
-        http_get = probe.get("httpGet")
-        if not http_get:  # exec/tcp probes: treat a running process as ready
-            self._on_probe((st.namespace, st.name, st.uid), c.name, True, "")
-            return
-        port = http_get.get("port")
-        if isinstance(port, str) and not port.isdigit():
-            port = next((p.get("containerPort") for p in c.spec.get("ports") or [] if p.get("name") == port), None)
-        if port is None:
-            self._on_probe((st.namespace, st.name, st.uid), c.name, False, f"unknown probe port {http_get.get('port')}")
-            return
-        host = http_get.get("host") or st.ip
-        path = http_get.get("path") or "/"
-        timeout = float(probe.get("timeoutSeconds") or 1)
-        c.probe_inflight = True
-        key = (st.namespace, st.name, st.uid)
+    def _probe(self, st: PodState, c: Container, now: float) -> None:
+        startup = c.probes.get("startupProbe")
+        for kind, state in c.probes.items():
+            if kind != "startupProbe" and startup is not None and not startup.passed:
+                continue  # liveness and readiness wait for the startup probe
+            if kind == "startupProbe" and state.passed:
+                continue
+            if state.inflight or now < state.next_at:
+                continue
+            state.next_at = now + self._probe_period(st, state)
+            state.inflight = True
+            key, pid = (st.namespace, st.name, st.uid), c.pid
+            env = dict(os.environ) if state.spec.get("exec") else {}
 
-        def run() -> None:
-            ok, msg = http_probe(host, int(port), path, timeout)
-            self._queue.put(("probe", (key, c.name, ok, msg)))
-        self._probes.submit(run)
+            def run(state: probes.ProbeState = state, c: Container = c) -> None:
+                ok, msg = probes.run(state.spec, c.spec, st.ip, env)
+                self._queue.put(("probe", (key, c.name, pid, state.kind, ok, msg)))
+            self._probes.submit(run)
 
-    def _on_probe(self, key: tuple[str, str, str], cname: str, ok: bool, msg: str) -> None:
+    def _on_probe(self, key: tuple[str, str, str], cname: str, pid: int, kind: str, ok: bool, msg: str) -> None:
         st = self.pods.get(key[:2])
         if st is None or st.uid != key[2] or cname not in st.containers:
             return
         c = st.containers[cname]
-        c.probe_inflight = False
-        if not c.running or st.terminating:
+        state = c.probes.get(kind)
+        if state is None or c.pid != pid:
+            return  # a result for an earlier instance of the container
+        state.inflight = False
+        if not c.running or st.terminating or c.probe_kill:
             return
-        probe = c.spec.get("readinessProbe") or {}
+        label = probes.LABELS[kind]
         if ok:
-            c.probe_ok, c.probe_fail = c.probe_ok + 1, 0
-            if c.probe_ok >= int(probe.get("successThreshold") or 1) and not c.ready:
-                c.ready = True
+            state.successes, state.failures = state.successes + 1, 0
+            if state.successes >= state.success_threshold and not state.passed:
+                state.passed = True
                 self._dirty.add(key[:2])
-        else:
-            c.probe_ok, c.probe_fail = 0, c.probe_fail + 1
-            self._event(st, c, "Warning", "Unhealthy", f"Readiness probe failed: {msg}")
-            if c.ready and c.probe_fail >= int(probe.get("failureThreshold") or 3):
-                c.ready = False
+            return
+        state.successes, state.failures = 0, state.failures + 1
+        self._event(st, c, "Warning", "Unhealthy", f"{label} probe failed: {msg}")
+        if state.failures < state.failure_threshold:
+            return
+        if kind == "readinessProbe":
+            if state.passed:
+                state.passed = False
                 self._dirty.add(key[:2])
+            return
+        # liveness / startup: the kubelet kills the container; it restarts as its restartPolicy says
+        c.probe_kill = label.lower()
+        self._event(st, c, "Normal", "Killing", f"Container {c.name} failed {label.lower()} probe, will be restarted")
+        _signal_group(c.pid, signal.SIGTERM)
+        _signal_group(c.pid, signal.SIGCONT)
+        grace = state.spec.get("terminationGracePeriodSeconds")
+        if grace is None:
+            grace = (st.pod.get("spec") or {}).get("terminationGracePeriodSeconds") or 30
+        pid_to_kill = c.pid
+        threading.Timer(float(grace), lambda: _signal_group(pid_to_kill, signal.SIGKILL)
+                        if c.pid == pid_to_kill and c.running else None).start()
 
     # -------------------------------------------------------------------------------- limits
     def _check_memory(self) -> None:
@@ -861,7 +930,7 @@ class Kubelet:
                 if exc.code == 409:
                     self._dirty.add(key)
 
-    def _condition(self, st: PodState, type_: str, ok: bool, reason: str | None = None) -> Obj:
+    def _condition(self, st: PodState, type_: str, ok: bool, reason: str | None = None, message: str = "") -> Obj:
         status = "True" if ok else "False"
         prev = st.transitions.get(type_)
         if prev is None or prev[0] != status:
@@ -870,14 +939,18 @@ class Kubelet:
                      "lastTransitionTime": st.transitions[type_][1]}
         if reason and not ok:
             cond["reason"] = reason
+            if message:
+                cond["message"] = message
         return cond
 
     def _status(self, st: PodState) -> Obj:
         statuses = []
         for c in st.containers.values():
+            startup, readiness = c.probes.get("startupProbe"), c.probes.get("readinessProbe")
+            started = c.running and (startup is None or startup.passed)
             cs: Obj = {"name": c.name, "image": c.image, "imageID": images.image_id(c.image) if c.starts else "",
-                       "ready": c.ready if c.running else False, "restartCount": c.restart_count,
-                       "started": c.running, "state": {}, "lastState": {}}
+                       "ready": started and (readiness is None or readiness.passed), "restartCount": c.restart_count,
+                       "started": started, "state": {}, "lastState": {}}
             if c.pid:
                 cs["containerID"] = f"sandbox://{c.pid}"
             if c.running:
@@ -889,8 +962,6 @@ class Kubelet:
                 cs["state"]["waiting"] = {"reason": reason, **({"message": message} if message else {})}
             if c.last_terminated:
                 cs["lastState"]["terminated"] = c.last_terminated
-            if not c.spec.get("readinessProbe") and c.running:
-                cs["ready"] = True
             statuses.append(cs)
         all_ready = bool(statuses) and all(s["ready"] for s in statuses)
         running = any(c.running for c in st.containers.values())
@@ -905,16 +976,19 @@ class Kubelet:
         if phase != "Pending" and all(c.starts == 0 for c in st.containers.values()):
             phase = "Pending"
         not_ready = "ContainersNotReady"
+        unready = f"containers with unready status: [{' '.join(s['name'] for s in statuses if not s['ready'])}]"
         conditions = [
-            self._condition(st, "PodReadyToStartContainers", True),
+            self._condition(st, "PodReadyToStartContainers", st.mounted),
             self._condition(st, "Initialized", True),
-            self._condition(st, "Ready", all_ready, not_ready),
-            self._condition(st, "ContainersReady", all_ready, not_ready),
+            self._condition(st, "Ready", all_ready, not_ready, unready),
+            self._condition(st, "ContainersReady", all_ready, not_ready, unready),
             self._condition(st, "PodScheduled", True),
         ]
-        return {"phase": phase, "conditions": conditions, "hostIP": HOST_IP, "hostIPs": [{"ip": HOST_IP}],
-                "podIP": st.ip, "podIPs": [{"ip": st.ip}], "startTime": st.start_time,
-                "containerStatuses": statuses, "qosClass": qos_class(st.pod)}
+        status: Obj = {"phase": phase, "conditions": conditions, "hostIP": st.host_ip, "hostIPs": [{"ip": st.host_ip}],
+                       "startTime": st.start_time, "containerStatuses": statuses, "qosClass": qos_class(st.pod)}
+        if st.mounted:  # the pod sandbox (and its IP) exists once the volumes are mounted
+            status.update(podIP=st.ip, podIPs=[{"ip": st.ip}])
+        return status
 
     # -------------------------------------------------------------------------------- metrics
     def container_stats(self) -> list[Obj]:
@@ -948,19 +1022,3 @@ def qos_class(pod: Obj) -> str:
             if r not in limits or requests.get(r, limits[r]) != limits[r]:
                 guaranteed = False
     return "Guaranteed" if guaranteed else "Burstable" if any_set else "BestEffort"
-
-
-def http_probe(host: str, port: int, path: str, timeout: float) -> tuple[bool, str]:
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        conn.request("GET", path, headers={"User-Agent": "kube-probe/1.37"})
-        resp = conn.getresponse()
-        resp.read()
-        if 200 <= resp.status < 400:
-            return True, ""
-        return False, f"HTTP probe failed with statuscode: {resp.status}"
-    except (OSError, http.client.HTTPException) as exc:
-        reason = "connect: connection refused" if isinstance(exc, ConnectionRefusedError) else str(exc) or type(exc).__name__
-        return False, f'Get "http://{host}:{port}{path}": dial tcp {host}:{port}: {reason}'
-    finally:
-        conn.close()

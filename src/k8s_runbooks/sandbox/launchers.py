@@ -473,7 +473,7 @@ def runner_ready_path(state_dir: Path) -> Path:
 
 def runner_component(state_dir: Path, ports: SandboxPorts, query_seconds: float | None = None,
                      mode: str | None = None) -> Component:
-    """`python -m k8s_runbooks.deploy serve`: registers the runbook deployments and runs them (a Prefect Runner);
+    """`python -m k8s_runbooks_prefect.deploy serve`: registers the runbook deployments and runs them (a Prefect Runner);
     warm (forked from a pre-imported fork server) or stock per K8S_RUNBOOKS_RUNNER_MODE (settings.py)."""
     from k8s_runbooks.settings import Settings
 
@@ -487,7 +487,7 @@ def runner_component(state_dir: Path, ports: SandboxPorts, query_seconds: float 
     return Component(
         name="runner", port=0, port_setting="", url=f"{url}/deployments",
         health_url=f"{url}/api/health",
-        command=[sys.executable, "-m", "k8s_runbooks.deploy", "serve", "--query-seconds", str(query_seconds),
+        command=[sys.executable, "-m", "k8s_runbooks_prefect.deploy", "serve", "--query-seconds", str(query_seconds),
                  "--runner", mode, "--drills-active", "--ready-file", str(ready),
                  "--run-pid-dir", str(state / "pids" / "runs")],  # <flow run id>.pid per live warm run
         # Repeated demos/drills act on the same target within minutes: a short cooldown (production: 300 s).
@@ -496,7 +496,7 @@ def runner_component(state_dir: Path, ports: SandboxPorts, query_seconds: float 
         env={**runbook_env(state, ports), "PYTHONPATH": str(repo_root()), "K8S_RUNBOOKS_COOLDOWN_SECONDS": "30",
              "K8S_RUNBOOKS_KUBECONFIG": str(account_kubeconfig_path(state))},
         # 240 s: registering five deployments (and warming the fork server) took over 120 s at load 30 on 2 cores.
-        marker="k8s_runbooks.deploy", timeout_s=240, cwd=repo_root(),
+        marker="k8s_runbooks_prefect.deploy", timeout_s=240, cwd=repo_root(),
         extra_ready=lambda: ready.exists() and read_pid(ready) == read_pid(pid_file),
         extra_ready_what=f"{ready} (deployments registered)",
     )
@@ -505,7 +505,7 @@ def runner_component(state_dir: Path, ports: SandboxPorts, query_seconds: float 
 def receiver_available() -> bool:
     import importlib.util
 
-    return importlib.util.find_spec("k8s_runbooks.alerts.server") is not None
+    return importlib.util.find_spec("k8s_runbooks_prefect.alerts.server") is not None
 
 
 def receiver_routes() -> Path:
@@ -529,8 +529,8 @@ def receiver_component(state_dir: Path, ports: SandboxPorts, token: str | None) 
     return Component(
         name="receiver", port=ports.receiver, port_setting="K8S_RUNBOOKS_SANDBOX_RECEIVER_PORT",
         url=url, health_url=f"{url}/healthz",
-        command=[sys.executable, "-m", "k8s_runbooks.alerts.server", "--host", "127.0.0.1",
+        command=[sys.executable, "-m", "k8s_runbooks_prefect.alerts.server", "--host", "127.0.0.1",
                  "--port", str(ports.receiver), "--routes", str(receiver_routes()),
                  "--spool", str(state / "receiver" / "spool.sqlite3")],
-        env=env, marker="k8s_runbooks.alerts.server", timeout_s=60, cwd=repo_root(),
+        env=env, marker="k8s_runbooks_prefect.alerts.server", timeout_s=60, cwd=repo_root(),
     )

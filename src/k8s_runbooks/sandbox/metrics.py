@@ -8,7 +8,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from k8s_runbooks.sandbox.controllers import NODE_NAME, Informer, is_ready
+from k8s_runbooks.sandbox.controllers import Informer, is_ready
 from k8s_runbooks.sandbox.kubelet import Kubelet, parse_cpu, parse_memory
 from k8s_runbooks.sandbox.store import Obj
 
@@ -207,7 +207,7 @@ def pod_sd_targets(store: Informer) -> list[dict[str, Any]]:
                           if any(str(cp.get("containerPort")) == port for cp in c.get("ports") or [])),
                          containers[0]["name"] if containers else "")
         labels = {"job": "kubernetes-pods", "namespace": meta["namespace"], "pod": meta["name"],
-                  "container": container, "node": NODE_NAME,
+                  "container": container, "node": (p.get("spec") or {}).get("nodeName", ""),
                   "__metrics_path__": ann.get("prometheus.io/path") or "/metrics"}
         app = (meta.get("labels") or {}).get("app") or (meta.get("labels") or {}).get("app.kubernetes.io/name")
         if app:

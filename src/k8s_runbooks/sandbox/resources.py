@@ -26,6 +26,24 @@ class Resource:
         return self.group_version
 
 
+# Nodes, configuration, quota and storage (the scheduler, admission, kubelet config and volume binding use them).
+FIDELITY_RESOURCES = (
+    Resource("nodes", "Node", "", "v1", False, ("no",), subresources=("status",), singular="node"),
+    Resource("secrets", "Secret", "", "v1", True, (), singular="secret"),
+    Resource("configmaps", "ConfigMap", "", "v1", True, ("cm",), singular="configmap"),
+    # `token`: the TokenRequest API (sandbox/rbac_authz.py issues ServiceAccount tokens).
+    Resource("serviceaccounts", "ServiceAccount", "", "v1", True, ("sa",), subresources=("token",),
+             singular="serviceaccount"),
+    Resource("resourcequotas", "ResourceQuota", "", "v1", True, ("quota",), subresources=("status",),
+             singular="resourcequota"),
+    Resource("persistentvolumeclaims", "PersistentVolumeClaim", "", "v1", True, ("pvc",), subresources=("status",),
+             singular="persistentvolumeclaim"),
+    Resource("persistentvolumes", "PersistentVolume", "", "v1", False, ("pv",), subresources=("status",),
+             singular="persistentvolume"),
+    Resource("storageclasses", "StorageClass", "storage.k8s.io", "v1", False, ("sc",), singular="storageclass"),
+    Resource("endpointslices", "EndpointSlice", "discovery.k8s.io", "v1", True, (), singular="endpointslice"),
+)
+
 RESOURCES: dict[str, Resource] = {
     r.plural: r
     for r in (
@@ -36,13 +54,12 @@ RESOURCES: dict[str, Resource] = {
         Resource("endpoints", "Endpoints", "", "v1", True, ("ep",), singular="endpoints"),
         Resource("deployments", "Deployment", "apps", "v1", True, ("deploy",), subresources=("scale", "status"), singular="deployment"),
         Resource("replicasets", "ReplicaSet", "apps", "v1", True, ("rs",), subresources=("scale", "status"), singular="replicaset"),
-        # The guard keeps its cooldowns and per-run pod budgets in Leases (k8s_runbooks/guard_state.py).
+        *FIDELITY_RESOURCES,
+        # The guard keeps its cooldowns, run budgets and remediation locks in Leases (k8s_runbooks/guard_state.py).
         Resource("leases", "Lease", "coordination.k8s.io", "v1", True, singular="lease"),
         # Flow-run Jobs of the Prefect Kubernetes worker (sandbox/jobs.py runs them).
         Resource("jobs", "Job", "batch", "v1", True, subresources=("status",), singular="job"),
-        # Identities and RBAC (enforced by sandbox/rbac_authz.py); reviews are answered, never stored.
-        Resource("serviceaccounts", "ServiceAccount", "", "v1", True, ("sa",), subresources=("token",),
-                 singular="serviceaccount"),
+        # RBAC (enforced by sandbox/rbac_authz.py); reviews are answered, never stored.
         Resource("roles", "Role", "rbac.authorization.k8s.io", "v1", True, singular="role"),
         Resource("rolebindings", "RoleBinding", "rbac.authorization.k8s.io", "v1", True, singular="rolebinding"),
         Resource("clusterroles", "ClusterRole", "rbac.authorization.k8s.io", "v1", False, singular="clusterrole"),

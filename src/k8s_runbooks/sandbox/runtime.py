@@ -11,8 +11,10 @@ from k8s_runbooks.sandbox import metrics
 from k8s_runbooks.sandbox.controllers import Controllers, EventRecorder, Informer
 from k8s_runbooks.sandbox.jobs import JobController
 from k8s_runbooks.sandbox.kubelet import Kubelet
+from k8s_runbooks.sandbox.nodes import DEFAULT_NODES, NodeSpec, register_nodes
 from k8s_runbooks.sandbox.store import Store
 from k8s_runbooks.sandbox.traffic import Traffic
+from k8s_runbooks.sandbox.volumes import ensure_default_storage_class
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,11 @@ class Runtime:
 
 def start_runtime(store: Store, api: RawRouteHost | None, *, state_dir: Path, api_url: str,
                   pod_subnet: str = "127.1", crashloop_backoff_cap: float = 40.0,
-                  resync_seconds: float = 1.0, traffic_rps: float = 20.0) -> Runtime:
+                  resync_seconds: float = 1.0, traffic_rps: float = 20.0,
+                  nodes: tuple[NodeSpec, ...] = DEFAULT_NODES) -> Runtime:
+    # The kubelet registers its nodes and the cluster comes with a default StorageClass, before any pod is placed.
+    register_nodes(store, nodes)
+    ensure_default_storage_class(store)
     recorder = EventRecorder(store)
     informer = Informer(store)
     informer.start()
@@ -72,4 +78,6 @@ def start_runtime(store: Store, api: RawRouteHost | None, *, state_dir: Path, ap
     if api is not None:
         for path, fn in metrics.raw_routes(informer, kubelet):
             api.add_raw_route(path, fn)
+        api.add_raw_route("/metrics/traffic",
+                          lambda _q: (200, metrics.TEXT_CONTENT_TYPE, traffic.render_metrics().encode()))
     return runtime

@@ -7,6 +7,7 @@ change appends a watch event; watchers and controllers read the history from a r
 from __future__ import annotations
 
 import copy
+import random
 import re
 import threading
 import time
@@ -15,7 +16,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol
 
 from k8s_runbooks.sandbox.errors import ApiError
 from k8s_runbooks.sandbox.resources import RESOURCES, Resource
@@ -23,12 +24,25 @@ from k8s_runbooks.sandbox.selectors import parse_field_selector, parse_label_sel
 
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # apimachinery's utilrand: what generateName suffixes are made of
 
 Obj = dict[str, Any]
 
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class AdmissionPlugin(Protocol):
+    """Admission control on create, in the API server's order: `mutate` before the name is generated (a
+    `generateName` object is still `pods "web-abc12-"`), `validate` under the store lock after it (so checks
+    like quota are atomic with the write), `created` after the commit (still under the lock)."""
+
+    def mutate(self, store: "Store", plural: str, obj: Obj) -> None: ...
+
+    def validate(self, store: "Store", plural: str, obj: Obj) -> None: ...
+
+    def created(self, store: "Store", plural: str, obj: Obj) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -42,14 +56,19 @@ class WatchEvent:
 class Store:
     """Thread-safe store. All reads return deep copies, so callers may mutate what they get."""
 
-    def __init__(self, history: int = 20000) -> None:
+    def __init__(self, history: int = 20000, *, admission: bool = True) -> None:
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._rv = 1
         self._objects: dict[str, dict[tuple[str, str], Obj]] = {r: {} for r in RESOURCES}
         self._history: deque[WatchEvent] = deque(maxlen=history)
         self._listeners: list[Callable[[WatchEvent], None]] = []
+        self._admission: list[AdmissionPlugin] = []
         self._closed = False
+        if admission:
+            from k8s_runbooks.sandbox.admission import install  # lazy: admission reads the store
+
+            install(self)
 
     # ----------------------------------------------------------------------------- helpers
     @staticmethod
@@ -86,7 +105,7 @@ class Store:
         meta = obj.setdefault("metadata", {})
         name = meta.get("name")
         if not name and meta.get("generateName"):
-            name = meta["generateName"] + uuid.uuid4().hex[:5]
+            name = meta["generateName"] + "".join(random.choice(_NAME_ALPHABET) for _ in range(5))
             meta["name"] = name
         if not name:
             raise ApiError.invalid(res.kind, "", [("metadata.name", "Required value: name or generateName is required")])
@@ -109,12 +128,20 @@ class Store:
         with self._lock:
             self._listeners.append(fn)
 
+    def add_admission(self, plugin: AdmissionPlugin) -> None:
+        with self._lock:
+            self._admission.append(plugin)
+
     # ----------------------------------------------------------------------------- CRUD
     def create(self, plural: str, obj: Obj, namespace: str | None = None) -> Obj:
         res = self.resource(plural)
         obj = copy.deepcopy(obj)
         obj["apiVersion"] = res.api_version
         obj["kind"] = res.kind
+        if res.namespaced:
+            obj.setdefault("metadata", {}).setdefault("namespace", namespace or "default")
+        for plugin in self._admission:
+            plugin.mutate(self, plural, obj)
         self._validate_meta(res, obj)
         meta = obj["metadata"]
         with self._lock:
@@ -137,7 +164,12 @@ class Store:
             meta.pop("resourceVersion", None)
             if plural == "namespaces":
                 obj.setdefault("status", {})["phase"] = "Active"
-            return self._commit(res, "ADDED", obj)
+            for plugin in self._admission:
+                plugin.validate(self, plural, obj)
+            created = self._commit(res, "ADDED", obj)
+            for plugin in self._admission:
+                plugin.created(self, plural, created)
+            return created
 
     def get(self, plural: str, namespace: str | None, name: str) -> Obj:
         res = self.resource(plural)

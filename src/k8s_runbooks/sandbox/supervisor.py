@@ -312,11 +312,36 @@ def env_lines(cfg: SandboxConfig) -> list[str]:
 
 def fault(cfg: SandboxConfig, kind: str, namespace: str, deployment: str, value: str | None = None,
           message: str | None = None) -> dict[str, Any]:
+    """Env faults are a `kubectl set env`; cluster faults (and clearing them) go through the guard, as a drill's
+    do: the namespace must allow drills, and each one leaves an audit record. `clear` undoes both."""
     if not cfg.kubeconfig.exists():
         raise SandboxError(f"no kubeconfig at {cfg.kubeconfig}; run `k8s-runbooks sandbox up` first")
     from k8s_runbooks.sandbox import demo_workload
+    from k8s_runbooks.sandbox.fault_kinds import CLUSTER_FAULTS
 
-    return demo_workload.set_fault(cfg.kubeconfig, namespace, deployment, kind, value, message)
+    if kind in CLUSTER_FAULTS:
+        outcome = _guarded_fault(cfg, namespace, deployment, {"fault": kind}, inject=True)
+        return {"namespace": namespace, "deployment": deployment, "set": {}, "removed": [], "outcome": outcome}
+    done = demo_workload.set_fault(cfg.kubeconfig, namespace, deployment, kind, value, message)
+    if kind == "clear" and demo_workload.active_cluster_faults(cfg.kubeconfig, namespace, deployment):
+        done["outcome"] = _guarded_fault(cfg, namespace, deployment, {"clear_faults": True}, inject=False)
+    return done
+
+
+def _guarded_fault(cfg: SandboxConfig, namespace: str, deployment: str, patch: dict[str, Any], *, inject: bool) -> str:
+    from k8s_runbooks.guard import Guard
+    from k8s_runbooks.models import Action, ActionKind, Decision, WorkloadRef
+
+    settings = Settings(kubeconfig=cfg.kubeconfig, kube_context=None)
+    kind = ActionKind.inject_fault if inject else ActionKind.remove_fault
+    action = Action(kind=kind, target=WorkloadRef(namespace=namespace, name=deployment), patch=patch,
+                    reason=f"k8s-runbooks sandbox fault {patch.get('fault') or 'clear'}")
+    result = Guard(settings).execute(action, "auto", actor="sandbox-cli", flow_run_id=None)
+    if result.decision is not Decision.allowed:
+        raise SandboxError(f"the guard refused {action.describe()}: {result.detail}",
+                           hint=f"label the namespace for drills: kubectl label namespace {namespace} "
+                                "k8s-runbooks.io/drills=allowed")
+    return result.detail
 
 
 def firing_alerts(alertmanager_url: str, alertname: str, labels: dict[str, str] | None = None) -> list[dict[str, Any]]:

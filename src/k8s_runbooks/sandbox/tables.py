@@ -6,67 +6,9 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-Obj = dict[str, Any]
+from k8s_runbooks.sandbox.table_cells import _AGE, _NAME, _NAME_DESC, Obj, _age, _col, _parse_time, human_duration, since
 
-_NAME_DESC = ("Name must be unique within a namespace. Is required when creating resources, although some "
-              "resources may allow a client to request the generation of an appropriate name automatically.")
-
-
-def _col(name: str, type_: str = "string", *, priority: int = 0, fmt: str = "", desc: str = "") -> Obj:
-    return {"name": name, "type": type_, "format": fmt, "description": desc or name, "priority": priority}
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    text = value.rstrip("Z").split(".")[0]
-    try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
-    except ValueError:
-        return None
-
-
-def human_duration(seconds: float) -> str:
-    """k8s.io/apimachinery/pkg/util/duration.HumanDuration."""
-    s = int(seconds)
-    if s < -1:
-        return "<invalid>"
-    if s < 0:
-        return "0s"
-    if s < 120:
-        return f"{s}s"
-    minutes = s // 60
-    if minutes < 10:
-        rest = s % 60
-        return f"{minutes}m" if rest == 0 else f"{minutes}m{rest}s"
-    if minutes < 180:
-        return f"{minutes}m"
-    hours = s // 3600
-    if hours < 8:
-        rest = minutes % 60
-        return f"{hours}h" if rest == 0 else f"{hours}h{rest}m"
-    if hours < 48:
-        return f"{hours}h"
-    if hours < 24 * 8:
-        rest = hours % 24
-        return f"{hours // 24}d" if rest == 0 else f"{hours // 24}d{rest}h"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24}d"
-    if hours < 24 * 365 * 8:
-        rest = (hours // 24) % 365
-        return f"{hours // 24 // 365}y" if rest == 0 else f"{hours // 24 // 365}y{rest}d"
-    return f"{hours // 24 // 365}y"
-
-
-def since(value: Any) -> str:
-    when = _parse_time(value)
-    if when is None:
-        return "<unknown>"
-    return human_duration((datetime.now(timezone.utc) - when).total_seconds())
-
-
-def _age(obj: Obj) -> str:
-    return since(obj.get("metadata", {}).get("creationTimestamp"))
+__all__ = ["human_duration", "since", "_AGE", "_NAME", "_NAME_DESC", "_age", "_col", "_parse_time"]
 
 
 # ------------------------------------------------------------------------------------- pods
@@ -236,8 +178,6 @@ def _namespace_row(ns: Obj) -> list[Any]:
     return [ns["metadata"]["name"], (ns.get("status") or {}).get("phase") or "Active", _age(ns)]
 
 
-_AGE = _col("Age", desc="CreationTimestamp is a timestamp representing the server time when this object was created.")
-_NAME = _col("Name", fmt="name", desc=_NAME_DESC)
 _WORKLOAD_WIDE = [_col("Containers", priority=1), _col("Images", priority=1), _col("Selector", priority=1)]
 
 _TABLES: dict[str, tuple[list[Obj], Callable[[Obj], list[Any]]]] = {
@@ -273,7 +213,9 @@ def _row_object(obj: Obj, include: str) -> Obj | None:
 def to_table(plural: str, objects: list[Obj], *, resource_version: str, include_object: str = "Metadata",
              continue_token: str | None = None, remaining: int | None = None) -> Obj:
     """A Table of `objects`; `include_object` is the request's `includeObject` (None|Metadata|Object)."""
-    columns, row_fn = _TABLES.get(plural, ([_NAME, _col("Created At", "date")], _default_row))
+    from k8s_runbooks.sandbox.tables_cluster import table_for  # lazy: it builds on this module's helpers
+
+    columns, row_fn = _TABLES.get(plural) or table_for(plural) or ([_NAME, _col("Created At", "date")], _default_row)
     rows = []
     for obj in objects:
         row: Obj = {"cells": row_fn(obj)}
