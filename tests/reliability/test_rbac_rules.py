@@ -25,10 +25,11 @@ from k8s_runbooks.drills.kube_faults import namespace_allows_drills
 from k8s_runbooks.errors import Forbidden
 from k8s_runbooks.guard_state import GuardState, cooldown_lease_name
 from k8s_runbooks.kube import leases, workloads
-from k8s_runbooks.kube.client import Kube, get_kube, reset_clients
+from k8s_runbooks.kube.client import Kube, Op, get_kube, reset_clients
 from k8s_runbooks.kube.events import object_events
 from k8s_runbooks.kube.logs import container_logs
-from k8s_runbooks.kube.pods import deployment_replicasets, describe_pod, find_unhealthy_pods, read_deployment
+from k8s_runbooks.diagnosis.sources.live import collect
+from k8s_runbooks.kube.pods import deployment_replicasets, find_unhealthy_pods, read_deployment
 from k8s_runbooks.models import Action, ActionKind, WorkloadRef
 from k8s_runbooks.sandbox.demo_workload import ensure_workload, wait_ready
 from k8s_runbooks.sandbox.identities import grant_namespace, shipped_rbac
@@ -64,26 +65,46 @@ def _claim_expired(p: Probe) -> Any:
 
 
 # grant -> the runbook operation that needs it (what the record of test_least_privilege shows each one doing)
+def _list(resource: str, api: str = "core", namespaced: bool = True) -> Callable[[Probe], Any]:
+    """The list call the diagnosis engine makes for `resource` (diagnosis/sources/live.py), through the client seam."""
+    def probe(p: Probe) -> Any:
+        client = {"core": p.kube.core, "apps": p.kube.apps, "storage": k8s.StorageV1Api(p.kube.api_client)}[api]
+        singular = {"endpoints": "endpoints", "persistentvolumeclaims": "persistent_volume_claim",
+                    "persistentvolumes": "persistent_volume", "resourcequotas": "resource_quota",
+                    "serviceaccounts": "service_account", "configmaps": "config_map",
+                    "storageclasses": "storage_class"}.get(resource, resource.rstrip("s"))
+        if namespaced:
+            return p.kube.call(Op("list", resource, p.ns), getattr(client, f"list_namespaced_{singular}"), p.ns)
+        return p.kube.call(Op("list", resource), getattr(client, f"list_{singular}"))
+    return probe
+
+
+# grant -> the runbook operation that needs it (what the record of test_least_privilege shows each one doing)
 PROBES: dict[tuple[str, str, str, str], tuple[str, Callable[[Probe], Any]]] = {
-    ("namespaced", "", "pods", "get"): ("describe a crashing pod", lambda p: describe_pod(p.ns, p.pod, settings=p.settings)),
     ("namespaced", "", "pods", "list"): ("find the unhealthy pods", lambda p: find_unhealthy_pods(p.ns, APP, settings=p.settings)),
     ("namespaced", "", "pods", "delete"): ("restart a pod", lambda p: workloads._delete_pods(p.kube, p.ns, [p.pod], 0)),
     ("namespaced", "", "pods/log", "get"): ("read a container's log",
-                                            lambda p: container_logs(p.ns, p.pod, tail_lines=5, settings=p.settings)),
+                                            lambda p: container_logs(p.ns, p.pod, APP, tail_lines=5, settings=p.settings)),
     ("namespaced", "", "events", "list"): ("collect events", lambda p: object_events(p.ns, "Deployment", APP, settings=p.settings)),
     ("namespaced", "apps", "deployments", "get"): ("read the Deployment", lambda p: read_deployment(p.kube, p.ns, APP)),
+    ("namespaced", "apps", "deployments", "list"): ("diagnosis: the namespace's Deployments", _list("deployments", "apps")),
     ("namespaced", "apps", "deployments", "watch"): (
         "wait for the rollout (watch)", lambda p: workloads.wait_for_rollout_event(p.kube, p.ns, APP, None, None, 1)),
     ("namespaced", "apps", "deployments", "patch"): ("rolling restart", lambda p: workloads._rollout_restart(p.kube, p.ns, APP)),
     ("namespaced", "apps", "deployments/scale", "patch"): ("scale", lambda p: workloads._scale(p.kube, p.ns, APP, 2)),
-    ("namespaced", "apps", "replicasets", "get"): ("the pod's owner chain", lambda p: describe_pod(p.ns, p.pod, settings=p.settings)),
     ("namespaced", "apps", "replicasets", "list"): (
         "the Deployment's revisions", lambda p: deployment_replicasets(p.kube, read_deployment(p.kube, p.ns, APP))),
+    **{("namespaced", "", r, "list"): (f"diagnosis: {r}", _list(r)) for r in (
+        "services", "endpoints", "resourcequotas", "persistentvolumeclaims", "serviceaccounts", "configmaps")},
     ("namespaced", "coordination.k8s.io", "leases", "get"): (
         "read the cooldown", lambda p: GuardState(p.kube, 300, 10).refusal(p.action(APP), 1, False, "rbac-probe")),
     ("namespaced", "coordination.k8s.io", "leases", "create"): ("take a first cooldown", _claim_fresh),
     ("namespaced", "coordination.k8s.io", "leases", "update"): ("take a cooldown again", _claim_expired),
     ("cluster", "", "namespaces", "get"): ("a drill checks the namespace label", lambda p: namespace_allows_drills(p.kube, p.ns)),
+    ("cluster", "", "nodes", "list"): ("diagnosis: nodes (taints, capacity)", _list("nodes", namespaced=False)),
+    ("cluster", "", "persistentvolumes", "list"): ("diagnosis: volumes", _list("persistentvolumes", namespaced=False)),
+    ("cluster", "storage.k8s.io", "storageclasses", "list"): (
+        "diagnosis: storage classes", _list("storageclasses", "storage", namespaced=False)),
 }
 
 
@@ -94,6 +115,15 @@ def _shipped_grants() -> set[tuple[str, str, str, str]]:
 
 def test_every_shipped_grant_has_a_probe() -> None:
     assert set(PROBES) == _shipped_grants()
+
+
+def test_the_diagnosis_reads_everything_it_looks_at_under_the_shipped_rules(target: tuple[Sandbox, str]) -> None:
+    """As the runbooks' ServiceAccount, the diagnosis engine's live evidence has no 'not readable' note."""
+    box, ns = target
+    assert box.state_dir is not None
+    reset_clients()
+    evidence = collect(ns, settings=Settings(kubeconfig=account_kubeconfig_path(box.state_dir)), metrics=False)
+    assert evidence.pods and not [n for n in evidence.notes if "not readable" in n], evidence.notes
 
 
 def _without(rules: list[dict[str, Any]], group: str, resource: str, verb: str) -> list[dict[str, Any]]:

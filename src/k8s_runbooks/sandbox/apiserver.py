@@ -734,27 +734,28 @@ class _Handler(BaseHTTPRequestHandler):
         self._resource(method, target, query, body)
 
     # ------------------------------------------------------------------ resources
-    def _audit(self, method: str, route: Route, query: Query) -> None:
+    def _audit(self, method: str, route: Route, query: Query, user: str = "") -> None:
         if method == "GET":
             verb = "watch" if _truthy(_q(query, "watch")) else ("get" if route.name else "list")
         else:
             verb = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}[method]
-        self.api.audit.record(verb, route.res.plural, route.sub, route.namespace, group=route.res.group)
+        self.api.audit.record(verb, route.res.plural, route.sub, route.namespace, group=route.res.group, user=user)
 
-    def _authorize(self, method: str, route: Route, query: Query) -> Any:
+    def _authorize(self, method: str, route: Route, query: Query, user: Any) -> Any:
         if method == "GET":
             verb = "watch" if _truthy(_q(query, "watch")) else ("get" if route.name else "list")
         elif method == "DELETE" and not route.name:
             verb = "deletecollection"
         else:
             verb = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method, method.lower())
-        return self.api.authz.admit(self.headers, Attributes(verb, route.res.group, route.res.plural, route.sub or "",
-                                                             route.namespace or "", route.name or ""))
+        return self.api.authz.check(user, Attributes(verb, route.res.group, route.res.plural, route.sub or "",
+                                                     route.namespace or "", route.name or ""))
 
     def _resource(self, method: str, route: Route, query: Query, body: bytes) -> None:
         res = route.res
-        user = self._authorize(method, route, query)
-        self._audit(method, route, query)
+        user = self.api.authz.identify(self.headers)
+        self._audit(method, route, query, user.name)  # denied requests too: the least-privilege record shows them
+        self._authorize(method, route, query, user)
         if res.plural in REVIEW_RESOURCES or route.sub == "token":
             if method != "POST":
                 raise ApiError.method_not_allowed()

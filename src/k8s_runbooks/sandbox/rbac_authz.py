@@ -281,12 +281,18 @@ class Authorizer:
             details["group"] = a.group
         return ApiError(403, "Forbidden", message, details)
 
-    def admit(self, headers: Any, a: Attributes) -> User:
-        """Authenticate, impersonate, authorize; the effective user, or a 401/403 ApiError."""
-        user = self.impersonate(self.authenticate(headers), headers)
+    def identify(self, headers: Any) -> User:
+        """Authenticate and impersonate: who the request acts as (401/403 ApiError otherwise)."""
+        return self.impersonate(self.authenticate(headers), headers)
+
+    def check(self, user: User, a: Attributes) -> User:
         if not self.authorize(user, a).allowed:
             raise self.forbidden(user, a)
         return user
+
+    def admit(self, headers: Any, a: Attributes) -> User:
+        """Authenticate, impersonate, authorize; the effective user, or a 401/403 ApiError."""
+        return self.check(self.identify(headers), a)
 
     # ------------------------------------------------------------------------------ reviews
     def review(self, user: User, kind: str, body: Obj) -> Obj:
