@@ -186,8 +186,9 @@ def _audit_lines(path: Path) -> list[dict]:
 
 def test_one_cooldown_for_the_runner_and_clis_in_two_directories(sandbox_only: Sandbox, tmp_path: Path) -> None:
     """The bug a new user hit: two `run pod-crash --approval auto` from two directories, 31 s apart, both acted.
-    The cooldown is now a Lease in the workload's namespace, so the runner (--submit), then a CLI in directory A,
-    then one in directory B: one action, two refusals naming the first run, whatever each one's state dir."""
+    The cooldown is now a Lease in the workload's namespace: the runner (--submit) rolls a bad release back, the same
+    release comes again at once (a flapping pipeline), and a CLI in directory A, then one in directory B, are both
+    refused by the cooldown naming the first run, whatever each one's state dir."""
     box = sandbox_only
     try:
         _one_cooldown(box, tmp_path)
@@ -195,26 +196,35 @@ def test_one_cooldown_for_the_runner_and_clis_in_two_directories(sandbox_only: S
         k8s.AppsV1Api(api_client(box.kubeconfig)).delete_namespaced_deployment(COOL_TARGET, NS)
 
 
-def _one_cooldown(box: Sandbox, tmp_path: Path) -> None:
-    # Crashing from its first revision: there is nothing to roll back to and every pod crashes, so the plan is a
-    # rolling restart, which does not cure it; each later run therefore still finds the crash and plans again.
-    ensure_workload(box.kubeconfig, NS, {COOL_TARGET: 2}, env={"FAULT_CRASH_AFTER_S": "1"})
+def _crash_and_wait(box: Sandbox, message: str) -> None:
+    """A bad rollout (a crashing revision over a healthy one) and the wait until its pods crash."""
+    set_fault(box.kubeconfig, NS, COOL_TARGET, "crash", "1", message)
     core = k8s.CoreV1Api(api_client(box.kubeconfig))
     deadline = time.monotonic() + 120
-    while not any((cs.restart_count or 0) >= 1 for p in core.list_namespaced_pod(NS, label_selector=f"app={COOL_TARGET}").items
+    while not any((cs.restart_count or 0) >= 1 and (p.metadata.labels or {}).get("pod-template-hash")
+                  for p in core.list_namespaced_pod(NS, label_selector=f"app={COOL_TARGET}").items
+                  if p.spec.containers[0].env and any(e.value == message for e in p.spec.containers[0].env)
                   for cs in (p.status.container_statuses or [])):
         assert time.monotonic() < deadline, "the crash never showed"
         time.sleep(1)
-    args = ("run", "pod-crash", "-n", NS, "-d", COOL_TARGET, "--approval", "auto")
-    fast = ("--set", "recovery_timeout_seconds=10", "--set", "verify_timeout_seconds=0", "--set", "stable_seconds=1")
 
-    out = run_cli(box, tmp_path, *args, "--submit", *fast)
+
+def _one_cooldown(box: Sandbox, tmp_path: Path) -> None:
+    ensure_workload(box.kubeconfig, NS, {COOL_TARGET: 2})
+    wait_ready(box.kubeconfig, NS, [COOL_TARGET], timeout_s=120)
+    _crash_and_wait(box, "panic: flapping release 1")
+    args = ("run", "pod-crash", "-n", NS, "-d", COOL_TARGET, "--approval", "auto")
+    fast = ("--set", "recovery_timeout_seconds=30", "--set", "verify_timeout_seconds=0", "--set", "stable_seconds=1")
+
+    out = run_cli(box, tmp_path, *args, "--submit", *fast)  # the runner (an alert's path) rolls the release back
     first = re.search(r"flow run:\s+([0-9a-f-]{36})", out.stdout)
     assert first, out.stdout + out.stderr
     assert box.state_dir is not None
     acted = [r for r in _audit_lines(box.state_dir / "runbooks" / "audit.jsonl") if r["flow_run_id"] == first[1]]
-    assert [(r["action"]["kind"], r["decision"]) for r in acted][:1] == [("rollout_restart", "allowed")], acted
-
+    assert acted and acted[0]["decision"] == "allowed" and not (acted[0].get("outcome") or "").startswith("failed"), \
+        (acted, out.stdout[-3000:])
+    # The same bad release again at once (a flapping deploy pipeline): the runbooks would roll back again.
+    _crash_and_wait(box, "panic: flapping release 2")
     after_first = _snapshot(box, COOL_TARGET)[:2]
     env = {k: v for k, v in box.env.items() if k != "K8S_RUNBOOKS_STATE_DIR"}  # each directory's ./.k8s-runbooks
     for where in ("a", "b"):
