@@ -626,7 +626,8 @@ class Kubelet:
         if owner:
             env["K8S_RUNBOOKS_SANDBOX_OWNER"] = owner
         env.update(images.image_env(c.image, podlogs.pod_dir(self.state_dir, st.namespace, st.name, st.uid)))
-        env.update(self._service_account_env(st))
+        if images.is_project_image(c.image):  # the one image here that calls the API with its pod's identity
+            env.update(self._service_account_env(st))
         env.update(podconfig.container_env(self.cache, st.pod, c.spec))  # raises ConfigError
         for e in c.spec.get("env") or []:
             if "value" in e:
