@@ -143,6 +143,13 @@ class Env:
         assert rec is not None
         return json.loads(rec.model_dump_json())
 
+    def guard_events(self, run_id: str) -> list[dict[str, Any]]:
+        """The guard's audit records of `run_id` as Prefect events (emitted by the hook tasks/ installs)."""
+        r = self.api.post("/events/filter", json={"filter": {"event": {"prefix": ["k8s-runbooks.guard."]},
+                                                             "related": {"id": [f"prefect.flow-run.{run_id}"]}}, "limit": 50})
+        r.raise_for_status()
+        return r.json()["events"]
+
     def audit(self, run_id: str) -> list[dict[str, Any]]:
         path = self.state_dir / "audit.jsonl"
         if not path.exists():
@@ -352,6 +359,11 @@ def test_approved_rollback_recovers_and_writes_the_postmortem(env: Env, crashing
     assert [(a["action"]["kind"], a["decision"], a["executed"]) for a in rec["actions"]] == [("rollout_undo", "allowed", True)]
     # Answered through the API (what the UI's Resume dialog sends) on a server without API auth: a claim, not an identity.
     assert any(a["decision"] == "allowed" and a["actor"] == "alice — unverified (Prefect UI)" for a in env.audit(run_id))
+    # The same record is a Prefect event about the workload, related to the run (the UI's event feed).
+    events = wait_for(lambda: env.guard_events(run_id), 30, "the guard's audit event")
+    allowed = [e for e in events if e["event"] == "k8s-runbooks.guard.allowed"]
+    assert allowed and allowed[0]["resource"]["prefect.resource.id"] == "k8s-runbooks.workload.shop.deployment.checkout"
+    assert allowed[0]["payload"]["actor"].startswith("alice") and allowed[0]["payload"]["action"]["kind"] == "rollout_undo"
     pm = Path(result["postmortem"]).read_text()
     assert "Approved by alice" in pm and "bad deploy" in pm
     timeline = pm[pm.index("## Timeline"):pm.index("## Root Cause")]
