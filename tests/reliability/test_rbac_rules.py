@@ -31,7 +31,7 @@ from k8s_runbooks.kube.logs import container_logs
 from k8s_runbooks.diagnosis.sources.live import collect
 from k8s_runbooks.kube.pods import deployment_replicasets, find_unhealthy_pods, read_deployment
 from k8s_runbooks.models import Action, ActionKind, WorkloadRef
-from k8s_runbooks.sandbox.demo_workload import ensure_workload, wait_ready
+from k8s_runbooks.sandbox.demo_workload import FLAGS_CONFIGMAP, ensure_workload, wait_ready
 from k8s_runbooks.sandbox.identities import grant_namespace, shipped_rbac
 from k8s_runbooks.sandbox.kubeconfig import account_kubeconfig_path
 from k8s_runbooks.settings import Settings
@@ -68,11 +68,13 @@ def _claim_expired(p: Probe) -> Any:
 def _list(resource: str, api: str = "core", namespaced: bool = True) -> Callable[[Probe], Any]:
     """The list call the diagnosis engine makes for `resource` (diagnosis/sources/live.py), through the client seam."""
     def probe(p: Probe) -> Any:
-        client = {"core": p.kube.core, "apps": p.kube.apps, "storage": k8s.StorageV1Api(p.kube.api_client)}[api]
+        client = {"core": p.kube.core, "apps": p.kube.apps, "storage": k8s.StorageV1Api(p.kube.api_client),
+                  "networking": k8s.NetworkingV1Api(p.kube.api_client)}[api]
         singular = {"endpoints": "endpoints", "persistentvolumeclaims": "persistent_volume_claim",
                     "persistentvolumes": "persistent_volume", "resourcequotas": "resource_quota",
                     "serviceaccounts": "service_account", "configmaps": "config_map",
-                    "storageclasses": "storage_class"}.get(resource, resource.rstrip("s"))
+                    "storageclasses": "storage_class", "statefulsets": "stateful_set", "daemonsets": "daemon_set",
+                    "ingresses": "ingress"}.get(resource, resource.rstrip("s"))
         if namespaced:
             return p.kube.call(Op("list", resource, p.ns), getattr(client, f"list_namespaced_{singular}"), p.ns)
         return p.kube.call(Op("list", resource), getattr(client, f"list_{singular}"))
@@ -92,6 +94,17 @@ PROBES: dict[tuple[str, str, str, str], tuple[str, Callable[[Probe], Any]]] = {
         "wait for the rollout (watch)", lambda p: workloads.wait_for_rollout_event(p.kube, p.ns, APP, None, None, 1)),
     ("namespaced", "apps", "deployments", "patch"): ("rolling restart", lambda p: workloads._rollout_restart(p.kube, p.ns, APP)),
     ("namespaced", "apps", "deployments/scale", "patch"): ("scale", lambda p: workloads._scale(p.kube, p.ns, APP, 2)),
+    ("namespaced", "apps", "statefulsets", "list"): ("diagnosis: the namespace's StatefulSets", _list("statefulsets", "apps")),
+    ("namespaced", "apps", "daemonsets", "list"): ("diagnosis: the namespace's DaemonSets", _list("daemonsets", "apps")),
+    ("namespaced", "networking.k8s.io", "ingresses", "list"): ("diagnosis: gateway routes", _list("ingresses", "networking")),
+    # containment: the feature flag turned off (configmap flag provider), traffic narrowed to the stable pods
+    ("namespaced", "", "configmaps", "get"): ("read the feature flags", lambda p: workloads._set_configmap_keys(
+        p.kube, p.ns, FLAGS_CONFIGMAP, {"rbac-probe": "off"})),
+    ("namespaced", "", "configmaps", "patch"): ("turn a feature flag off", lambda p: workloads._set_configmap_keys(
+        p.kube, p.ns, FLAGS_CONFIGMAP, {"rbac-probe": "off"})),
+    ("namespaced", "", "services", "get"): ("read the Service", lambda p: workloads.read_service(p.kube, p.ns, APP)),
+    ("namespaced", "", "services", "patch"): ("redirect traffic to the stable pods",
+                                              lambda p: workloads._redirect_service(p.kube, p.ns, APP, "stable")),
     ("namespaced", "apps", "replicasets", "list"): (
         "the Deployment's revisions", lambda p: deployment_replicasets(p.kube, read_deployment(p.kube, p.ns, APP))),
     **{("namespaced", "", r, "list"): (f"diagnosis: {r}", _list(r)) for r in (
