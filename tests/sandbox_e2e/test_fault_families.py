@@ -17,7 +17,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,7 +28,7 @@ from k8s_runbooks.drills.families import FAMILY_RESPONSES, FamilyResponse
 from k8s_runbooks.models import ActionKind, AuditRecord
 from k8s_runbooks.postmortem.model import RunRecord
 from k8s_runbooks.sandbox import demo_workload, supervisor
-from k8s_runbooks.settings import Settings
+from k8s_runbooks.sandbox.settings import SandboxSettings
 from tests.conftest import Sandbox
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -69,16 +68,15 @@ class Outcome:
 class Chain:
     """Follows each family's chain through the real services' APIs (nothing is called in-process but the fault)."""
 
-    def __init__(self, box: Sandbox, tmp: Path) -> None:
+    def __init__(self, box: Sandbox) -> None:
         assert box.prefect_api_url and box.state_dir
         self.box = box
-        self.settings = Settings(kubeconfig=box.kubeconfig, state_dir=tmp / "guard")
-        self.cfg = supervisor.SandboxConfig.from_settings(self.settings, box.state_dir)
+        self.cfg = supervisor.SandboxConfig.from_settings(SandboxSettings(), box.state_dir)
         self.prefect = httpx.Client(base_url=box.prefect_api_url, timeout=15)
         self.am = httpx.Client(base_url=box.alertmanager_url, timeout=10)
         api = k8s_config.new_client_from_config(str(box.kubeconfig))
         self.core = k8s.CoreV1Api(api)
-        self.runbook_state = box.state_dir / "runbooks"
+        self.runbook_state = box.state_dir / "runbooks"  # the runner's guard audit; the fault command's too
         self.reports = box.state_dir / "reports"
         self.deployment_ids = {name: self.prefect.get(f"/deployments/name/{name}/{name}").json()["id"]
                                for name in ("incident-response", "pod-crash")}
@@ -182,23 +180,21 @@ def _run_families(chain: Chain, kinds: list[str]) -> dict[str, Outcome]:
 
 
 @pytest.fixture(scope="module")
-def outcomes(sandbox_only: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Outcome]]:
+def outcomes(sandbox_only: Sandbox) -> Iterator[dict[str, Outcome]]:
     box = sandbox_only
-    chain = Chain(box, tmp_path_factory.mktemp("families"))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("K8S_RUNBOOKS_STATE_DIR", str(chain.settings.state_dir))  # the CLI-side guard's audit
-        for kind in FAMILIES:
-            demo_workload.ensure_workload(box.kubeconfig, namespace_of(kind), {DEPLOY: REPLICAS})
-        for kind in FAMILIES:
-            demo_workload.wait_ready(box.kubeconfig, namespace_of(kind), [DEPLOY], timeout_s=180)
-        results = _run_families(chain, [k for k in FAMILIES if k not in ALONE])
-        results |= _run_families(chain, list(ALONE))
-        yield results
-        for kind in FAMILIES:
-            try:
-                chain.core.delete_namespace(namespace_of(kind))
-            except k8s.ApiException:
-                pass
+    chain = Chain(box)
+    for kind in FAMILIES:
+        demo_workload.ensure_workload(box.kubeconfig, namespace_of(kind), {DEPLOY: REPLICAS})
+    for kind in FAMILIES:
+        demo_workload.wait_ready(box.kubeconfig, namespace_of(kind), [DEPLOY], timeout_s=180)
+    results = _run_families(chain, [k for k in FAMILIES if k not in ALONE])
+    results |= _run_families(chain, list(ALONE))
+    yield results
+    for kind in FAMILIES:
+        try:
+            chain.core.delete_namespace(namespace_of(kind))
+        except k8s.ApiException:
+            pass
 
 
 @pytest.mark.parametrize("kind", list(FAMILIES))
