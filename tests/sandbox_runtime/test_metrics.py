@@ -104,10 +104,13 @@ def test_cluster_series_the_family_alerts_need(store, runtime):
                  namespace=NS)
 
     def series():
+        # The endpoints controller and the metrics' informer follow the pod's readiness asynchronously (as on a
+        # cluster): wait until web's ready address is published, not only its Endpoints object.
         ksm = _samples(runtime.render_kube_state_metrics())
         endpoints = {s.labels["endpoint"] for s in ksm.get("kube_endpoint_info", [])}
-        return ksm if {"web", "nobody"} <= endpoints and ksm.get("kube_pod_status_unschedulable") else None
-    ksm = wait_for(series, timeout=30, what="endpoint and unschedulable series")
+        web_ready = any(s.labels["endpoint"] == "web" and s.labels["ready"] == "true" for s in ksm.get("kube_endpoint_address", []))
+        return ksm if {"web", "nobody"} <= endpoints and web_ready and ksm.get("kube_pod_status_unschedulable") else None
+    ksm = wait_for(series, timeout=30, what="endpoint (web's address ready) and unschedulable series")
     available = {s.labels["endpoint"]: s.value for s in ksm["kube_endpoint_address_available"]}
     assert available["web"] == 1 and available["nobody"] == 0
     addresses = [(s.labels["endpoint"], s.labels["ip"], s.labels["ready"]) for s in ksm["kube_endpoint_address"]]
