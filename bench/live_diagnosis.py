@@ -265,10 +265,15 @@ class Alerts:
         held = [epoch(x["timestamp"]) for x in logs if "holding the remediation slot" in x.get("message", "")]
         if held:
             marks["slot_held"] = held[0]
+        # collect-evidence logs each stage of the collection (`{namespace}: 5 pods`, ...): when each was done.
+        for x in logs:
+            message = x.get("message", "")
+            if message.startswith(f"{NS}: ") and phase_of(message) != "other":
+                marks.setdefault(f"collect:{phase_of(message)}", epoch(x["timestamp"]))
         for key, name in ((CAUSES_KEY, "causes_artifact"), (DIAGNOSIS_KEY, "diagnosis_artifact"), (SNAPSHOT_KEY, "snapshot_artifact")):
             if key in arts:
                 marks[name] = arts[key]
-        return {k: round(marks[k] - sent, 3) for k in MILESTONES if k in marks}
+        return {k: round(v - sent, 3) for k, v in sorted(marks.items(), key=lambda kv: kv[1])}
 
     def measure(self, i: int, timeout_s: float, settle_s: float) -> dict[str, Any]:
         fingerprint = f"bench{uuid.uuid4().hex[:12]}"
@@ -327,6 +332,9 @@ def alert_runs(box: h.Sandbox, n: int, timeout_s: float, settle_s: float) -> dic
         for prev, cur in zip(["sent"] + MILESTONES, MILESTONES):
             stages[f"{prev} → {cur}"] = h.spread([m[cur] - (m[prev] if prev != "sent" else 0.0) for m in ok])
         summary["stages_s"] = stages
+        phases = sorted({k for m in ok for k in m if k.startswith("collect:")})
+        summary["collect_phases_from_start_median_s"] = {
+            k: round(h.pct([m[k] - m["collect_start"] for m in ok if k in m], 0.5), 3) for k in phases}
     return {"summary": summary, "rounds": rounds}
 
 

@@ -1,4 +1,4 @@
-"""`k8s-runbooks`: the one entry point. Sub-apps register themselves in `_register()`.
+"""`k8s-runbooks`: the one entry point. Each command is registered by its entry in `COMMANDS`.
 
 Errors we raise on purpose (RunbookError and its subclasses, incl. sandbox errors) end as one clear line on
 stderr and exit code 1 — never a traceback.
