@@ -150,8 +150,15 @@ def test_sigkilled_receiver_replays_its_spool_without_doubles(prefect_server: Pr
     if pending_after_kill:
         dedup_key, key = pending_after_kill[0]
         dep = httpx.get(f"{prefect_server.api}/deployments/name/pod-crash/pod-crash", timeout=10).json()
-        preexisting = httpx.post(f"{prefect_server.api}/deployments/{dep['id']}/create_flow_run", timeout=10, json={
-            "idempotency_key": key, "parameters": {"params": {"namespace": "shop", "deployment": "checkout"}}}).json()["id"]
+
+        def create() -> str:  # a raw HTTP caller retries SQLite's "database is locked" 503s itself
+            resp = httpx.post(f"{prefect_server.api}/deployments/{dep['id']}/create_flow_run", timeout=10, json={
+                "idempotency_key": key, "parameters": {"params": {"namespace": "shop", "deployment": "checkout"}}})
+            if resp.status_code >= 300:
+                raise ValueError(f"HTTP {resp.status_code}: {resp.text[:300]}")
+            return resp.json()["id"]
+
+        preexisting = wait_for(create, timeout=60, what="the run created before the replay")
 
     receiver.start()
     _wait("replay", receiver.drained, timeout=90)

@@ -270,7 +270,7 @@ async def assemble(flow_run_id: str | UUID, client: Any, state_dir: Path | None 
     )
     if len(alerts) > 1:
         joined = sum(1 for a in alerts if a.role == "joined")
-        summary += (f" {len(alerts)} alerts of {target} were one incident ({joined} joined the running incident): "
+        summary += (f" {len(alerts)} alerts were one incident ({joined} joined the running incident): "
                     f"{', '.join(sorted({a.alertname for a in alerts}))}.")
     return PostMortem(
         title=f"{record.runbook_title or record.flow} — {target}",
