@@ -230,3 +230,45 @@ def test_postmortem_lists_every_alert_of_the_incident_also_for_a_subflow(
     assert "3 alerts were one incident (2 joined the running incident): HighLatency, PodCrashLooping." in parent_pm.summary
     assert "hunter2" not in markdown and "hunter2" not in json.dumps(_table(prefect_server, run["id"]))
     assert "## Alerts" in render_markdown(child_pm)
+
+
+def test_tables_are_written_in_bounded_slices_so_new_alerts_are_not_held_back(
+        prefect_server: PrefectServer, tmp_path: Path) -> None:
+    """Under a storm of new incidents the dispatcher must not stay in the table writes until every table is current:
+    one pass writes tables for at most its budget (at least one), the rest wait for the next pass."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from k8s_runbooks.alerts.metrics import ReceiverMetrics
+    from k8s_runbooks.alerts.payloads import AlertmanagerPayload
+    from k8s_runbooks.alerts.routing import load_routes
+    from k8s_runbooks.alerts.spool import Spool
+    from k8s_runbooks_prefect.alerts.incidents import Incidents
+    from tests.alerts.conftest import ROUTES
+
+    router = load_routes(ROUTES)
+    alerts = AlertmanagerPayload.model_validate_json(notification(
+        *(crash_alert(f"slice{i:03d}aaaaaaaa", deployment=f"slice{i}") for i in range(3)))).normalise()
+    dep = httpx.get(f"{prefect_server.api}/deployments/name/pod-crash/pod-crash", timeout=10).json()
+    spool = Spool(tmp_path / "spool.sqlite3")
+    try:
+        spool.record([(a, router.decide(a)) for a in alerts], 1.0)
+        runs = []
+        for row in spool.due(2.0):  # each alert opens its own incident on a real run
+            run = httpx.post(f"{prefect_server.api}/deployments/{dep['id']}/create_flow_run", timeout=10,
+                             json={"parameters": row.parameters}).json()
+            assert spool.mark_dispatched(row.id, run["id"], 2.0)
+            runs.append(run["id"])
+        assert spool.unrecorded_count() == 3
+
+        incidents = Incidents(ReceiverMetrics())
+        with temporary_settings({PREFECT_API_URL: prefect_server.api}), get_client(sync_client=True) as client:
+            incidents.record(client, spool, budget_s=0)  # no budget left: one table, then back to the alerts
+            assert spool.unrecorded_count() == 2
+            assert [len(prefect_server.artifacts(r, ALERTS_ARTIFACT_KEY)) for r in runs] == [1, 0, 0]
+            incidents.record(client, spool)  # a pass with its budget: the rest
+        assert spool.unrecorded_count() == 0
+        assert [[e["fingerprint"] for e in _table(prefect_server, r)] for r in runs] == [
+            [f"slice{i:03d}aaaaaaaa"] for i in range(3)]
+    finally:
+        spool.close()

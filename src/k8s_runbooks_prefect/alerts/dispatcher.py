@@ -74,7 +74,7 @@ def _redacted(value: Any) -> Any:
 
 
 def event_for(item: OutboxItem) -> dict[str, Any]:
-    """The Prefect event of one outbox item (alert received / resolved), with the flow run as related resource."""
+    """The Prefect event of one outbox item (alert received / joined / resolved), with the flow run as related resource."""
     row = item.alert
     name = {"resolved": "resolved", "joined": "joined"}.get(item.kind, "firing")
     related = []
@@ -202,6 +202,7 @@ class Dispatcher:
         now = time.time()
         if now < self._api_retry_at:
             return
+        self.incidents.new_pass()
         try:
             while not self._stop.is_set():
                 rows = spool.due(time.time(), self.batch)
@@ -213,7 +214,7 @@ class Dispatcher:
                         deferred.add(row.incident)
                 self._checkpoint(spool)
             self._emit_events(client, spool)
-            self.incidents.record(client, spool, self._stop)
+            self.incidents.record(client, spool)  # a bounded slice: new alerts are dispatched first
         except _ApiUnavailable as exc:
             self._api_failures += 1
             self.api_ok = False

@@ -35,7 +35,11 @@ log = logging.getLogger("k8s_runbooks_prefect.alerts.dispatcher")
 # States of a run that has not acted yet: not started, or paused for an approval.
 WAITING_STATES = frozenset({"SCHEDULED", "PENDING", "PAUSED"})
 ENDED_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "CRASHED", "CANCELLING"})
-STATE_TTL_S = 1.0  # a run's state read once serves the joins of one burst
+# A run's state read once serves the joins of one burst: within one dispatcher pass (new_pass() forgets it) and
+# for at most a second of it. Never across passes: an alert that arrives after its incident's run ended (even 0.5 s
+# after it was created, ended by hand) must see it ended and open a new run, not join the ended one.
+STATE_TTL_S = 1.0
+RECORD_BATCH, RECORD_BUDGET_S = 50, 0.25
 
 
 class Incidents:
@@ -59,6 +63,10 @@ class Incidents:
             state = None
         self._states[flow_run_id] = (time.monotonic(), state)
         return state
+
+    def new_pass(self) -> None:
+        """A dispatcher pass starts: states read by earlier passes are not trusted any more."""
+        self._states.clear()
 
     def created(self, flow_run_id: str) -> None:
         """A run just created is Scheduled: the alerts right behind its opener join without reading it back."""
@@ -131,14 +139,14 @@ class Incidents:
             log.info("%s: flow run %s (%s) cancelled", why, run.id, run.state.name)
 
     # --- the run's alert table ------------------------------------------------------------------
-    def record(self, client: Any, spool: Spool, stop: Any) -> None:
-        """Bring every incident's alert table up to date with the spool (idempotent: rewritten whole)."""
-        while not stop.is_set():
-            incidents = spool.unrecorded_incidents(50)
-            if not incidents:
+    def record(self, client: Any, spool: Spool, budget_s: float = RECORD_BUDGET_S) -> None:
+        """Bring incidents' alert tables up to date with the spool (idempotent: each rewritten whole), for about
+        `budget_s`: under an alert storm, creating the next runs matters more; the dispatcher comes back at once."""
+        deadline = time.monotonic() + budget_s
+        for incident in spool.unrecorded_incidents(RECORD_BATCH):
+            self._record_one(client, spool, incident)
+            if time.monotonic() > deadline:
                 return
-            for incident in incidents:
-                self._record_one(client, spool, incident)
 
     def _record_one(self, client: Any, spool: Spool, incident: Incident) -> None:
         entries = [
