@@ -22,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 # Order: cheapest first, so a quick look at the first figures needs no wait.
 BENCHES = ["diagnosis", "postmortem_assembly", "fanout", "overhead", "storm", "memory", "drill_mttd", "alert_to_running",
-           "families"]
+           "live_diagnosis", "families"]
 
 
 def main() -> int:
