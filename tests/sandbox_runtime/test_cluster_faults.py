@@ -30,8 +30,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcCluster]:
 
 @pytest.fixture
 def shop(live: InProcCluster) -> Iterator[tuple[str, supervisor.SandboxConfig]]:
-    """A fresh namespace with checkout (2 replicas) and its Service, ready (the fault command audits into the
-    sandbox's runner state, cfg.state_dir/runbooks)."""
+    """A fresh namespace with checkout (2 replicas) and its Service, ready."""
     ns = f"fk-{uuid.uuid4().hex[:6]}"
     demo_workload.ensure_workload(live.kubeconfig, ns, {DEPLOY: 2})
     demo_workload.wait_ready(live.kubeconfig, ns, [DEPLOY], timeout_s=60)
@@ -61,6 +60,7 @@ def _inject_and_clear(live: InProcCluster, ns: str, cfg: supervisor.SandboxConfi
     after = wait_for(lambda: _settled(live, ns), timeout=40, what="one active ReplicaSet")
     if same_template:
         assert after == before, "clear must return the deployment to its original pod template"
+    # the sandbox's fault command audits where the runner's runbooks do (its state dir), whatever the cwd
     records = read_audit(settings=Settings(state_dir=cfg.state_dir / "runbooks"))
     assert [(r.action.kind.value, r.decision.value, r.actor) for r in records][-2:] == [
         ("inject_fault", "allowed", "sandbox-cli"), ("remove_fault", "allowed", "sandbox-cli")]
