@@ -301,6 +301,7 @@ class SandboxPorts:
     pushgateway: int
     prefect: int
     receiver: int
+    chatops: int = 0  # the local Slack + PagerDuty (0: none, e.g. the state of an older `up`)
 
 
 def cluster_component(state_dir: Path, ports: SandboxPorts, pod_subnet: str) -> Component:
