@@ -25,6 +25,13 @@ console = Console(width=None if sys.stdout.isatty() else 120)
 sandbox_app = typer.Typer(help="The local sandbox cluster with Prometheus, Alertmanager, Pushgateway and Prefect.",
                           no_args_is_help=True)
 
+def _register_chat() -> None:
+    from k8s_runbooks_cli.sandbox_chat import pagerduty_app, slack_app
+
+    sandbox_app.add_typer(slack_app, name="slack")
+    sandbox_app.add_typer(pagerduty_app, name="pagerduty")
+
+
 StateDir = Annotated[Optional[Path], typer.Option("--state-dir", help="State directory (default: setting sandbox_state_dir, .sandbox).")]
 STATE_STYLE = {"started": "green", "running": "cyan", "up": "green", "down": "red", "unhealthy": "yellow", "stopped": "yellow"}
 
@@ -342,3 +349,6 @@ def _next_steps(cfg: supervisor.SandboxConfig) -> None:
     console.print(f"Alertmanager:  http://127.0.0.1:{cfg.ports.alertmanager}/api/v2/alerts")
     console.print(f"Prometheus:    http://127.0.0.1:{cfg.ports.prometheus}/api/v1/alerts")
     console.print("Stop everything: make sandbox-down")
+
+
+_register_chat()

@@ -34,6 +34,8 @@ class Message:
     thread_ts: str | None = None
     updates: list[dict[str, Any]] = field(default_factory=list)  # every chat.update body, with `at` (Unix time)
     at: float = 0.0
+    posted_text: str | None = None  # as posted (`text` and `blocks` are the latest)
+    posted_blocks: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -130,8 +132,9 @@ class SlackWebAPI:
             return self._answer({"ok": False, "error": "no_text"})
         with self._mlock:
             ts = self._next_ts()
-            msg = Message(str(channel), ts, str(data.get("text", "")), list(data.get("blocks") or []),
-                          data.get("thread_ts"), at=time.time())
+            blocks = list(data.get("blocks") or [])
+            msg = Message(str(channel), ts, str(data.get("text", "")), blocks, data.get("thread_ts"), at=time.time(),
+                          posted_text=str(data.get("text", "")), posted_blocks=blocks)
             self.messages[ts] = msg
             self._changed()
         return self._answer({"ok": True, "channel": channel, "ts": ts, "message": {"text": msg.text, "blocks": msg.blocks}})

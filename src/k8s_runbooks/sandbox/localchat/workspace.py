@@ -15,6 +15,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from k8s_runbooks.sandbox.binaries import SandboxError
+
 CHANNEL = "C0INCIDENTS"
 CHANNELS = {CHANNEL: "incidents"}
 USERS = {"U0ALICE": "alice", "U0BOB": "bob", "U0MALLORY": "mallory"}
@@ -27,7 +29,7 @@ PRIMARY_KEY = "K8S_RUNBOOKS_PAGERDUTY_ROUTING_KEY"
 SECONDARY_KEY = "K8S_RUNBOOKS_PAGERDUTY_SECONDARY_ROUTING_KEY"
 
 
-class WorkspaceError(Exception):
+class WorkspaceError(SandboxError):
     """The sandbox's local Slack/PagerDuty is not set up (or its files are unreadable); the message says what to do."""
 
 
