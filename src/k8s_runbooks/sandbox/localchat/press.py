@@ -99,9 +99,6 @@ def press(state_dir: Path, receiver_url: str, user: str | None, action: str | No
         stamp = int(time.time()) - STALE_BY_SECONDS if tamper == "stale" else None
         channel_name = state.get("slack", {}).get("channels", {}).get(msg.channel, "")
         body, headers = press_request(msg, action_id, uid, name, secret, timestamp=stamp, channel_name=channel_name)
-        if tamper is None:
-            _save_last_press(state_dir, body, headers, {"ts": msg.ts, "channel": msg.channel, "user": uid, "username": name,
-                                                         "action_id": action_id})
     started = time.time()
     url = receiver_url.rstrip("/") + "/v1/slack/interactions"
     try:
@@ -109,6 +106,9 @@ def press(state_dir: Path, receiver_url: str, user: str | None, action: str | No
     except httpx.HTTPError as exc:
         raise workspace.WorkspaceError(f"cannot reach the receiver at {url} ({type(exc).__name__})",
                                        hint="is the sandbox up? k8s-runbooks sandbox status") from None
+    if tamper is None:  # what --replay sends again
+        _save_last_press(state_dir, body, headers, {"ts": msg.ts, "channel": msg.channel, "user": uid, "username": name,
+                                                     "action_id": action_id})
     detail = "" if resp.status_code == 200 else _detail(resp)
     result = PressResult(resp.status_code, detail, msg, uid, name, action_id)
     if resp.status_code == 200:
