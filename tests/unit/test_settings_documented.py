@@ -8,6 +8,7 @@ from pathlib import Path
 
 from k8s_runbooks.chatops.settings import ChatOpsSettings
 from k8s_runbooks.flags.settings import FlagSettings
+from k8s_runbooks.sandbox.localchat.component import LocalChatSettings
 from k8s_runbooks.settings import Settings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -20,6 +21,7 @@ def test_every_setting_is_in_the_readme_table_with_its_description() -> None:
         if line.startswith("| `K8S_RUNBOOKS_") and len(cells) == 3:
             rows[cells[0].strip("`")] = cells[2]
     fields = {**Settings.model_fields, **ChatOpsSettings.model_fields, **FlagSettings.model_fields}  # one settings object per concern
+    fields.update({f"sandbox_{n}": f for n, f in LocalChatSettings.model_fields.items()})
     missing = [f"K8S_RUNBOOKS_{n.upper()}" for n in fields if f"K8S_RUNBOOKS_{n.upper()}" not in rows]
     assert missing == [], f"settings missing from the README table: {missing}"
     for name, field in fields.items():
