@@ -68,6 +68,9 @@ def up(
         shown = " ".join(f"{k}={v}" for k, v in faults.items())
         console.print(f"[yellow]shop/{name} has a fault set ({shown}); not waiting for it to be ready.[/] "
                       f"Clear it: k8s-runbooks sandbox fault clear --namespace shop --deployment {name}")
+    if any(c.name == "chatops" for c in result.components):
+        console.print("local Slack + PagerDuty (approvals, pages): [bold]k8s-runbooks sandbox slack messages[/], "
+                      "[bold]sandbox slack press[/], [bold]sandbox pagerduty incidents[/]")
     console.print(f"all healthy after {time.monotonic() - t0:.1f}s. Use it with: [bold]eval \"$(k8s-runbooks sandbox env"
                   f"{' --state-dir ' + str(state_dir) if state_dir else ''})\"[/]")
 

@@ -143,3 +143,27 @@ def test_cli_says_when_the_sandbox_has_no_local_slack(tmp_path: Path) -> None:
     out = subprocess.run([*CLI, "sandbox", "slack", "messages", "--state-dir", str(tmp_path)], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 1 and "has no local Slack/PagerDuty" in out.stderr and "Traceback" not in out.stderr, out
+
+
+def test_messages_follow_prints_what_arrives(chat: Chat) -> None:
+    import os
+    import signal
+    import time
+
+    proc = subprocess.Popen([*CLI, "sandbox", "slack", "messages", "--follow", "--state-dir", str(chat.state_dir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        time.sleep(3)  # following before anything arrives
+        ts = chat.slack.post_message(workspace.CHANNEL, "Approval needed: later", BUTTONS)["ts"]
+        chat.slack.post_ephemeral(workspace.CHANNEL, "U0MALLORY", "Not done: you are not an approver")
+        chat.slack.update_message(workspace.CHANNEL, ts, "Approved by alice", [])
+        lines: list[str] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any("updated: Approved by alice" in line for line in lines):
+            lines.append(proc.stdout.readline())  # type: ignore[union-attr]
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(30)
+    text = "".join(lines)
+    assert f"message {ts}: Approval needed: later" in text and "ephemeral to mallory (U0MALLORY)" in text, text
+    assert f"message {ts} updated: Approved by alice  (buttons removed)" in text, text
