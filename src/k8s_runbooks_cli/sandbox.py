@@ -208,7 +208,8 @@ SCENARIOS = {
     "crash": ("crash", "2", "CrashLoopBackOff", "PodCrashLooping", "pod-crash", ("deployment", "checkout")),
     "latency": ("latency", "800", None, "HighLatency", "incident-response", ("service", "checkout")),
 }
-DEMO_SCENARIOS = [*SCENARIOS, "drill"]  # drill: the drill-pod-crash flow injects, measures and rolls back itself
+DEMO_SCENARIOS = [*SCENARIOS, "drill", "slack"]  # drill: the drill-pod-crash flow injects, measures and rolls back itself;
+# slack: the README's Slack walkthrough (sandbox_chat_demo)
 
 
 def _demo_drill(cfg: supervisor.SandboxConfig, steady_timeout_s: float = 180.0) -> None:
@@ -272,7 +273,8 @@ def _wait_for_baseline_p95(cfg: supervisor.SandboxConfig, timeout_s: float = 90.
 def demo(
     state_dir: StateDir = None,
     scenario: Annotated[str, typer.Option(help="crash: the pod-crash story; latency: a latency incident through the incident-response plan, "
-                                                "with charts; drill: a scored pod-crash drill (steady state, inject, respond, recover, roll back).")] = "crash",
+                                                "with charts; drill: a scored pod-crash drill (steady state, inject, respond, recover, roll back); "
+                                                "slack: approval in the local Slack, refused presses, a page, alice approves.")] = "crash",
 ) -> None:
     """Sandbox up, inject a fault into shop/checkout, watch the alert fire, and let the alert path run the runbook
     (auto-approved drill route) to a post-mortem."""
@@ -292,6 +294,12 @@ def demo(
         demo_workload.wait_ready(cfg.kubeconfig, names=list(result.faulted), timeout_s=120)
     if scenario == "drill":
         _demo_drill(cfg)
+        _next_steps(cfg)
+        return
+    if scenario == "slack":
+        from k8s_runbooks_cli.sandbox_chat_demo import demo_slack
+
+        demo_slack(cfg)
         _next_steps(cfg)
         return
     kind, value, pod_status, alertname, runbook_deployment, target = SCENARIOS[scenario]

@@ -90,6 +90,27 @@ def _block_text(block: dict[str, Any]) -> str:
     return ""
 
 
+def show_press(result: presses.PressResult, tamper: str | None) -> bool:
+    """Print a press and what followed; False when the outcome is wrong (a tampered press taken, a press refused)."""
+    what = f"{result.username} ({result.user}) pressed [{result.action_id}] on message {result.message.ts}"
+    if tamper:
+        what += {"forge": " (forged: signed with a wrong secret)", "stale": " (signed 6 minutes ago)",
+                 "replay": " (the same signed request again)"}[tamper]
+    _out(what)
+    if result.status == 200:
+        _out("receiver: 200, press accepted for a decision")
+        for line in result.answers:
+            _out(f"  slack: {line}")
+        if not result.answers:
+            _out("  slack: nothing yet (see `k8s-runbooks sandbox slack messages --follow`)")
+    else:
+        _out(f"receiver: {result.status} {result.detail}")
+    if tamper is not None and result.status == 200:
+        _out(f"the receiver ACCEPTED a {tamper} press: it must refuse it")
+        return False
+    return tamper is not None or result.status == 200
+
+
 @slack_app.command("messages")
 def messages_cmd(
     channel: Annotated[Optional[str], typer.Option("--channel", "-c", help="Only this channel (id, name or #name).")] = None,
@@ -134,23 +155,7 @@ def press_cmd(
     tamper = chosen[0] if chosen else None
     receiver = f"http://127.0.0.1:{cfg.ports.receiver}"
     result = presses.press(cfg.state_dir, receiver, user, action, message, tamper)  # type: ignore[arg-type]
-    what = f"{result.username} ({result.user}) pressed [{result.action_id}] on message {result.message.ts}"
-    if tamper:
-        what += {"forge": " (forged: signed with a wrong secret)", "stale": " (signed 6 minutes ago)",
-                 "replay": " (the same signed request again)"}[tamper]
-    _out(what)
-    if result.status == 200:
-        _out("receiver: 200, press accepted for a decision")
-        for line in result.answers:
-            _out(f"  slack: {line}")
-        if not result.answers:
-            _out("  slack: nothing yet (see `k8s-runbooks sandbox slack messages --follow`)")
-    else:
-        _out(f"receiver: {result.status} {result.detail}")
-    if tamper is not None and result.status == 200:
-        _out(f"the receiver ACCEPTED a {tamper} press: it must refuse it")
-        raise typer.Exit(1)
-    if tamper is None and result.status != 200:
+    if not show_press(result, tamper):
         raise typer.Exit(1)
 
 
