@@ -70,11 +70,13 @@ def _crash_looping(cfg: supervisor.SandboxConfig) -> bool:
                for p in pods for cs in (p.status.container_statuses or []))
 
 
-def _press(cfg: supervisor.SandboxConfig, command: str, user: str | None, tamper: str | None = None) -> None:
+def _press(cfg: supervisor.SandboxConfig, shown: set[str], command: str, user: str | None, tamper: str | None = None) -> None:
+    _flush(cfg, shown)
     console.print(f"$ k8s-runbooks sandbox slack press {command}", highlight=False, markup=False)
     result = presses.press(cfg.state_dir, f"http://127.0.0.1:{cfg.ports.receiver}", user, "approve", None, tamper)  # type: ignore[arg-type]
     if not show_press(result, tamper):
         raise SandboxError("the receiver's answer was not the expected one (see above)")
+    shown.update(key for _, key, _ in _events(workspace.read_state(cfg.state_dir), None, False))  # show_press showed them
 
 
 def demo_slack(cfg: supervisor.SandboxConfig) -> None:
@@ -103,17 +105,17 @@ def demo_slack(cfg: supervisor.SandboxConfig) -> None:
 
         _wait("the approval message in the local Slack", approval_posted, 240, (cfg, shown))
         console.rule("6. presses that must resume nothing")
-        _press(cfg, "--user U0ALICE --action approve --forge", "U0ALICE", "forge")
-        _press(cfg, "--user U0ALICE --action approve --stale", "U0ALICE", "stale")
-        _press(cfg, "--user U0MALLORY --action approve", "U0MALLORY")
+        _press(cfg, shown, "--user U0ALICE --action approve --forge", "U0ALICE", "forge")
+        _press(cfg, shown, "--user U0ALICE --action approve --stale", "U0ALICE", "stale")
+        _press(cfg, shown, "--user U0MALLORY --action approve", "U0MALLORY")
         console.rule(f"7. nobody allowed answered within {APPROVAL_TIMEOUT_S} s: the escalation chain")
         dedup = f"k8s-runbooks/{run.id}"
         _wait("the page", lambda: any(i["dedup_key"] == dedup for i in workspace.read_state(cfg.state_dir)["pagerduty"]["incidents"]),
               APPROVAL_TIMEOUT_S + 120, (cfg, shown))
         incidents_cmd(state_dir=cfg.state_dir)
         console.rule("8. alice approves; a replay of her press is refused")
-        _press(cfg, "--user U0ALICE --action approve", "U0ALICE")
-        _press(cfg, "--replay", None, "replay")
+        _press(cfg, shown, "--user U0ALICE --action approve", "U0ALICE")
+        _press(cfg, shown, "--replay", None, "replay")
         console.rule("9. the run acts and resolves; the page resolves with it")
         final = submit.follow(rest, run.id, on_state=lambda v: console.print(f"run: {v.state_name}"), on_log=lambda _: None)
         console.print(f"[bold]{final.state_name}[/]: {final.message}", highlight=False)
