@@ -39,21 +39,32 @@ app = App(
 
 
 def _register() -> None:
-    from k8s_runbooks_cli.sandbox import demo, sandbox_app
-
+    from k8s_runbooks_cli.annex import NO_SANDBOX, sandbox_installed
     from k8s_runbooks_cli.alerts import app as alerts_app
     from k8s_runbooks_cli.diagnose import diagnose_cmd, snapshot_cmd
     from k8s_runbooks_cli.drill import drill_app
     from k8s_runbooks_cli.run import postmortem_cmd, run_app
 
-    app.add_typer(sandbox_app, name="sandbox")
     app.add_typer(run_app, name="run")
     app.add_typer(alerts_app, name="alerts")
     app.add_typer(drill_app, name="drill")
     app.command("postmortem")(postmortem_cmd)
     app.command("diagnose")(diagnose_cmd)
     app.command("snapshot")(snapshot_cmd)
-    app.command("demo", help="The pod-crash story on the sandbox: crash → PodCrashLooping alert → receiver → runbook run → post-mortem.")(demo)
+    if sandbox_installed():
+        from k8s_runbooks_cli.sandbox import demo, sandbox_app
+
+        app.add_typer(sandbox_app, name="sandbox")
+        app.command("demo", help="The pod-crash story on the sandbox: crash → PodCrashLooping alert → receiver → runbook "
+                                 "run → post-mortem.")(demo)
+        return
+
+    def missing(ctx: typer.Context) -> None:
+        raise RunbookError(NO_SANDBOX)
+
+    for name in ("sandbox", "demo"):  # say why, instead of "No such command"
+        app.command(name, help="Not installed here: " + NO_SANDBOX, context_settings={
+            "allow_extra_args": True, "ignore_unknown_options": True})(missing)
 
 
 _register()

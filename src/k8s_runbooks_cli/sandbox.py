@@ -19,7 +19,7 @@ from rich.table import Table
 from k8s_runbooks.sandbox import launchers, supervisor
 from k8s_runbooks.sandbox.binaries import SandboxError, ensure_binaries, tools_dir
 from k8s_runbooks.sandbox.fault_kinds import FAULT_KINDS
-from k8s_runbooks.settings import Settings
+from k8s_runbooks.sandbox.settings import SandboxSettings
 
 console = Console(width=None if sys.stdout.isatty() else 120)
 sandbox_app = typer.Typer(help="The local sandbox cluster with Prometheus, Alertmanager, Pushgateway and Prefect.",
@@ -32,7 +32,7 @@ def _register_chat() -> None:
     sandbox_app.add_typer(pagerduty_app, name="pagerduty")
 
 
-StateDir = Annotated[Optional[Path], typer.Option("--state-dir", help="State directory (default: setting sandbox_state_dir, .sandbox).")]
+StateDir = Annotated[Optional[Path], typer.Option("--state-dir", help="State directory (default: K8S_RUNBOOKS_SANDBOX_STATE_DIR, .sandbox).")]
 STATE_STYLE = {"started": "green", "running": "cyan", "up": "green", "down": "red", "unhealthy": "yellow", "stopped": "yellow"}
 
 
@@ -56,7 +56,7 @@ def up(
     pod_subnet: Annotated[Optional[str], typer.Option(help="First two octets of pod IPs, e.g. 127.1.")] = None,
 ) -> None:
     """Start (or complete) the sandbox; healthy components are left alone."""
-    cfg = supervisor.SandboxConfig.from_settings(Settings(), state_dir, with_prefect=not no_prefect, pod_subnet=pod_subnet)
+    cfg = supervisor.SandboxConfig.from_settings(SandboxSettings(), state_dir, with_prefect=not no_prefect, pod_subnet=pod_subnet)
     t0 = time.monotonic()
     with console.status("starting the sandbox ..."):
         result = supervisor.up(cfg, demo=not no_demo)
@@ -78,7 +78,7 @@ def up(
 @sandbox_app.command()
 def down(state_dir: StateDir = None) -> None:
     """Stop every process `up` started in the state dir (never any other)."""
-    cfg = supervisor.resolve_config(Settings(), state_dir)
+    cfg = supervisor.resolve_config(SandboxSettings(), state_dir)
     rows = supervisor.down(cfg)
     if rows:
         console.print(_table(rows, f"stopped in {cfg.state_dir}"))
@@ -89,14 +89,14 @@ def down(state_dir: StateDir = None) -> None:
 @sandbox_app.command()
 def status(state_dir: StateDir = None) -> None:
     """Per component: up, unhealthy or down."""
-    cfg = supervisor.resolve_config(Settings(), state_dir)
+    cfg = supervisor.resolve_config(SandboxSettings(), state_dir)
     console.print(_table(supervisor.status(cfg), f"sandbox in {cfg.state_dir}"))
 
 
 @sandbox_app.command()
 def env(state_dir: StateDir = None) -> None:
     """Print `export` lines for the sandbox: eval "$(k8s-runbooks sandbox env)"."""
-    cfg = supervisor.resolve_config(Settings(), state_dir)
+    cfg = supervisor.resolve_config(SandboxSettings(), state_dir)
     for line in supervisor.env_lines(cfg):
         print(line)
 
@@ -116,7 +116,7 @@ def fault(
     env`); the cluster faults (missing-secret, image-not-found, node-selector, taint, quota, liveness-port,
     readiness-port, service-selector, zero-replicas) change the cluster as a person's mistake would, through the
     guard. `clear` undoes every fault of the deployment."""
-    cfg = supervisor.resolve_config(Settings(), state_dir)
+    cfg = supervisor.resolve_config(SandboxSettings(), state_dir)
     done = supervisor.fault(cfg, kind, namespace, deployment, value, message, flag)
     changes = [f"{k}={v}" for k, v in done["set"].items()] + [f"{k}-" for k in done["removed"]]
     if changes or not done.get("outcome"):
@@ -128,7 +128,7 @@ def fault(
 @sandbox_app.command()
 def tools(state_dir: StateDir = None) -> None:
     """Make sure prometheus, promtool, alertmanager, amtool and pushgateway are available."""
-    directory = state_dir or Settings().sandbox_state_dir
+    directory = state_dir or SandboxSettings().state_dir
     found = ensure_binaries(directory)
     for name, path in found.items():
         console.print(f"{name:13} {path}")
@@ -280,7 +280,7 @@ def demo(
     (auto-approved drill route) to a post-mortem."""
     if scenario not in DEMO_SCENARIOS:
         raise SandboxError(f"unknown scenario {scenario!r}", hint=f"use one of {', '.join(DEMO_SCENARIOS)}")
-    cfg = supervisor.SandboxConfig.from_settings(Settings(), state_dir)
+    cfg = supervisor.SandboxConfig.from_settings(SandboxSettings(), state_dir)
     console.rule("1. sandbox up")
     with console.status("starting the sandbox ..."):
         result = supervisor.up(cfg)

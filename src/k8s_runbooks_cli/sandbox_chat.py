@@ -19,16 +19,16 @@ from k8s_runbooks.sandbox.localchat import press as presses
 from k8s_runbooks.sandbox.localchat import workspace
 from k8s_runbooks.sandbox.localchat.component import base_url
 from k8s_runbooks.sandbox.localchat.slack import Message, message_buttons
-from k8s_runbooks.settings import Settings
+from k8s_runbooks.sandbox.settings import SandboxSettings
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 slack_app = typer.Typer(help="The sandbox's local Slack: approval messages and button presses.", no_args_is_help=True)
 pagerduty_app = typer.Typer(help="The sandbox's local PagerDuty: pages and their state.", no_args_is_help=True)
-StateDir = Annotated[Optional[Path], typer.Option("--state-dir", help="State directory (default: setting sandbox_state_dir, .sandbox).")]
+StateDir = Annotated[Optional[Path], typer.Option("--state-dir", help="State directory (default: K8S_RUNBOOKS_SANDBOX_STATE_DIR, .sandbox).")]
 
 
 def _cfg(state_dir: Path | None) -> supervisor.SandboxConfig:
-    cfg = supervisor.resolve_config(Settings(), state_dir)
+    cfg = supervisor.resolve_config(SandboxSettings(), state_dir)
     if not cfg.ports.chatops or not workspace.secrets_path(cfg.state_dir).exists():
         raise workspace.WorkspaceError(f"the sandbox in {cfg.state_dir} has no local Slack/PagerDuty",
                                        hint="start it with `k8s-runbooks sandbox up` (with Prefect: the component `chatops`)")

@@ -47,10 +47,9 @@ def storm_sink(params: dict[str, Any]) -> None:
 @pytest.fixture(scope="module")
 def prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
     server = PrefectServer(tmp_path_factory.mktemp("faults-prefect"))
-    # The sandbox's server keeps concurrency-slot leases on disk (PREFECT_HOME), not in memory: with the default
-    # in-memory storage a restart forgets every lease, and each run holding a remediation slot is stopped at its
-    # next renewal ("410 Gone" → Crashed, measured) while its slot stays taken for good. The restart test relies
-    # on it, so it fails here if the setting is dropped.
+    # The sandbox's server keeps concurrency-slot leases on disk (PREFECT_HOME), not in memory (with the default a
+    # restart forgets every lease). The remediation slot itself is a Kubernetes Lease now (remediation_lock.py),
+    # which a Prefect restart does not touch; the setting stays for any Prefect concurrency limit.
     assert server.comp.env.get("PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE") == LEASE_STORAGE
     server.start()
     try:

@@ -13,6 +13,7 @@ import pytest
 
 from k8s_runbooks.guard import read_audit
 from k8s_runbooks.sandbox import demo_workload, supervisor
+from k8s_runbooks.sandbox.settings import SandboxSettings
 from k8s_runbooks.settings import Settings
 from tests.conftest import random_pod_subnet
 from tests.helpers.inproc_cluster import InProcCluster, inproc_cluster
@@ -34,7 +35,7 @@ def shop(live: InProcCluster, tmp_path, monkeypatch) -> Iterator[tuple[str, supe
     ns = f"fk-{uuid.uuid4().hex[:6]}"
     demo_workload.ensure_workload(live.kubeconfig, ns, {DEPLOY: 2})
     demo_workload.wait_ready(live.kubeconfig, ns, [DEPLOY], timeout_s=60)
-    yield ns, supervisor.SandboxConfig.from_settings(Settings(), live.state_dir)
+    yield ns, supervisor.SandboxConfig.from_settings(SandboxSettings(), live.state_dir)
     live.store.delete("namespaces", None, ns)
 
 

@@ -136,6 +136,7 @@ class Kube:
         self.timeout: tuple[float, float] = (min(timeout_seconds, 5.0), timeout_seconds)
         self.core = k8s.CoreV1Api(api_client)
         self.apps = k8s.AppsV1Api(api_client)
+        self.coordination = k8s.CoordinationV1Api(api_client)
         self.read_retries = 0  # reads retried inside `call` (for tests and diagnostics)
 
     def call(self, op: Op, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

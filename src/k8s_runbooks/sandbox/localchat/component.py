@@ -10,24 +10,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
 from k8s_runbooks.sandbox.launchers import CONFIG_DIR, Component, render
 from k8s_runbooks.sandbox.localchat import workspace
 
 NAME = "chatops"
 MARKER = "k8s_runbooks.sandbox.localchat.server"
 PAGE_WAIT_SECONDS = 240  # how long the approval stays open after the page, before the secondary is paged
-
-
-class LocalChatSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="K8S_RUNBOOKS_SANDBOX_", extra="ignore")
-
-    chatops_port: int = Field(
-        default=18090, ge=0, le=65535,
-        description="Port of the sandbox's local Slack Web API and PagerDuty Events API (component `chatops`; 0: not started).",
-    )
 
 
 def policy_path(state_dir: Path) -> Path:
