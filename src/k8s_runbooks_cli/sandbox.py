@@ -159,8 +159,9 @@ def _run_pod_crash_drill(cfg: supervisor.SandboxConfig) -> None:
 
 def _follow_alert_runs(cfg: supervisor.SandboxConfig, since: datetime, deployment: str = "pod-crash",
                        target: tuple[str, str] = ("deployment", "checkout"), timeout_s: float = 600.0) -> None:
-    """Show the runs the receiver created for the alert (one per alert fingerprint; the per-workload slot
-    makes them take turns), follow them to their final state and print the post-mortem paths."""
+    """Show the runs the receiver created for the alert (one per incident: the alerts of one workload, one per
+    crashing container, join the run the first opened), follow them to their final state and print the post-mortem
+    paths."""
     for line in supervisor.env_lines(cfg):
         key, _, value = line.removeprefix("export ").partition("=")
         os.environ[key] = value

@@ -89,7 +89,8 @@ def test_receiver_sigkilled_mid_storm_dispatches_every_acked_alert_once(prefect:
     def send(batch: list[str]) -> None:
         for fp in batch:
             try:
-                ok = receiver.post(crash_alert(fp)).status_code == 200
+                # one workload each: alerts of one workload would join one incident run (tests/alerts/test_incidents_prefect.py)
+                ok = receiver.post(crash_alert(fp, deployment=f"app-{fp[5:9]}")).status_code == 200
             except httpx.HTTPError:
                 ok = False
             with lock:
@@ -188,7 +189,7 @@ def test_prefect_restarted_mid_approval_the_runs_survive_and_spooled_alerts_are_
         outage_start = time.monotonic()
         prefect.stop()
         fps = [f"outage{i:03d}{'d' * 7}" for i in range(10)]
-        answers = [receiver.post(crash_alert(fp)).json()["alerts"][0]["outcome"] for fp in fps]
+        answers = [receiver.post(crash_alert(fp, deployment=f"app-{fp[6:9]}")).json()["alerts"][0]["outcome"] for fp in fps]
         assert answers == ["queued"] * 10
         wait_for(lambda: receiver.health()["dispatcher"]["prefect_api_ok"] is False, 60, "the dispatcher to notice")
         assert receiver.health()["spool"]["pending"] >= 10
