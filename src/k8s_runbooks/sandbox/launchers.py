@@ -309,6 +309,7 @@ class SandboxPorts:
     pushgateway: int
     prefect: int
     receiver: int
+    chatops: int = 0  # the local Slack + PagerDuty (0: none, e.g. the state of an older `up`)
     postgres: int = 15432  # only with K8S_RUNBOOKS_SANDBOX_PREFECT_DATABASE=postgres
 
 
