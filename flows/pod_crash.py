@@ -29,6 +29,7 @@ from flows.containment import Choice, Condition, carry_out, choose
 from flows.diagnosis import Identified, identify_causes, recheck
 from flows.params import PodCrashParams
 from flows.steps import runbook_step
+from k8s_runbooks.diagnosis.evidence import Pod
 from k8s_runbooks.errors import RunbookError
 from k8s_runbooks.kube.client import kube_context
 from k8s_runbooks.models import Severity, utcnow
@@ -44,6 +45,12 @@ VERIFY_POLL_SECONDS = 5.0
 
 
 # ------------------------------------------------------------------------------------ 1. identify
+def _in_trouble(x: Pod) -> bool:
+    """Not running, a container unready, or a restart in the last 15 minutes (and not on its way out)."""
+    return (x.status not in ("Running", "Completed", "Succeeded") or any(not c.ready for c in x.containers if not c.init)
+            or (x.last_restart_age_seconds is not None and x.last_restart_age_seconds < 900)) and not x.terminating
+
+
 def _pods_table(run: Run[PodCrashParams], found: Identified) -> int:
     """The workload's pods as the evidence shows them; returns how many are in trouble."""
     p = run.params
@@ -51,8 +58,7 @@ def _pods_table(run: Run[PodCrashParams], found: Identified) -> int:
     rows = []
     troubled = 0
     for x in pods:
-        unhealthy = (x.status not in ("Running", "Completed", "Succeeded") or any(not c.ready for c in x.containers if not c.init)
-                     or (x.last_restart_age_seconds is not None and x.last_restart_age_seconds < 900)) and not x.terminating
+        unhealthy = _in_trouble(x)
         troubled += unhealthy
         rows.append({"pod": x.name, "status": x.status, "node": x.node, "restarts": sum(c.restart_count for c in x.containers),
                      "unhealthy": unhealthy, "owner": str(x.owner) if x.owner else "",
@@ -116,11 +122,27 @@ def contain(run: Run[PodCrashParams], found: Identified) -> Choice | None:
     """The action that fixes the diagnosed cause, with the containment options (redirect traffic, flags off,
     scale to zero) as alternatives, approved by mode; with no fix, the containment options for a person, then an
     escalation with the exact change; nothing when nothing is wrong."""
-    top = found.top
-    if top is None and not any(x.workload == run.params.deployment and x.status not in ("Running", "Completed") for x in found.evidence.pods):
+    top, p = found.top, run.params
+    if top is None and not any(x.workload == p.deployment and x.status not in ("Running", "Completed") for x in found.evidence.pods):
         run.record.outcome, run.record.outcome_detail = "resolved", "no pod in trouble and no failure signature: nothing to contain"
         return None
+    if top is not None and top.object.name != p.deployment and _target_healthy(found, p.deployment):
+        # Another workload's fault in the namespace is not this incident: its own alert brings its own run.
+        run.note(f"Not this incident: {top.cause.value} on {top.object.kind}/{top.object.name}",
+                 f"{p.namespace}/{p.deployment} has every replica ready and no pod in trouble", "note")
+        run.record.outcome, run.record.outcome_detail = "resolved", (
+            f"every replica of {p.namespace}/{p.deployment} is ready and none is in trouble: nothing to contain "
+            f"(seen elsewhere in the namespace: {top.cause.value} on {top.object.kind}/{top.object.name})")
+        return None
     return choose(run, "contain", found)
+
+
+def _target_healthy(found: Identified, deployment: str) -> bool:
+    """The runbook's Deployment wants pods, has them all ready, and none restarted recently or is unready."""
+    wl = next((w for w in found.evidence.workloads if w.name == deployment), None)
+    if wl is None or not wl.replicas or (wl.ready_replicas or 0) < wl.replicas:
+        return False
+    return not any(_in_trouble(x) for x in found.evidence.pods if x.workload == deployment)
 
 
 # ------------------------------------------------------------------------------------ 3. recover

@@ -164,7 +164,7 @@ import importlib, pkgutil, sys, flows, tasks, k8s_runbooks, k8s_runbooks_cli, k8
 packages = (flows, tasks, k8s_runbooks, k8s_runbooks_cli, k8s_runbooks_prefect)
 names = [m.name for pkg in packages for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + ".")]
 for name in names:
-    if name != "k8s_runbooks_cli.sandbox" and not name.endswith("__main__"):  # sandbox CLI: only with the sandbox
+    if not name.startswith("k8s_runbooks_cli.sandbox") and not name.endswith("__main__"):  # sandbox CLI (sandbox, sandbox_chat...): only with it
         importlib.import_module(name)
 assert not [m for m in sys.modules if m.startswith("k8s_runbooks.sandbox")], "the product imported the sandbox"
 print(len(names))

@@ -383,6 +383,8 @@ class Evidence(_M):
     services: list[Service] = Field(default_factory=list)
     endpoints: list[Endpoints] = Field(default_factory=list)
     quotas: list[ResourceQuota] = Field(default_factory=list)
+    quotas_listed: bool = Field(False, description="the namespace's quotas were listed: a quota missing from `quotas` "
+                                                   "does not exist (else: not collected, cannot tell)")
     pvcs: list[PersistentVolumeClaim] = Field(default_factory=list)
     pvs: list[PersistentVolume] = Field(default_factory=list)
     storage_classes: list[StorageClass] = Field(default_factory=list)

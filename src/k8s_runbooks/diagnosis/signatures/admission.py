@@ -49,11 +49,15 @@ def quota_events(ctx: Context) -> list[Hypothesis]:
         cause = _resource_cause(m.group("req"))
         if cause is None:
             continue
+        if ctx.e.quotas_listed and m.group("quota") not in {q.name for q in ctx.e.quotas}:
+            continue  # the quota is gone (removed or renamed since): its refusals, kept for an hour, are history
         workload = _owner_workload(ctx, ev.object.kind, ev.object.name)
         wl = ctx.workloads.get(workload or "")
         rollout_blocked = wl is not None and wl.replicas is not None and wl.updated_replicas is not None and wl.updated_replicas < wl.replicas
         stuck = (workload in ctx.troubled or rollout_blocked) if workload else False
         recent = ev.age_seconds is None or ev.age_seconds < 600
+        if wl is not None and not stuck and wl.replicas is not None and (wl.ready_replicas or 0) >= wl.replicas:
+            continue  # the workload has every pod it wants: the quota does not block it now, however recent the refusal
         conf = 0.95 if stuck and recent else (0.8 if stuck or recent else 0.45)
         out.append(ctx.hyp(cause, ctx.namespace_ref(), conf,
                            f"ResourceQuota {m.group('quota')} refuses new pods of {workload or ev.object.name} "

@@ -212,7 +212,11 @@ def _add_lists(evidence: ev.Evidence, lists: dict[tuple[str, str], str]) -> None
         evidence.storage_classes.append(ev.StorageClass(name=name.replace(" (default)", ""), provisioner=r.get("PROVISIONER"),
                                                         binding_mode=r.get("VOLUMEBINDINGMODE"), default="(default)" in name))
     if ("resourcequota", "plain") in lists:
-        evidence.quotas = ko.quota_rows(lists[("resourcequota", "plain")], ns) or evidence.quotas
+        text = lists[("resourcequota", "plain")]
+        listed = ko.quota_rows(text, ns)
+        evidence.quotas = listed or evidence.quotas
+        # "listed" only when the text was read as a list: an unparsed table must not make every quota "gone"
+        evidence.quotas_listed = bool(listed) or "No resources found" in text
     if ("serviceaccounts", "plain") in lists:
         evidence.service_accounts = [r.get("NAME", "") for r in rows("serviceaccounts", "plain") if r.get("NAME")]
     if ("secrets", "plain") in lists:

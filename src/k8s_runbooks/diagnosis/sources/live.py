@@ -137,6 +137,7 @@ def _add_objects(e: ev.Evidence, read: dict[str, tuple[list[J] | None, str | Non
     e.services = [ko.service(x) for x in items("services")]
     e.endpoints = [ko.endpoints(x) for x in items("endpoints")]
     e.quotas = [ko.quota(x) for x in items("resourcequotas")]
+    e.quotas_listed = read["resourcequotas"][0] is not None
     e.pvcs = [ko.pvc(x) for x in items("persistentvolumeclaims")]
     accounts = read["serviceaccounts"][0]
     e.service_accounts = [str(a.get("metadata", {}).get("name", "")) for a in accounts] if accounts is not None else None
