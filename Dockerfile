@@ -4,6 +4,7 @@
 #   worker:   command ["prefect"], args ["worker", "start", "--pool", ..., "--type", "kubernetes"]
 #   flow run: the base job template runs Prefect's command through /usr/bin/env (see base-job-template.json)
 # The source tree keeps its layout under /app: runbook_docs finds runbooks/ next to src/ (parents[2]).
+# The sandbox (src/k8s_runbooks/sandbox, the `sandbox` extra) is left out by .dockerignore: a product image.
 
 FROM python:3.11.11-slim-bookworm AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1

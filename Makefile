@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	      $(PYTHON) -m venv $(VENV); \
 	    else echo "error: '$(PYTHON) -m venv' failed; install python3-venv (Python >= 3.11)"; exit 1; fi; }; \
 	fi
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[sandbox,test]'
 	@touch $@
 
 tools: venv

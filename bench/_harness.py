@@ -181,3 +181,48 @@ def full_sandbox(directory: Path, extra_env: dict[str, str] | None = None) -> It
         yield box
     finally:
         box.cli("sandbox", "down", timeout=180)
+
+
+def get_json(client: Any, url: str, **params: Any) -> Any:
+    """GET with a few retries: the sandbox's SQLite Prefect server answers 503 when its database is locked."""
+    return _with_retries(lambda: client.get(url, params=params or None), url)
+
+
+def post_json(client: Any, url: str, body: dict[str, Any]) -> Any:
+    """POST (a Prefect `.../filter` read) with the same retries as `get_json`."""
+    return _with_retries(lambda: client.post(url, json=body), url)
+
+
+def _with_retries(send: Any, url: str) -> Any:
+    import httpx
+
+    delay = 0.2
+    for attempt in range(5):
+        try:
+            resp = send()
+            if resp.status_code < 500 and resp.status_code != 429:
+                resp.raise_for_status()
+                return resp.json()
+        except (httpx.TransportError, httpx.HTTPStatusError) as exc:
+            if isinstance(exc, httpx.HTTPStatusError) or attempt == 4:
+                raise
+        time.sleep(delay)
+        delay *= 2
+    raise RuntimeError(f"{url}: still failing after 5 attempts")
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-quantile by linear interpolation (q=0.95: p95)."""
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    pos = (len(ordered) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def spread(values: list[float], digits: int = 3) -> dict[str, float]:
+    """n, median, p95, min, max of `values` (seconds or ms, as given)."""
+    return {"n": len(values), "median": round(statistics.median(values), digits), "p95": round(pct(values, 0.95), digits),
+            "min": round(min(values), digits), "max": round(max(values), digits)}

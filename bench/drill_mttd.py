@@ -98,23 +98,6 @@ def epoch(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-def get_json(client: httpx.Client, url: str, **params: Any) -> Any:
-    """GET with a few retries: the sandbox's SQLite Prefect server answers 503 when its database is locked."""
-    delay = 0.2
-    for attempt in range(5):
-        try:
-            resp = client.get(url, params=params or None)
-            if resp.status_code < 500 and resp.status_code != 429:
-                resp.raise_for_status()
-                return resp.json()
-        except (httpx.TransportError, httpx.HTTPStatusError) as exc:
-            if isinstance(exc, httpx.HTTPStatusError) or attempt == 4:
-                raise
-        time.sleep(delay)
-        delay *= 2
-    raise BenchError(f"{url}: still failing after 5 attempts")
-
-
 class Probes:
     """Everything the bench reads: Prometheus, Alertmanager, the receiver's spool, Prefect, the sandbox API."""
 
@@ -137,7 +120,7 @@ class Probes:
 
     # --- Prometheus -------------------------------------------------------------------------------------
     def query(self, expr: str) -> list[dict[str, Any]]:
-        data = get_json(self.http, f"{self.prom}/api/v1/query", query=expr)
+        data = h.get_json(self.http, f"{self.prom}/api/v1/query", query=expr)
         return list(data["data"]["result"])
 
     def first_sample(self, selector: str, window: str = "15m", min_value: float = 0.0) -> float | None:
@@ -178,10 +161,10 @@ class Probes:
 
     # --- Prefect ----------------------------------------------------------------------------------------
     def flow_run(self, run_id: str) -> dict[str, Any]:
-        return dict(get_json(self.http, f"{self.prefect}/flow_runs/{run_id}"))
+        return dict(h.get_json(self.http, f"{self.prefect}/flow_runs/{run_id}"))
 
     def states(self, run_id: str) -> list[dict[str, Any]]:
-        return list(get_json(self.http, f"{self.prefect}/flow_run_states/", flow_run_id=run_id))
+        return list(h.get_json(self.http, f"{self.prefect}/flow_run_states/", flow_run_id=run_id))
 
     def cancel(self, run_id: str) -> None:
         self.http.post(f"{self.prefect}/flow_runs/{run_id}/set_state",
@@ -197,15 +180,15 @@ def detection_settings(box: h.Sandbox, probes: Probes) -> dict[str, Any]:
     """The intervals and rule parameters in force, read from the running processes (and the templates)."""
     from k8s_runbooks.sandbox import launchers
 
-    config = yaml.safe_load(get_json(probes.http, f"{probes.prom}/api/v1/status/config")["data"]["yaml"])
-    flags = get_json(probes.http, f"{probes.prom}/api/v1/status/flags")["data"]
+    config = yaml.safe_load(h.get_json(probes.http, f"{probes.prom}/api/v1/status/config")["data"]["yaml"])
+    flags = h.get_json(probes.http, f"{probes.prom}/api/v1/status/flags")["data"]
     rules = {}
-    for group in get_json(probes.http, f"{probes.prom}/api/v1/rules")["data"]["groups"]:
+    for group in h.get_json(probes.http, f"{probes.prom}/api/v1/rules")["data"]["groups"]:
         for rule in group["rules"]:
             if rule.get("type") == "alerting":
                 rules[rule["name"]] = {"for_s": rule.get("duration"), "query": rule.get("query"),
                                        "group_interval_s": group.get("interval")}
-    am_config = yaml.safe_load(get_json(probes.http, f"{probes.am}/api/v2/status")["config"]["original"])
+    am_config = yaml.safe_load(h.get_json(probes.http, f"{probes.am}/api/v2/status")["config"]["original"])
     route = am_config.get("route", {})
     runner: dict[str, Any] = {}
     try:

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from k8s_runbooks_prefect import deploy  # noqa: E402
 from k8s_runbooks.sandbox import demo_workload, supervisor  # noqa: E402
-from k8s_runbooks.settings import Settings  # noqa: E402
+from k8s_runbooks.sandbox.settings import SandboxSettings  # noqa: E402
 from tests.ui.scenario import ScenarioFailed, browser, probe_env, run_scenario  # noqa: E402
 
 
@@ -29,7 +29,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--shots", type=Path, default=Path(".bench/ui-failures"), help="screenshots of failed rounds")
     args = parser.parse_args()
-    cfg = supervisor.resolve_config(Settings(), args.state_dir)
+    cfg = supervisor.resolve_config(SandboxSettings(), args.state_dir)
     api = f"http://127.0.0.1:{cfg.ports.prefect}/api"
     ui = api.removesuffix("/api")
     demo_workload.ensure_workload(cfg.kubeconfig, "drill-ui", {"web": 1})

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from k8s_runbooks.sandbox.kubeconfig import account_kubeconfig_path
+
 REPO = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "k8s_runbooks_cli"]
 os.environ.setdefault("K8S_RUNBOOKS_SANDBOX_TOOLS_DIR", str(REPO / ".sandbox" / "tools" / "bin"))
@@ -38,6 +40,7 @@ PORT_SETTINGS = {
     "pushgateway": "K8S_RUNBOOKS_SANDBOX_PUSHGATEWAY_PORT",
     "prefect": "K8S_RUNBOOKS_SANDBOX_PREFECT_PORT",
     "receiver": "K8S_RUNBOOKS_SANDBOX_RECEIVER_PORT",
+    "postgres": "K8S_RUNBOOKS_SANDBOX_POSTGRES_PORT",
 }
 
 
@@ -93,10 +96,15 @@ def sandbox_env(state_dir: Path, ports: dict[str, int], pod_subnet: str) -> dict
     env["K8S_RUNBOOKS_SANDBOX_TOOLS_DIR"] = os.environ["K8S_RUNBOOKS_SANDBOX_TOOLS_DIR"]
     env.update({PORT_SETTINGS[name]: str(port) for name, port in ports.items()})
     env["K8S_RUNBOOKS_SANDBOX_POD_SUBNET"] = pod_subnet
+    # CI's Postgres step runs the deployment and alert-path tests with Postgres under the sandbox's Prefect.
+    if os.environ.get("K8S_RUNBOOKS_SANDBOX_PREFECT_DATABASE"):
+        env["K8S_RUNBOOKS_SANDBOX_PREFECT_DATABASE"] = os.environ["K8S_RUNBOOKS_SANDBOX_PREFECT_DATABASE"]
     env["K8S_RUNBOOKS_SANDBOX_STATE_DIR"] = str(state_dir)
     env["K8S_RUNBOOKS_SANDBOX_RECEIVER_ROUTES"] = str(REPO / "tests" / "alert-routes.test.yaml")
     env["KUBECONFIG"] = str(state_dir / "kubeconfig")
-    env["K8S_RUNBOOKS_KUBECONFIG"] = str(state_dir / "kubeconfig")
+    # Runbooks and drills run as the least-privilege ServiceAccount of deployments/k8s/base/rbac.yaml (the sandbox
+    # enforces RBAC); kubectl and the tests' own set-up use KUBECONFIG, the admin.
+    env["K8S_RUNBOOKS_KUBECONFIG"] = str(account_kubeconfig_path(state_dir))
     env["K8S_RUNBOOKS_PROMETHEUS_URL"] = f"http://127.0.0.1:{ports['prometheus']}"
     env["K8S_RUNBOOKS_ALERTMANAGER_URL"] = f"http://127.0.0.1:{ports['alertmanager']}"
     env["K8S_RUNBOOKS_PUSHGATEWAY_URL"] = f"http://127.0.0.1:{ports['pushgateway']}"

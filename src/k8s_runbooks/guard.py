@@ -3,12 +3,15 @@
 `Guard.check` decides, in this order: protected namespace → target exists → blast radius (per action,
 per flow run, never all replicas at once unless `action.allow_all_replicas`) → cooldown per target →
 approval mode `dry-run`. The containment kinds have a check function each (`_check_flags`, `_check_redirect`,
-`_check_restore`) and pass through the same budget, cooldown, dry-run and audit. `Guard.execute` runs the check, executes through `kube.workloads` when allowed,
-and appends exactly one `AuditRecord` (who/what/when/why + outcome) to `state_dir/audit.jsonl`.
+`_check_restore`) and pass through the same budget, cooldown, dry-run and audit. `Guard.execute` runs the check,
+executes through `kube.workloads` when allowed, and appends exactly one `AuditRecord` (who/what/when/why +
+outcome) to `state_dir/audit.jsonl`, then hands it to the audit hooks (the tasks layer installs one that emits
+it as a Prefect event).
 
-State shared by several processes (flow runs, workers) lives in `state_dir` and is read-modify-written
-under an exclusive `fcntl` lock: `cooldowns.json` (last action time per [kube context,] namespace/kind/name, with its flow
-run) and `blast_radius.json` (pods touched per flow run).
+The state several entry points share — the cooldown per workload and the pod budget per flow run — lives
+in the cluster acted on, as Leases written with optimistic concurrency (`guard_state.py`), so a CLI run,
+the runner and a worker's Job all see the same cooldown, and two of them racing on one workload give one
+action.
 
 Cooldown is about repeated remediation of one target by *different* runs (alert storms, flapping); the
 steps of one run (contain, then roll back) are bounded by the per-run pod budget instead. Scaling up
@@ -18,18 +21,17 @@ touches no existing pod, so it is exempt from the cooldown and counts zero pods.
 from __future__ import annotations
 
 import fcntl
-import json
+import logging
 import os
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from k8s_runbooks.errors import NotFound, RunbookError
+from k8s_runbooks.guard_state import Claim, GuardState
 from k8s_runbooks.kube import workloads
 from k8s_runbooks.kube.client import Kube, current_context, get_kube
 from k8s_runbooks.kube.pods import current_and_previous, deployment_pods, deployment_replicasets, read_deployment
@@ -37,44 +39,17 @@ from k8s_runbooks.models import Action, ActionKind, ActionResult, ApprovalMode, 
 from k8s_runbooks.settings import Settings, get_settings
 
 AUDIT_FILE = "audit.jsonl"
-COOLDOWN_FILE = "cooldowns.json"
-BUDGET_FILE = "blast_radius.json"
-LOCK_FILE = "guard.lock"
+log = logging.getLogger("k8s_runbooks.guard")
+
+AuditHook = Callable[[AuditRecord], None]
+_audit_hooks: list[AuditHook] = []
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (ValueError, OSError):
-        return {}  # a torn/corrupt state file must not block remediation forever; the audit log is the record
-    return data if isinstance(data, dict) else {}
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _target_key(action: Action, settings: Settings) -> str:
-    """The cooldown key: the workload, and the cluster when a run or the settings name a kube context (the same
-    namespace/name in two clusters are two workloads; without a context the key stays as it always was)."""
-    key = f"{action.target.namespace}/{action.target.kind}/{action.target.name}"
-    context = current_context(settings)
-    return f"{context}|{key}" if context else key
+def add_audit_hook(hook: AuditHook) -> None:
+    """Call `hook(record)` after every audit record is written (idempotent). The core stays Prefect-free: the
+    tasks layer installs the hook that emits each record as a Prefect event."""
+    if hook not in _audit_hooks:
+        _audit_hooks.append(hook)
 
 
 @dataclass
@@ -83,6 +58,7 @@ class _Verdict:
     reason: str
     pods: int = 0  # pods this action touches (blast radius)
     cooldown_exempt: bool = False
+    claim: Claim = field(default_factory=Claim)  # what execute() took in the cluster's guard state
 
 
 class Guard:
@@ -96,6 +72,10 @@ class Guard:
         if self._kube is None:
             self._kube = get_kube(self.settings)
         return self._kube
+
+    @property
+    def state(self) -> GuardState:
+        return GuardState(self.kube, self.settings.cooldown_seconds, self.settings.max_pods_per_run)
 
     # -------------------------------------------------------------------------------- decisions
     def _blast(self, action: Action) -> _Verdict:
@@ -266,28 +246,14 @@ class Guard:
         return _Verdict(Decision.allowed, "", pods=0, cooldown_exempt=True)
 
     def _budget_and_cooldown(self, action: Action, verdict: _Verdict, flow_run_id: str | None) -> _Verdict:
-        """Per-run pod budget and per-target cooldown; call with the state lock held."""
-        s = self.settings
-        if flow_run_id and verdict.pods:
-            used = int(_read_json(self.state_dir / BUDGET_FILE).get(flow_run_id, 0))
-            if used + verdict.pods > s.max_pods_per_run:
-                return _Verdict(
-                    Decision.refused,
-                    f"blast radius: flow run {flow_run_id} already touched {used} pods; {verdict.pods} more would exceed "
-                    f"max_pods_per_run={s.max_pods_per_run}",
-                )
-        if not verdict.cooldown_exempt and s.cooldown_seconds > 0:
-            last = _read_json(self.state_dir / COOLDOWN_FILE).get(_target_key(action, self.settings))
-            if isinstance(last, dict):
-                ago = time.time() - float(last.get("at", 0))
-                same_run = flow_run_id is not None and last.get("flow_run_id") == flow_run_id
-                if ago < s.cooldown_seconds and not same_run:
-                    return _Verdict(
-                        Decision.refused,
-                        f"cooldown: {last.get('kind', 'an action')} on {action.target} {ago:.0f}s ago "
-                        f"(flow run {last.get('flow_run_id') or '-'}); next action allowed in {s.cooldown_seconds - ago:.0f}s",
-                    )
-        return verdict
+        """Per-run pod budget and per-target cooldown, read from the cluster (nothing taken yet)."""
+        try:
+            why = self.state.refusal(action, verdict.pods, verdict.cooldown_exempt, flow_run_id)
+        except RunbookError as exc:
+            if exc.transient:
+                raise
+            return _Verdict(Decision.refused, f"guard state in the cluster is unavailable: {exc}")
+        return _Verdict(Decision.refused, why) if why else verdict
 
     def _decide(self, action: Action, approval_mode: ApprovalMode, flow_run_id: str | None) -> _Verdict:
         if action.target.namespace in self.settings.protected_namespaces:
@@ -295,8 +261,7 @@ class Guard:
         verdict = self._blast(action)
         if verdict.decision is Decision.refused:
             return verdict
-        with _locked(self.state_dir / LOCK_FILE):
-            verdict = self._budget_and_cooldown(action, verdict, flow_run_id)
+        verdict = self._budget_and_cooldown(action, verdict, flow_run_id)
         if verdict.decision is Decision.refused:
             return verdict
         if approval_mode == "dry-run":
@@ -315,33 +280,25 @@ class Guard:
 
     # -------------------------------------------------------------------------------- execution
     def _reserve(self, action: Action, verdict: _Verdict, flow_run_id: str | None) -> _Verdict:
-        """Re-check budget and cooldown and claim them atomically, so two runs cannot both pass."""
-        with _locked(self.state_dir / LOCK_FILE):
-            verdict = self._budget_and_cooldown(action, verdict, flow_run_id)
-            if verdict.decision is not Decision.allowed:
-                return verdict
-            if flow_run_id and verdict.pods:
-                budget = _read_json(self.state_dir / BUDGET_FILE)
-                budget[flow_run_id] = int(budget.get(flow_run_id, 0)) + verdict.pods
-                _write_json(self.state_dir / BUDGET_FILE, budget)
-            if not verdict.cooldown_exempt:
-                cooldowns = _read_json(self.state_dir / COOLDOWN_FILE)
-                cooldowns[_target_key(action, self.settings)] = {"at": time.time(), "flow_run_id": flow_run_id, "kind": action.kind.value}
-                _write_json(self.state_dir / COOLDOWN_FILE, cooldowns)
+        """Re-check budget and cooldown and take them atomically (compare-and-swap on the cluster's Leases), so
+        two entry points cannot both pass."""
+        try:
+            claim = self.state.claim(action, verdict.pods, verdict.cooldown_exempt, flow_run_id)
+        except RunbookError as exc:
+            if exc.transient:
+                raise
+            return _Verdict(Decision.refused, f"guard state in the cluster is unavailable: {exc}")
+        if claim.refused:
+            return _Verdict(Decision.refused, claim.refused)
+        verdict.claim = claim
         return verdict
 
     def _release(self, action: Action, verdict: _Verdict, flow_run_id: str | None) -> None:
         """Undo a reservation after a failed execution, so a retry is not refused by our own claim."""
-        with _locked(self.state_dir / LOCK_FILE):
-            if flow_run_id and verdict.pods:
-                budget = _read_json(self.state_dir / BUDGET_FILE)
-                budget[flow_run_id] = max(0, int(budget.get(flow_run_id, 0)) - verdict.pods)
-                _write_json(self.state_dir / BUDGET_FILE, budget)
-            if not verdict.cooldown_exempt:
-                cooldowns = _read_json(self.state_dir / COOLDOWN_FILE)
-                if (cooldowns.get(_target_key(action, self.settings)) or {}).get("flow_run_id") == flow_run_id:
-                    cooldowns.pop(_target_key(action, self.settings), None)
-                    _write_json(self.state_dir / COOLDOWN_FILE, cooldowns)
+        try:
+            self.state.release(action, verdict.claim, flow_run_id)
+        except RunbookError as exc:  # the execution error is the one to report; this only delays a retry
+            log.warning("could not give back the guard claim on %s: %s", action.target, exc)
 
     def _run(self, action: Action) -> str:
         ns, name = action.target.namespace, action.target.name
@@ -385,6 +342,8 @@ class Guard:
         """Check, then execute when allowed; exactly one audit record either way. Kubernetes errors during
         execution are recorded and re-raised (transient ones are retried by the task policy)."""
         started = utcnow()
+        # A transient error reading the target or the guard state propagates unrecorded (nothing was decided);
+        # the task policy retries the whole call.
         verdict = self._decide(action, approval_mode, flow_run_id)
         if verdict.decision is Decision.allowed:
             verdict = self._reserve(action, verdict, flow_run_id)
@@ -423,6 +382,11 @@ def append_audit(settings: Settings, record: AuditRecord) -> None:
             os.fsync(fh.fileno())
         finally:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    for hook in list(_audit_hooks):
+        try:
+            hook(record)
+        except Exception:  # noqa: BLE001 - the file is the durable record; a hook must never fail the action
+            log.warning("audit hook %r failed", hook, exc_info=True)
 
 
 def read_audit(flow_run_id: str | None = None, *, settings: Settings | None = None) -> list[AuditRecord]:

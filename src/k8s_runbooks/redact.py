@@ -183,6 +183,20 @@ _anchor("slack_token", 1, "xapp-")
 _anchor("stripe_key", 0, "_live_", "_test_")
 _anchor("stripe_key", 1, "whsec_")
 
+# The same for case-sensitive rules whose literals are too common in lower case: looked for in the text itself.
+_CASE_ANCHORS: dict[str, tuple[str, ...]] = {[p for k, p, _ in _RULES if k == "twilio_key"][0].pattern: ("SK", "AC")}
+
+# How many line breaks a match of the rule can hold (its `\s{0,5}` gaps). A match contains one of its anchors, so
+# it lies within that many lines of an anchor's line: the rule is run on those lines only (a page of logs has a
+# few), with the same result as on the whole text. Rules not listed (PEM bodies, unbounded `\s*`) scan it all.
+_REACH: dict[str, int] = {}
+for _kind, _pattern, _ in _RULES:
+    if _kind not in ("private_key", "docker_auth", "authorization", "bearer", "aws_secret_key", "secret"):
+        _REACH[_pattern.pattern] = 0
+for _kind, _lines in (("authorization", 15), ("bearer", 5), ("aws_secret_key", 10), ("secret", 5)):
+    _REACH[[p for k, p, _ in _RULES if k == _kind][0].pattern] = _lines
+_REACH[[p for k, p, _ in _RULES if k == "private_key"][2].pattern] = 0  # the base64 PEM header: one token
+
 
 # Generic `<secret-ish key> = value`, `key: value`, `"key": "value"`, `key='value'`. The key must END with a
 # secret word (so `max_tokens=5` and `password_length=12` stay as they are).
@@ -220,18 +234,129 @@ def redact(text: Any) -> tuple[str, int]:
         text = str(text)
     total = 0
     low = text.lower()
+    positional = _positional(text, low)
     for _kind, pattern, build in _RULES:
-        anchors = _ANCHORS.get(pattern.pattern)
-        if anchors is not None and not any(a in low for a in anchors):
-            continue  # none of the literals every match contains: the scan cannot match
-        text, n = pattern.subn(build, text)
+        key = pattern.pattern
+        reach = _REACH.get(key)
+        if key in _CASE_ANCHORS and reach is not None:
+            text, n = _subn_lines(pattern, build, text, _line_spans(text, _CASE_ANCHORS[key], reach))
+        else:
+            anchors = _ANCHORS.get(key)
+            if anchors is not None and positional and reach is not None:
+                text, n = _subn_lines(pattern, build, text, _line_spans(low, anchors, reach))
+            elif anchors is not None and not any(a in low for a in anchors):
+                continue  # none of the literals every match contains: the scan cannot match
+            else:
+                text, n = pattern.subn(build, text)
         if n:
             total += n
             low = text.lower()
     text, n = _ESCAPED_JSON.subn(lambda m: f"{m.group('prefix')}{_mark('secret')}{m.group('q')}", text)
     total += n
-    text, n = generic_subn(text)
+    if positional:
+        text, n = _generic_near_words(text, text.lower() if n else low)
+    else:
+        text, n = generic_subn(text)
     return text, total + n
+
+
+# Characters IGNORECASE equates with an ASCII letter although str.lower() does not turn them into it (or turns
+# them into two characters): with one of them in the text, literals and positions found in text.lower() are not
+# the patterns', and the rules scan the whole text instead.
+_CASE_ODD = ("\u0130", "\u0131", "\u017f", "\u212a")
+
+
+def _positional(text: str, low: str) -> bool:
+    return len(low) == len(text) and (text.isascii() or not any(c in text for c in _CASE_ODD))
+
+
+def _line_spans(hay: str, literals: tuple[str, ...], reach: int) -> list[tuple[int, int]]:
+    """(start, end) of the runs of whole lines (end at the line break) within `reach` lines of a line of `hay`
+    holding one of `literals`, in order and merged."""
+    size = len(hay)
+    found: list[tuple[int, int]] = []
+    for lit in literals:
+        i = hay.find(lit)
+        while i >= 0:
+            start, line_end = hay.rfind("\n", 0, i) + 1, hay.find("\n", i)
+            end = line_end = size if line_end < 0 else line_end
+            for _ in range(reach):
+                start = hay.rfind("\n", 0, start - 1) + 1 if start > 0 else 0
+                nxt = hay.find("\n", end + 1) if end < size else -1
+                end = size if nxt < 0 else nxt
+            found.append((start, end))
+            i = hay.find(lit, line_end + 1) if line_end < size else -1  # the rest of the line adds nothing
+    found.sort()
+    spans: list[tuple[int, int]] = []
+    for start, end in found:
+        if spans and start <= spans[-1][1] + 1:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], end))
+        else:
+            spans.append((start, end))
+    return spans
+
+
+def _subn_lines(pattern: re.Pattern[str], build: Replacer, text: str, spans: list[tuple[int, int]]) -> tuple[str, int]:
+    """`pattern.subn` on the given runs of whole lines only. The same as on the whole text when every match lies in
+    one run: at a run's edges the pattern sees a line break either way, which no rule's boundary treats apart from
+    the start or end of the text."""
+    out: list[str] = []
+    last = total = 0
+    for start, end in spans:
+        piece, n = pattern.subn(build, text[start:end])
+        if n:
+            out += (text[last:start], piece)
+            last, total = end, total + n
+    if not total:
+        return text, 0
+    out.append(text[last:])
+    return "".join(out), total
+
+
+_HINT_WORDS = ("pass", "pwd", "credential", "secret", "token", "key", "session")
+_GENERIC_START = re.compile(r"(?i)(?<![A-Za-z0-9])[\w.-]")  # where a _GENERIC match can begin (its first character)
+# A generic match begins at most 40 (its prefix) + 11 ("encryption_" before "key") characters before the hint word
+# inside its key word, on the same line.
+_GENERIC_LEAD = 64
+
+
+def _generic_near_words(text: str, low: str) -> tuple[str, int]:
+    """`_GENERIC.subn(_generic, text)` trying only the few places a match can begin: on the line of a hint word
+    (every secret key word holds one), at most _GENERIC_LEAD characters before it. `low` is `text.lower()`, the same
+    length (see _positional)."""
+    hits = sorted({i for word in _HINT_WORDS for i in _find_all(low, word)})
+    out: list[str] = []
+    last = tried = total = 0  # positions before `tried` are known not to begin a match
+    j = 0
+    while j < len(hits):
+        q = hits[j]
+        if q < last:  # inside a replaced match: a later match begins after it
+            j += 1
+            continue
+        lo = max(last, tried, low.rfind("\n", 0, q) + 1, q - _GENERIC_LEAD)
+        m = None
+        for start in _GENERIC_START.finditer(text, lo, q + 1):
+            m = _GENERIC.match(text, start.start())
+            if m is not None:
+                break
+        if m is None:
+            tried, j = q + 1, j + 1
+            continue
+        out += (text[last:m.start()], _generic(m))
+        last, total = m.end(), total + 1  # and this hint again, from the end of the match
+    if not total:
+        return text, 0
+    out.append(text[last:])
+    return "".join(out), total
+
+
+def _find_all(hay: str, word: str) -> list[int]:
+    found = []
+    i = hay.find(word)
+    while i >= 0:
+        found.append(i)
+        i = hay.find(word, i + 1)
+    return found
 
 
 # Every alternative of _SECRET_KEY_WORDS contains one of these; a line holding none cannot start a generic match.

@@ -1,4 +1,8 @@
-"""The one settings object. Every field is read from `K8S_RUNBOOKS_<FIELD>` (upper case)."""
+"""The product's settings. Every field is read from `K8S_RUNBOOKS_<FIELD>` (upper case).
+
+Defaults are the usual ports of each service (Prometheus 9090, Alertmanager 9093, Pushgateway 9091, the
+receiver 8080), never the sandbox's: the sandbox has its own settings (`k8s_runbooks.sandbox.settings`,
+`K8S_RUNBOOKS_SANDBOX_*`) and hands its URLs to the processes it starts (`k8s-runbooks sandbox env`)."""
 
 from __future__ import annotations
 
@@ -24,9 +28,9 @@ class Settings(BaseSettings):
     )
 
     # --- Prometheus / Alertmanager -----------------------------------------------------------
-    prometheus_url: str = Field(default="http://127.0.0.1:19090", description="Base URL of the Prometheus HTTP API.")
-    alertmanager_url: str = Field(default="http://127.0.0.1:19093", description="Base URL of Alertmanager.")
-    pushgateway_url: str = Field(default="http://127.0.0.1:19091", description="Base URL of the Pushgateway (drill metrics).")
+    prometheus_url: str = Field(default="http://127.0.0.1:9090", description="Base URL of the Prometheus HTTP API.")
+    alertmanager_url: str = Field(default="http://127.0.0.1:9093", description="Base URL of Alertmanager.")
+    pushgateway_url: str = Field(default="http://127.0.0.1:9091", description="Base URL of the Pushgateway (drill metrics).")
     http_timeout_seconds: float = Field(
         default=10.0, gt=0, description="Timeout of every HTTP call to Prometheus, Alertmanager, Sentry and webhooks, seconds."
     )
@@ -58,34 +62,9 @@ class Settings(BaseSettings):
     )
     state_dir: Path = Field(
         default=Path(".k8s-runbooks"),
-        description="Where the audit log and cooldown records are kept (JSON lines).",
+        description="Where the audit log is kept (JSON lines); cooldowns and run budgets live in the cluster (Leases).",
     )
     reports_dir: Path = Field(default=Path("reports"), description="Where post-mortems are written as files.")
-
-    # --- Sandbox cluster ---------------------------------------------------------------------
-    sandbox_state_dir: Path = Field(default=Path(".sandbox"), description="State directory of the sandbox cluster.")
-    sandbox_api_port: int = Field(default=16443, description="Port of the sandbox Kubernetes API on 127.0.0.1.")
-    sandbox_prometheus_port: int = Field(default=19090, description="Port of the sandbox Prometheus.")
-    sandbox_alertmanager_port: int = Field(default=19093, description="Port of the sandbox Alertmanager.")
-    sandbox_pushgateway_port: int = Field(default=19091, description="Port of the sandbox Pushgateway.")
-    sandbox_prefect_port: int = Field(default=4200, description="Port of the sandbox Prefect server (API and UI).")
-    sandbox_receiver_port: int = Field(default=18080, description="Port of the alert receiver started by the sandbox.")
-    sandbox_pod_subnet: str = Field(
-        default="127.1", pattern=r"^127\.\d{1,3}$",
-        description="First two octets of the loopback range pod IPs are taken from (127.X.0.0/16).",
-    )
-    sandbox_tools_dir: Path | None = Field(
-        default=None,
-        description="Where the Prometheus/Alertmanager/Pushgateway binaries are extracted; default <sandbox_state_dir>/tools/bin.",
-    )
-    sandbox_receiver_routes: Path | None = Field(
-        default=None,
-        description="Routes file of the sandbox's alert receiver; default deployments/alert-routes.sandbox.yaml.",
-    )
-    sandbox_alert_webhook_url: str | None = Field(
-        default=None,
-        description="Where the sandbox Alertmanager sends notifications; default is the sandbox alert receiver.",
-    )
 
     # --- Runbook runner (`python -m k8s_runbooks_prefect.deploy serve`, started by `sandbox up`) -------
     runner_mode: Literal["warm", "stock"] = Field(
@@ -109,11 +88,11 @@ class Settings(BaseSettings):
 
     # --- Alert receiver ----------------------------------------------------------------------
     receiver_url: str = Field(
-        default="http://127.0.0.1:18080",
+        default="http://127.0.0.1:8080",
         description="Base URL of the alert receiver, as senders (Alertmanager, Grafana, Sentry) and tools reach it.",
     )
     receiver_host: str = Field(default="127.0.0.1", description="Address `k8s-runbooks alerts serve` binds to.")
-    receiver_port: int = Field(default=18080, ge=1, le=65535, description="Port `k8s-runbooks alerts serve` listens on.")
+    receiver_port: int = Field(default=8080, ge=1, le=65535, description="Port `k8s-runbooks alerts serve` listens on.")
     receiver_token: SecretStr | None = Field(
         default=None,
         description="Bearer token Alertmanager (http_config.authorization) and Grafana must send; unset: no token check.",

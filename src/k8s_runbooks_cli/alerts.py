@@ -12,7 +12,7 @@ app = typer.Typer(help="Alert receiver: Alertmanager/Grafana/Sentry webhooks sta
 @app.command("serve")
 def serve_cmd(
     host: str = typer.Option(None, help="Bind address [default: K8S_RUNBOOKS_RECEIVER_HOST or 127.0.0.1]."),
-    port: int = typer.Option(None, help="Port [default: K8S_RUNBOOKS_RECEIVER_PORT or 18080]."),
+    port: int = typer.Option(None, help="Port [default: K8S_RUNBOOKS_RECEIVER_PORT or 8080]."),
     routes: Path = typer.Option(None, help="Routing file [default: K8S_RUNBOOKS_RECEIVER_ROUTES]."),
     spool: Path = typer.Option(None, help="SQLite spool file [default: K8S_RUNBOOKS_RECEIVER_SPOOL]."),
 ) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Optional
 
 import typer
 from rich.console import Console
@@ -68,3 +68,39 @@ def latency_cmd(namespace: str = _NS, deployment: str = _DEP, dry_run: bool = _D
                 value: str | None = _VAL) -> None:
     """Slow the Deployment down and score the high-latency response."""
     _run("latency", _params(namespace, deployment, dry_run, approval, response, fault, value))
+
+
+@drill_app.command("schedule")
+def schedule_cmd(
+    scenario: str = typer.Argument(..., help="pod-crash or latency"),
+    on: Optional[bool] = typer.Option(None, "--on/--off", help="Turn the schedule on (drills run) or off."),
+    cron: Optional[str] = typer.Option(None, "--cron", help="When, as cron (e.g. '0 3 * * 1': Mondays 03:00)."),
+    timezone: str = typer.Option("UTC", "--timezone", help="Time zone of --cron."),
+    namespace: Optional[str] = typer.Option(None, "--namespace", "-n", help="Target namespace (labelled for drills)."),
+    deployment: Optional[str] = typer.Option(None, "--deployment", "-d", help="Target Deployment."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Scheduled runs only check guardrails and steady state."),
+) -> None:
+    """Turn a drill's schedule on or off, set when it runs and what it breaks (on the PREFECT_API_URL server)."""
+    import os
+
+    from k8s_runbooks.drills.schedules import set_schedule, target_parameters
+    from k8s_runbooks.errors import ConfigError
+    from k8s_runbooks.submit import PrefectRest
+
+    api = os.environ.get("PREFECT_API_URL")
+    if not api:
+        raise ConfigError("PREFECT_API_URL is not set: the server the drill deployments are registered on",
+                          hint='e.g. eval "$(k8s-runbooks sandbox env)"')
+    if (namespace is None) != (deployment is None):
+        raise InvalidInput("give both --namespace and --deployment (the drill's target), or neither")
+    params = target_parameters(namespace, deployment, dry_run) if namespace and deployment else None
+    rest = PrefectRest(api, on_retry=lambda msg: console.print(f"[yellow]{msg}[/]", highlight=False))
+    try:
+        views = set_schedule(rest, scenario, active=on, cron=cron, timezone=timezone, parameters=params)
+    finally:
+        rest.close()
+    for v in views:
+        target = (v.parameters.get("params") or {})
+        where = f"{target.get('namespace')}/{target.get('deployment')}" if target else "the deployment's defaults"
+        console.print(f"drill-{scenario}: {v.cron} ({v.timezone}) {'ON' if v.active else 'off'}, target {where}"
+                      + (" (dry run)" if target.get("dry_run") else ""), highlight=False)

@@ -32,10 +32,15 @@ def use_sandbox_when_unconfigured(state_dir: Path | None) -> list[str]:
     """Fill in KUBECONFIG, PREFECT_API_URL and the K8S_RUNBOOKS_* URLs from a running sandbox, but only
     for the ones the user has not set (and only when no ~/.kube/config exists for the cluster).
     Returns what was filled in, so the CLI can say which cluster it acts on."""
+    from k8s_runbooks_cli.annex import sandbox_installed
+
+    if not sandbox_installed():  # the product image: there is no sandbox to fall back on
+        return []
     from k8s_runbooks.sandbox import supervisor
+    from k8s_runbooks.sandbox.settings import SandboxSettings
 
     settings = Settings()
-    cfg = supervisor.resolve_config(settings, state_dir)
+    cfg = supervisor.resolve_config(SandboxSettings(), state_dir)
     if not cfg.kubeconfig.exists():
         return []
     up = {c.name for c in supervisor.status(cfg) if c.state == "up"}

@@ -19,13 +19,13 @@ from rich.table import Table
 from k8s_runbooks.sandbox import launchers, supervisor
 from k8s_runbooks.sandbox.binaries import SandboxError, ensure_binaries, tools_dir
 from k8s_runbooks.sandbox.fault_kinds import FAULT_KINDS
-from k8s_runbooks.settings import Settings
+from k8s_runbooks.sandbox.settings import SandboxSettings
 
 console = Console(width=None if sys.stdout.isatty() else 120)
 sandbox_app = typer.Typer(help="The local sandbox cluster with Prometheus, Alertmanager, Pushgateway and Prefect.",
                           no_args_is_help=True)
 
-StateDir = Annotated[Optional[Path], typer.Option("--state-dir", help="State directory (default: setting sandbox_state_dir, .sandbox).")]
+StateDir = Annotated[Optional[Path], typer.Option("--state-dir", help="State directory (default: K8S_RUNBOOKS_SANDBOX_STATE_DIR, .sandbox).")]
 STATE_STYLE = {"started": "green", "running": "cyan", "up": "green", "down": "red", "unhealthy": "yellow", "stopped": "yellow"}
 
 
@@ -49,7 +49,7 @@ def up(
     pod_subnet: Annotated[Optional[str], typer.Option(help="First two octets of pod IPs, e.g. 127.1.")] = None,
 ) -> None:
     """Start (or complete) the sandbox; healthy components are left alone."""
-    cfg = supervisor.SandboxConfig.from_settings(Settings(), state_dir, with_prefect=not no_prefect, pod_subnet=pod_subnet)
+    cfg = supervisor.SandboxConfig.from_settings(SandboxSettings(), state_dir, with_prefect=not no_prefect, pod_subnet=pod_subnet)
     t0 = time.monotonic()
     with console.status("starting the sandbox ..."):
         result = supervisor.up(cfg, demo=not no_demo)
@@ -68,7 +68,7 @@ def up(
 @sandbox_app.command()
 def down(state_dir: StateDir = None) -> None:
     """Stop every process `up` started in the state dir (never any other)."""
-    cfg = supervisor.resolve_config(Settings(), state_dir)
+    cfg = supervisor.resolve_config(SandboxSettings(), state_dir)
     rows = supervisor.down(cfg)
     if rows:
         console.print(_table(rows, f"stopped in {cfg.state_dir}"))
@@ -79,14 +79,14 @@ def down(state_dir: StateDir = None) -> None:
 @sandbox_app.command()
 def status(state_dir: StateDir = None) -> None:
     """Per component: up, unhealthy or down."""
-    cfg = supervisor.resolve_config(Settings(), state_dir)
+    cfg = supervisor.resolve_config(SandboxSettings(), state_dir)
     console.print(_table(supervisor.status(cfg), f"sandbox in {cfg.state_dir}"))
 
 
 @sandbox_app.command()
 def env(state_dir: StateDir = None) -> None:
     """Print `export` lines for the sandbox: eval "$(k8s-runbooks sandbox env)"."""
-    cfg = supervisor.resolve_config(Settings(), state_dir)
+    cfg = supervisor.resolve_config(SandboxSettings(), state_dir)
     for line in supervisor.env_lines(cfg):
         print(line)
 
@@ -106,7 +106,7 @@ def fault(
     env`); the cluster faults (missing-secret, image-not-found, node-selector, taint, quota, liveness-port,
     readiness-port, service-selector, zero-replicas) change the cluster as a person's mistake would, through the
     guard. `clear` undoes every fault of the deployment."""
-    cfg = supervisor.resolve_config(Settings(), state_dir)
+    cfg = supervisor.resolve_config(SandboxSettings(), state_dir)
     done = supervisor.fault(cfg, kind, namespace, deployment, value, message, flag)
     changes = [f"{k}={v}" for k, v in done["set"].items()] + [f"{k}-" for k in done["removed"]]
     if changes or not done.get("outcome"):
@@ -118,7 +118,7 @@ def fault(
 @sandbox_app.command()
 def tools(state_dir: StateDir = None) -> None:
     """Make sure prometheus, promtool, alertmanager, amtool and pushgateway are available."""
-    directory = state_dir or Settings().sandbox_state_dir
+    directory = state_dir or SandboxSettings().state_dir
     found = ensure_binaries(directory)
     for name, path in found.items():
         console.print(f"{name:13} {path}")
@@ -149,8 +149,9 @@ def _run_pod_crash_drill(cfg: supervisor.SandboxConfig) -> None:
 
 def _follow_alert_runs(cfg: supervisor.SandboxConfig, since: datetime, deployment: str = "pod-crash",
                        target: tuple[str, str] = ("deployment", "checkout"), timeout_s: float = 600.0) -> None:
-    """Show the runs the receiver created for the alert (one per alert fingerprint; the per-workload slot
-    makes them take turns), follow them to their final state and print the post-mortem paths."""
+    """Show the runs the receiver created for the alert (one per incident: the alerts of one workload, one per
+    crashing container, join the run the first opened), follow them to their final state and print the post-mortem
+    paths."""
     for line in supervisor.env_lines(cfg):
         key, _, value = line.removeprefix("export ").partition("=")
         os.environ[key] = value
@@ -268,7 +269,7 @@ def demo(
     (auto-approved drill route) to a post-mortem."""
     if scenario not in DEMO_SCENARIOS:
         raise SandboxError(f"unknown scenario {scenario!r}", hint=f"use one of {', '.join(DEMO_SCENARIOS)}")
-    cfg = supervisor.SandboxConfig.from_settings(Settings(), state_dir)
+    cfg = supervisor.SandboxConfig.from_settings(SandboxSettings(), state_dir)
     console.rule("1. sandbox up")
     with console.status("starting the sandbox ..."):
         result = supervisor.up(cfg)

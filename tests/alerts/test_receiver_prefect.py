@@ -12,175 +12,25 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from prefect import flow
 
-from flows.params import PodCrashParams
 from k8s_runbooks.alerts.auth import sentry_signature
 from tests.alerts.conftest import REPO, payload, payload_bytes
+from tests.alerts.prefect_harness import SENTRY_SECRET, PrefectServer, Receiver, by_key
+from tests.alerts.prefect_harness import crash_notification as _crash_alert
 from tests.conftest import free_ports
+from tests.helpers.wait import wait_for
 
 pytestmark = pytest.mark.slow
-TOKEN = "integration-token"
-SENTRY_SECRET = "integration-sentry-secret"
+_by_key = by_key
 
 
-@flow(name="pod-crash")
-def pod_crash_stub(params: PodCrashParams) -> None:
-    """Same name and parameter model as the real runbook, so the server validates our parameters."""
-
-
-@flow(name="high-latency")
-def high_latency_stub(params: dict[str, Any]) -> None:
-    """Stand-in for the high-latency runbook."""
-
-
-def _wait(what: str, check: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except (httpx.HTTPError, OSError) as exc:
-            last = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
-
-
-def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-
-
-@dataclass
-class PrefectServer:
-    home: Path
-    port: int
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def api(self) -> str:
-        return f"http://127.0.0.1:{self.port}/api"
-
-    def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "K8S_RUNBOOKS_"))}
-        env.update(PREFECT_HOME=str(self.home), PREFECT_API_URL=self.api, DO_NOT_TRACK="1",
-                   PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false")
-        return env
-
-    def start(self) -> None:
-        log = open(self.home / "server.log", "ab")  # noqa: SIM115 (closed with the process)
-        self.proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
-            env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        # A fresh DB on a loaded 2-core machine: 65-130 s measured while several test suites ran.
-        _wait("the Prefect server", lambda: httpx.get(f"{self.api}/health", timeout=2).status_code == 200, timeout=300)
-
-    def stop(self) -> None:
-        if self.proc:
-            _stop(self.proc)
-
-    def runs(self, deployment: str) -> list[dict[str, Any]]:
-        dep = httpx.get(f"{self.api}/deployments/name/{deployment}", timeout=10).json()
-        resp = httpx.post(f"{self.api}/flow_runs/filter", timeout=10,
-                          json={"deployments": {"id": {"any_": [dep["id"]]}}, "limit": 200})
-        resp.raise_for_status()
-        return resp.json()
-
-
-@pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
-    server = PrefectServer(tmp_path_factory.mktemp("prefect"), free_ports(1)[0])
-    server.start()
-    try:
-        from prefect.settings import PREFECT_API_URL, temporary_settings
-
-        with temporary_settings({PREFECT_API_URL: server.api}):
-            for fl, name in ((pod_crash_stub, "pod-crash"), (high_latency_stub, "high-latency")):
-                fl.to_deployment(name=name).apply()
-        yield server
-    finally:
-        server.stop()
-
-
-@dataclass
-class Receiver:
-    url: str
-    spool: Path
-    env: dict[str, str]
-    port: int
-    log: Path
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "k8s_runbooks_prefect.alerts.server", "--port", str(self.port),
-                 "--routes", str(REPO / "deployments" / "alert-routes.yaml"), "--spool", str(self.spool)],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO,
-            )
-        _wait("the receiver", lambda: self.proc.poll() is None and httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200)
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc:
-            _stop(self.proc, sig)
-
-    def post(self, path: str, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
-        return httpx.post(f"{self.url}{path}", content=body, timeout=10, headers={
-            "Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}", **(headers or {})})
-
-    def health(self) -> dict[str, Any]:
-        return httpx.get(f"{self.url}/healthz", timeout=5).json()
-
-    def drained(self) -> bool:
-        health = self.health()
-        return health["spool"]["pending"] == 0 and health["spool"]["events_pending"] == 0
-
-
-@pytest.fixture()
-def receiver(prefect_server: PrefectServer, tmp_path: Path) -> Iterator[Receiver]:
-    port = free_ports(1)[0]
-    env = {**prefect_server.env(), "K8S_RUNBOOKS_RECEIVER_TOKEN": TOKEN, "K8S_RUNBOOKS_SENTRY_HOOK_SECRET": SENTRY_SECRET,
-           "K8S_RUNBOOKS_RECEIVER_DISPATCH_BACKOFF_MAX_SECONDS": "1"}
-    rec = Receiver(f"http://127.0.0.1:{port}", tmp_path / "spool.sqlite3", env, port, tmp_path / "receiver.log")
-    rec.start()
-    try:
-        yield rec
-    finally:
-        rec.stop()
-        if prefect_server.proc is None or prefect_server.proc.poll() is not None:
-            prefect_server.start()  # a failed outage test must not leave the server down for the next test
-        print((tmp_path / "receiver.log").read_text()[-3000:])
-
-
-def _crash_alert(fingerprint: str, namespace: str = "shop", deployment: str = "checkout") -> bytes:
-    data = payload("alertmanager_firing")
-    alert = data["alerts"][0]
-    alert["fingerprint"] = fingerprint
-    alert["labels"].update(namespace=namespace, deployment=deployment, pod=f"{deployment}-abc-{fingerprint[:5]}")
-    data["alerts"] = [alert]
-    return json.dumps(data).encode()
-
-
-def _by_key(runs: list[dict[str, Any]], fingerprint: str) -> list[dict[str, Any]]:
-    return [r for r in runs if r["idempotency_key"] and f"|{fingerprint}|" in r["idempotency_key"]]
+def _wait(what: str, check: Any, timeout: float = 60.0) -> Any:
+    return wait_for(check, timeout=timeout, what=what)
 
 
 def test_repeated_alert_is_one_run_and_resolved_starts_none(prefect_server: PrefectServer, receiver: Receiver) -> None:
@@ -221,7 +71,7 @@ def test_repeated_alert_is_one_run_and_resolved_starts_none(prefect_server: Pref
 
 
 def _state(prefect_server: PrefectServer, run_id: str) -> str:
-    return httpx.get(f"{prefect_server.api}/flow_runs/{run_id}", timeout=10).json()["state"]["type"]
+    return prefect_server.state(run_id)
 
 
 def test_resolved_alert_cancels_its_run_while_it_waits(prefect_server: PrefectServer, receiver: Receiver) -> None:
@@ -253,7 +103,9 @@ def test_resolved_alert_cancels_its_run_while_it_waits(prefect_server: PrefectSe
 def test_grafana_and_sentry_route_to_their_deployments(prefect_server: PrefectServer, receiver: Receiver) -> None:
     grafana = receiver.post("/v1/alerts/grafana", payload_bytes("grafana_firing"))
     assert grafana.status_code == 200 and grafana.json()["alerts"][0]["route"] == "high-latency"
-    body = payload_bytes("sentry_event_alert")
+    sentry = payload("sentry_event_alert")  # another workload than Grafana's alert (shop/checkout), or it would join
+    sentry["data"]["event"]["tags"] = [[k, "payments" if k == "deployment" else v] for k, v in sentry["data"]["event"]["tags"]]
+    body = json.dumps(sentry).encode()
     unsigned = receiver.post("/v1/alerts/sentry", body, {"Sentry-Hook-Resource": "event_alert"})
     assert unsigned.status_code == 401
     signed = receiver.post("/v1/alerts/sentry", body, {"Sentry-Hook-Resource": "event_alert",
@@ -263,7 +115,7 @@ def test_grafana_and_sentry_route_to_their_deployments(prefect_server: PrefectSe
     (latency,) = _by_key(prefect_server.runs("high-latency/high-latency"), "c6eadffa33fcdf37")
     assert latency["parameters"]["params"]["service"] == "checkout"
     (crash,) = _by_key(prefect_server.runs("pod-crash/pod-crash"), "sentry-issue-1117540176")
-    assert crash["parameters"]["params"]["deployment"] == "checkout"
+    assert crash["parameters"]["params"]["deployment"] == "payments"
     assert "alert-source:sentry" in crash["tags"]
 
 
@@ -287,8 +139,8 @@ def test_prefect_down_alerts_accepted_then_dispatched_once(prefect_server: Prefe
 
 def test_sigkilled_receiver_replays_its_spool_without_doubles(prefect_server: PrefectServer, receiver: Receiver) -> None:
     fps = [f"kill{i:04d}bbbbbbbb" for i in range(30)]
-    for fp in fps:
-        assert receiver.post("/v1/alerts/alertmanager", _crash_alert(fp)).status_code == 200
+    for fp in fps:  # one workload each: alerts of one workload join one run (test_incidents_prefect.py)
+        assert receiver.post("/v1/alerts/alertmanager", _crash_alert(fp, deployment=f"svc-{fp[4:8]}")).status_code == 200
     receiver.stop(signal.SIGKILL)  # right after the acks: part dispatched, part still pending
     pending_after_kill = _pending_in(receiver.spool)
 
@@ -298,8 +150,15 @@ def test_sigkilled_receiver_replays_its_spool_without_doubles(prefect_server: Pr
     if pending_after_kill:
         dedup_key, key = pending_after_kill[0]
         dep = httpx.get(f"{prefect_server.api}/deployments/name/pod-crash/pod-crash", timeout=10).json()
-        preexisting = httpx.post(f"{prefect_server.api}/deployments/{dep['id']}/create_flow_run", timeout=10, json={
-            "idempotency_key": key, "parameters": {"params": {"namespace": "shop", "deployment": "checkout"}}}).json()["id"]
+
+        def create() -> str:  # a raw HTTP caller retries SQLite's "database is locked" 503s itself
+            resp = httpx.post(f"{prefect_server.api}/deployments/{dep['id']}/create_flow_run", timeout=10, json={
+                "idempotency_key": key, "parameters": {"params": {"namespace": "shop", "deployment": "checkout"}}})
+            if resp.status_code >= 300:
+                raise ValueError(f"HTTP {resp.status_code}: {resp.text[:300]}")
+            return resp.json()["id"]
+
+        preexisting = wait_for(create, timeout=60, what="the run created before the replay")
 
     receiver.start()
     _wait("replay", receiver.drained, timeout=90)

@@ -130,6 +130,28 @@ def check_diagnosis(data: dict[str, Any]) -> None:
     assert set(data["targets"]) >= {"a1 >= 0.85", "median <= 50 ms", "deterministic", "no network"}
 
 
+def check_live_diagnosis(data: dict[str, Any]) -> None:
+    cli, inproc, alerts = data["cli"], data["inproc"], data["alert_to_causes"]["summary"]
+    # The command and the in-process path see the sandbox's crash fault as what it is.
+    assert cli["top_causes"][0] == "crash-after-rollout Deployment/checkout", cli["top_causes"]
+    assert inproc["top_causes"] == ["crash-after-rollout Deployment/checkout"], inproc["top_causes"]
+    for key in ("wall_s", "cpu_s", "help_s"):
+        assert cli[key]["n"] >= 1 and number(cli[key]["median"]) and number(cli[key]["p95"]), (key, cli[key])
+    assert number(inproc["total_s"]["median"]) and number(inproc["diagnose_ms"]["median"])
+    # One collection lists each kind once and reads some logs: the audit saw exactly those requests.
+    requests = inproc["api_requests"]["by_kind"]
+    lists = {r["resource"] for r in requests if r["verb"] == "list"}
+    assert {"pods", "deployments", "events", "nodes", "replicasets", "services"} <= lists, lists
+    assert all(r["count"] == 1 for r in requests if r["verb"] == "list"), requests
+    assert any(r["resource"] == "pods/log" for r in requests), requests
+    assert alerts["errors"] == [] and alerts["alerts"] == alerts["complete"] == 2, alerts
+    stages = alerts["from_alert_median_s"]
+    assert all(number(v) for v in stages.values()), stages
+    # Causal order on one clock: the run exists before it runs, and the causes are published after diagnosing.
+    assert stages["run_created"] <= stages["run_running"] <= stages["collect_start"] <= stages["diagnose_end"]
+    assert number(alerts["alert_to_causes_s"]["p95"]) and number(alerts["alert_to_running_s"]["median"])
+
+
 # name → (arguments for a tiny run, checks of its JSON)
 SMOKE: dict[str, tuple[list[str], Callable[[dict[str, Any]], None]]] = {
     "diagnosis": (["--quick"], check_diagnosis),
@@ -141,6 +163,7 @@ SMOKE: dict[str, tuple[list[str], Callable[[dict[str, Any]], None]]] = {
     "alert_to_running": (["--variants", "warm-nudge", "--alerts", "2"], check_alert_to_running),
     "drill_mttd": (["--rounds", "1", "--faults", "crash"], check_drill_mttd),
     "memory": (["--notifications", "300", "--fingerprints", "2", "--rest", "1", "--storms", "2"], check_memory),
+    "live_diagnosis": (["--cli-runs", "1", "--inproc-runs", "2", "--alerts", "2"], check_live_diagnosis),
 }
 
 

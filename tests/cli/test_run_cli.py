@@ -173,3 +173,70 @@ def test_set_fields_are_validated_before_anything_runs(setting: str, says: str, 
                          capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 1 and says in out.stderr, out.stderr
     assert "Traceback" not in out.stderr + out.stdout
+
+
+COOL_TARGET = "web-cool"
+
+
+def _audit_lines(path: Path) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def test_one_cooldown_for_the_runner_and_clis_in_two_directories(sandbox_only: Sandbox, tmp_path: Path) -> None:
+    """The bug a new user hit: two `run pod-crash --approval auto` from two directories, 31 s apart, both acted.
+    The cooldown is now a Lease in the workload's namespace: the runner (--submit) rolls a bad release back, the same
+    release comes again at once (a flapping pipeline), and a CLI in directory A, then one in directory B, are both
+    refused by the cooldown naming the first run, whatever each one's state dir."""
+    box = sandbox_only
+    try:
+        _one_cooldown(box, tmp_path)
+    finally:  # crash-looping pods would cost CPU for the rest of the session
+        k8s.AppsV1Api(api_client(box.kubeconfig)).delete_namespaced_deployment(COOL_TARGET, NS)
+
+
+def _crash_and_wait(box: Sandbox, message: str) -> None:
+    """A bad rollout (a crashing revision over a healthy one) and the wait until its pods crash."""
+    set_fault(box.kubeconfig, NS, COOL_TARGET, "crash", "1", message)
+    core = k8s.CoreV1Api(api_client(box.kubeconfig))
+    deadline = time.monotonic() + 120
+    while not any((cs.restart_count or 0) >= 1 and (p.metadata.labels or {}).get("pod-template-hash")
+                  for p in core.list_namespaced_pod(NS, label_selector=f"app={COOL_TARGET}").items
+                  if p.spec.containers[0].env and any(e.value == message for e in p.spec.containers[0].env)
+                  for cs in (p.status.container_statuses or [])):
+        assert time.monotonic() < deadline, "the crash never showed"
+        time.sleep(1)
+
+
+def _one_cooldown(box: Sandbox, tmp_path: Path) -> None:
+    ensure_workload(box.kubeconfig, NS, {COOL_TARGET: 2})
+    wait_ready(box.kubeconfig, NS, [COOL_TARGET], timeout_s=120)
+    _crash_and_wait(box, "panic: flapping release 1")
+    args = ("run", "pod-crash", "-n", NS, "-d", COOL_TARGET, "--approval", "auto")
+    fast = ("--set", "recovery_timeout_seconds=30", "--set", "verify_timeout_seconds=0", "--set", "stable_seconds=1")
+
+    out = run_cli(box, tmp_path, *args, "--submit", *fast)  # the runner (an alert's path) rolls the release back
+    first = re.search(r"flow run:\s+([0-9a-f-]{36})", out.stdout)
+    assert first, out.stdout + out.stderr
+    assert box.state_dir is not None
+    acted = [r for r in _audit_lines(box.state_dir / "runbooks" / "audit.jsonl") if r["flow_run_id"] == first[1]]
+    assert acted and acted[0]["decision"] == "allowed" and not (acted[0].get("outcome") or "").startswith("failed"), \
+        (acted, out.stdout[-3000:])
+    # The same bad release again at once (a flapping deploy pipeline): the runbooks would roll back again.
+    _crash_and_wait(box, "panic: flapping release 2")
+    after_first = _snapshot(box, COOL_TARGET)[:2]
+    env = {k: v for k, v in box.env.items() if k != "K8S_RUNBOOKS_STATE_DIR"}  # each directory's ./.k8s-runbooks
+    for where in ("a", "b"):
+        cwd = tmp_path / where
+        cwd.mkdir()
+        out = subprocess.run([*CLI, *args, *fast], capture_output=True, text=True,
+                             env={**env, "K8S_RUNBOOKS_REPORTS_DIR": str(cwd / "reports")}, cwd=cwd, timeout=300)
+        assert "Traceback" not in out.stderr, out.stderr
+        assert "every planned action was refused by the guard" in out.stdout, out.stdout + out.stderr
+        report = re.search(r"post-mortem:\s+(\S+\.md)", out.stdout)
+        assert report, out.stdout
+        text = Path(report[1]).read_text()
+        assert "refused: cooldown" in text and first[1] in text, text
+        assert all(r["decision"] == "refused" for r in _audit_lines(cwd / ".k8s-runbooks" / "audit.jsonl"))
+        assert _snapshot(box, COOL_TARGET)[:2] == after_first  # same replicas and revision: nothing done

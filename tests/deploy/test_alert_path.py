@@ -28,7 +28,7 @@ def alert_runs(client: SyncPrefectClient) -> list[FlowRun]:
 
 
 def receiver(box: Sandbox) -> tuple[str, dict[str, str]]:
-    cfg = supervisor.resolve_config(supervisor.Settings(), box.state_dir)
+    cfg = supervisor.resolve_config(supervisor.SandboxSettings(), box.state_dir)
     token = supervisor.receiver_token(cfg)
     return f"http://127.0.0.1:{cfg.ports.receiver}", ({"Authorization": f"Bearer {token}"} if token else {})
 

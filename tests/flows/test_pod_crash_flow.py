@@ -143,6 +143,13 @@ class Env:
         assert rec is not None
         return json.loads(rec.model_dump_json())
 
+    def guard_events(self, run_id: str) -> list[dict[str, Any]]:
+        """The guard's audit records of `run_id` as Prefect events (emitted by the hook tasks/ installs)."""
+        r = self.api.post("/events/filter", json={"filter": {"event": {"prefix": ["k8s-runbooks.guard."]},
+                                                             "related": {"id": [f"prefect.flow-run.{run_id}"]}}, "limit": 50})
+        r.raise_for_status()
+        return r.json()["events"]
+
     def audit(self, run_id: str) -> list[dict[str, Any]]:
         path = self.state_dir / "audit.jsonl"
         if not path.exists():
@@ -352,6 +359,11 @@ def test_approved_rollback_recovers_and_writes_the_postmortem(env: Env, crashing
     assert [(a["action"]["kind"], a["decision"], a["executed"]) for a in rec["actions"]] == [("rollout_undo", "allowed", True)]
     # Answered through the API (what the UI's Resume dialog sends) on a server without API auth: a claim, not an identity.
     assert any(a["decision"] == "allowed" and a["actor"] == "alice — unverified (Prefect UI)" for a in env.audit(run_id))
+    # The same record is a Prefect event about the workload, related to the run (the UI's event feed).
+    events = wait_for(lambda: env.guard_events(run_id), 30, "the guard's audit event")
+    allowed = [e for e in events if e["event"] == "k8s-runbooks.guard.allowed"]
+    assert allowed and allowed[0]["resource"]["prefect.resource.id"] == "k8s-runbooks.workload.shop.deployment.checkout"
+    assert allowed[0]["payload"]["actor"].startswith("alice") and allowed[0]["payload"]["action"]["kind"] == "rollout_undo"
     pm = Path(result["postmortem"]).read_text()
     assert "Approved by alice" in pm and "bad deploy" in pm
     timeline = pm[pm.index("## Timeline"):pm.index("## Root Cause")]
@@ -414,3 +426,40 @@ def test_oom_fault_is_recorded_as_oomkilled_with_its_memory_limit(env: Env) -> N
     pm = Path(result["postmortem"]).read_text()
     assert "oom-killed" in pm and "Raise the memory limit" in pm and "memory alert" in pm
 
+
+
+def _state(env: Env, run_id: str) -> str:
+    r = env.api.get(f"/flow_runs/{run_id}")
+    r.raise_for_status()
+    return str(r.json()["state"]["type"])
+
+
+def test_contained_by_scaling_to_zero_then_fixed_and_scaled_back_gradually(env: Env) -> None:
+    """Stop the bleeding: the approver picks the scale-to-zero alternative (allowed by the run), then the fix in
+    a second approval; the run scales back 1-2-3, each step validated, and verifies the crash condition clear."""
+    env.inject_crash()
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 5))
+    proc = env.start(approval="required", approval_timeout_seconds=300, allow_all_replicas=True)
+    try:
+        run_id = env.paused_run(since)
+        plan = env.latest(run_id, "pod-crash-contain-plan")["data"]
+        assert plan.index("`rollout_undo`") < plan.index("`scale`"), plan  # the fix first, containment after
+        assert env.resume(run_id, {"approve": True, "action": "scale", "approver": "alice", "comment": "stop the bleeding"})["status"] == "ACCEPT"
+        wait_for(lambda: _state(env, run_id) != "PAUSED", 60, "the run resumed")
+        wait_for(lambda: _state(env, run_id) == "PAUSED", 120, "the second approval (the fix)")
+        assert env.apps.read_namespaced_deployment("checkout", NS).spec.replicas == 0
+        assert env.resume(run_id, {"approve": True, "action": "rollout_undo", "approver": "alice", "comment": "bad deploy"})["status"] == "ACCEPT"
+        result = env.finish(proc, timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert result["state"] == "COMPLETED", result
+    assert env.crash_looping() == []
+    dep = env.apps.read_namespaced_deployment("checkout", NS)
+    assert dep.spec.replicas == 3 and dep.status.ready_replicas == 3
+    rec = env.record(run_id)
+    assert [(a["action"]["kind"], a["action"].get("replicas"), a["executed"]) for a in rec["actions"]] == [
+        ("scale", 0, True), ("rollout_undo", None, True), ("scale", 1, True), ("scale", 2, True), ("scale", 3, True)]
+    assert rec["outcome"] == "resolved"
+    events = [e["event"] for e in rec["timeline"]]
+    assert any(e.startswith("Scaled back to 3 replicas, each step validated") for e in events), events

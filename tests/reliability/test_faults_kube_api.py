@@ -18,7 +18,8 @@ import httpx
 import pytest
 
 from tests.conftest import Sandbox
-from tests.reliability._faults_helpers import NS, Api, Cluster, Runbooks, RunResult, audit_diff, pod_crash_params, writes
+from tests.reliability._faults_helpers import (NS, Api, Cluster, Runbooks, RunResult, audit_diff, guard_writes,
+                                                pod_crash_params, writes)
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -96,6 +97,11 @@ def test_run_completes_and_rolls_back_exactly_once(faulted: FaultedRun) -> None:
     assert [(a["action"]["kind"], a["action"]["target"]["name"]) for a in executed] == [("rollout_undo", TARGET)]
     # The sandbox served exactly one write, although its answer was lost: no second (re-crashing) rollback.
     assert writes(faulted.requests) == {("patch", "deployments", "", NS): 1}
+    # The guard took its cooldown and the run's pod budget in the cluster (two Leases), once each; the run held the
+    # workload's remediation slot (a third Lease: created on take, renewed while the run lasts, released by an update).
+    leases_written = guard_writes(faulted.requests)
+    assert leases_written.pop(("create", "leases", "", NS)) == 3 and set(leases_written) == {("update", "leases", "", NS)}, \
+        guard_writes(faulted.requests)
     assert faulted.fault_env_after == {}, "the deployment must end on the revision without the crash fault"
 
 

@@ -47,10 +47,9 @@ def storm_sink(params: dict[str, Any]) -> None:
 @pytest.fixture(scope="module")
 def prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
     server = PrefectServer(tmp_path_factory.mktemp("faults-prefect"))
-    # The sandbox's server keeps concurrency-slot leases on disk (PREFECT_HOME), not in memory: with the default
-    # in-memory storage a restart forgets every lease, and each run holding a remediation slot is stopped at its
-    # next renewal ("410 Gone" → Crashed, measured) while its slot stays taken for good. The restart test relies
-    # on it, so it fails here if the setting is dropped.
+    # The sandbox's server keeps concurrency-slot leases on disk (PREFECT_HOME), not in memory (with the default a
+    # restart forgets every lease). The remediation slot itself is a Kubernetes Lease now (remediation_lock.py),
+    # which a Prefect restart does not touch; the setting stays for any Prefect concurrency limit.
     assert server.comp.env.get("PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE") == LEASE_STORAGE
     server.start()
     try:
@@ -90,7 +89,8 @@ def test_receiver_sigkilled_mid_storm_dispatches_every_acked_alert_once(prefect:
     def send(batch: list[str]) -> None:
         for fp in batch:
             try:
-                ok = receiver.post(crash_alert(fp)).status_code == 200
+                # one workload each: alerts of one workload would join one incident run (tests/alerts/test_incidents_prefect.py)
+                ok = receiver.post(crash_alert(fp, deployment=f"app-{fp[5:9]}")).status_code == 200
             except httpx.HTTPError:
                 ok = False
             with lock:
@@ -189,7 +189,7 @@ def test_prefect_restarted_mid_approval_the_runs_survive_and_spooled_alerts_are_
         outage_start = time.monotonic()
         prefect.stop()
         fps = [f"outage{i:03d}{'d' * 7}" for i in range(10)]
-        answers = [receiver.post(crash_alert(fp)).json()["alerts"][0]["outcome"] for fp in fps]
+        answers = [receiver.post(crash_alert(fp, deployment=f"app-{fp[6:9]}")).json()["alerts"][0]["outcome"] for fp in fps]
         assert answers == ["queued"] * 10
         wait_for(lambda: receiver.health()["dispatcher"]["prefect_api_ok"] is False, 60, "the dispatcher to notice")
         assert receiver.health()["spool"]["pending"] >= 10

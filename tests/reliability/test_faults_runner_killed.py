@@ -1,15 +1,13 @@
 """A runbook's flow-run process killed mid-run under the Runner: CRASHED, and its remediation never repeated; the
-workload's remediation slot comes back once the dead holder's lease expires, while a live holder keeps its slot.
+workload's remediation slot (a Lease in its namespace) comes back once the dead holder's lease expires, while a
+live holder keeps its slot.
 
 Its own module (own private Prefect server, a freshly injected crash): after the receiver and outage tests in
-test_faults_processes.py, the first run here did not act within 240 s in CI, while alone it always did. The
-server revokes expired leases every second here (`PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS`, default 15):
-that only shortens how late after its expiry a dead holder's lease is revoked.
+test_faults_processes.py, the first run here did not act within 240 s in CI, while alone it always did.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -17,26 +15,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prefect import flow
-from prefect.client.orchestration import SyncPrefectClient
-from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from flows.concurrency import LEASE_SECONDS, remediation_slot, slot_name
+from flows.concurrency import LEASE_SECONDS, slot_name
+from k8s_runbooks.kube import leases
+from k8s_runbooks.kube.client import get_kube
 from k8s_runbooks.models import WorkloadRef
+from k8s_runbooks.remediation_lock import RemediationLock, holder_of
+from k8s_runbooks.sandbox.kubeconfig import account_kubeconfig_path
+from k8s_runbooks.settings import Settings
 from tests.conftest import Sandbox
 from tests.reliability._faults_helpers import NS, Api, Cluster, Runbooks, audit_diff, pod_crash_params, wait_for, writes
 from tests.reliability._faults_procs import PrefectServer, RunnerProc, client_env, kill_pid
 from tests.reliability.test_faults_processes import TARGET, crashing  # noqa: F401 - module-scoped: fresh here
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
-REPOSSESSOR_LOOP_SECONDS = "1"
 FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
 
 @pytest.fixture(scope="module")
 def prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
-    server = PrefectServer(tmp_path_factory.mktemp("faults-prefect"),
-                           PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS=REPOSSESSOR_LOOP_SECONDS)
+    server = PrefectServer(tmp_path_factory.mktemp("faults-prefect"))
     server.start()
     try:
         yield server
@@ -44,66 +42,36 @@ def prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]
         server.stop()
 
 
-def active_slots(prefect: PrefectServer, name: str) -> int:
-    return int(prefect.get(f"/v2/concurrency_limits/{name}")["active_slots"])
+def slot_holder(box: Sandbox, name: str) -> str | None:
+    """Who holds the workload's remediation Lease now (None: free or expired), read as the admin."""
+    ns, lease_name = name.split("/")
+    kube = get_kube(Settings(kubeconfig=box.kubeconfig))
+    return holder_of(leases.read(kube, ns, lease_name))
 
 
-def test_a_live_holder_keeps_its_slot_past_the_lease(prefect: PrefectServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The lease (flows/concurrency.py) is short so a dead holder's slot comes back soon; a live holder renews it
-    (Prefect's renewal thread, every 3/4 of the lease) and keeps the slot for as long as it needs: held here until
-    the lease was renewed twice after the first renewal (1.5 leases), with the repossessor looking every second."""
-    renewals: list[float] = []
-    failures: list[BaseException] = []
-    renew = SyncPrefectClient.renew_concurrency_lease
-
-    def counted(self: SyncPrefectClient, *args: Any, **kwargs: Any) -> Any:
-        try:
-            result = renew(self, *args, **kwargs)
-        except BaseException as exc:
-            failures.append(exc)
-            raise
-        renewals.append(time.monotonic())
-        return result
-
-    monkeypatch.setattr(SyncPrefectClient, "renew_concurrency_lease", counted)
-    target = WorkloadRef(namespace="lease-test", name="web")
-    name = slot_name(target.namespace, target.name)
-    held, release = threading.Event(), threading.Event()
-    outcome: dict[str, Any] = {}
-
-    @flow(name="slot-holder")
-    def holder() -> None:
-        with remediation_slot(target):
-            held.set()
-            release.wait(LEASE_SECONDS * 5)  # bounded: a test failure must not leave the thread behind for long
-
-    def run() -> None:
-        with temporary_settings(updates={PREFECT_API_URL: prefect.api}):
-            outcome["state"] = holder(return_state=True)
-
-    thread = threading.Thread(target=run, name="slot-holder", daemon=True)
-    thread.start()
-    samples: list[int] = []
-    try:
-        assert held.wait(180), "the holder never got its slot"
+def test_a_live_holder_keeps_its_slot_past_the_lease(sandbox_only: Sandbox) -> None:
+    """The lease is short so a dead holder's slot comes back soon; a live holder renews it (every third of the lease)
+    and keeps the slot for as long as it needs: held here for three leases while a second run keeps trying to take
+    it, which gets it only once the first lets go. Both as the runbooks' ServiceAccount (RBAC enforced)."""
+    assert sandbox_only.state_dir is not None
+    kube = get_kube(Settings(kubeconfig=account_kubeconfig_path(sandbox_only.state_dir)))
+    target = WorkloadRef(namespace=NS, name=f"lease-probe-{int(time.time())}")
+    lease = 3
+    first = RemediationLock(kube, target, "run-first", lease_seconds=lease)
+    second = RemediationLock(kube, target, "run-second", lease_seconds=lease, poll_seconds=0.2)
+    tries: list[str | None] = []
+    with first:
         since = time.monotonic()
-
-        def renewed_twice_more() -> bool:
-            samples.append(active_slots(prefect, name))
-            return len(renewals) >= 3 or bool(failures)
-
-        wait_for(renewed_twice_more, LEASE_SECONDS * 3, "the lease to be renewed twice after the first renewal")
+        while time.monotonic() - since < lease * 3:
+            tries.append(second.try_acquire())
+            time.sleep(0.2)
         held_for = time.monotonic() - since
-        samples.append(active_slots(prefect, name))
-    finally:
-        release.set()
-        thread.join(120)
-    assert failures == [], failures
-    assert samples and set(samples) == {1}, samples  # never revoked: the slot stayed taken by its live holder
-    assert outcome["state"].is_completed(), outcome["state"]
-    assert active_slots(prefect, name) == 0  # released on exit
-    print(f"\nlive holder: slot held {held_for:.0f} s with a {LEASE_SECONDS:.0f} s lease, {len(renewals)} renewals, "
-          f"{len(samples)} samples all active_slots=1")
+    assert set(tries) == {"run-first"}, tries  # never free for the other run, though 3 leases went by
+    assert first.renewals >= 5 and not first.lost, (first.renewals, first.lost)
+    assert second.try_acquire() is None  # released on exit: the other run takes it at once
+    second.release()
+    print(f"\nlive holder: slot held {held_for:.0f} s with a {lease} s lease, {first.renewals} renewals, "
+          f"{len(tries)} attempts by another run, all refused")
 
 
 def _log_entries(prefect: PrefectServer, run_id: str) -> list[dict[str, Any]]:
@@ -152,7 +120,7 @@ def test_flow_run_process_killed_mid_run_is_crashed_and_not_repeated(
         assert prefect.state(first)["type"] == "RUNNING"
         kill_pid(pid)
         killed_at = time.time()
-        held_by_the_dead = active_slots(prefect, slot)  # answered within 10 s; renewed every 45 s, >= 15 s were left
+        held_by_the_dead = slot_holder(sandbox_only, slot)  # renewed every 20 s: >= 40 s of the lease were left
         crashed = wait_for(lambda: prefect.state(first)["type"] in FINAL and prefect.state(first), 120,
                            "the killed run's final state")
         wait_for(lambda: runner.run_pid(first) is None, 60, "the runner to reap the killed process")
@@ -173,13 +141,13 @@ def test_flow_run_process_killed_mid_run_is_crashed_and_not_repeated(
             prefect.post(f"/flow_runs/{second}/set_state", {"state": {"type": "CANCELLING", "name": "Cancelling"}, "force": True})
         runner.stop()
     assert crashed["type"] == "CRASHED" and "-9" in (crashed.get("message") or ""), crashed
-    assert held_by_the_dead == 1  # no other run existed yet: the dead run's slot outlived it
+    assert held_by_the_dead == first  # no other run existed yet: the dead run's slot outlived it
     assert [r["flow_run_id"] for r in executed] == [first], executed
     assert sum(writes(requests).values()) == 1, writes(requests)
     assert final["type"] in ("COMPLETED", "FAILED"), final
     # The re-run acted on nothing: either it found nothing to do, or the guard refused the repeat (cooldown).
     assert all(r["decision"] == "refused" and "cooldown" in r["reason"] for r in second_decisions), second_decisions
-    assert active_slots(prefect, slot) == 0
+    assert slot_holder(sandbox_only, slot) is None
     print(f"\nflow-run process {pid} killed: first run {crashed['type']} ({crashed.get('message')}); action "
           f"{executed[0]['action']['kind']} executed once ({sum(writes(requests).values())} write); re-run waited "
           f"{holding_at - waiting_at:.0f} s for the slot ({holding_at - killed_at:.0f} s after the kill, lease "

@@ -1,5 +1,8 @@
 """Least privilege: the RBAC shipped in deployments/k8s/base/rbac.yaml is exactly what the runbooks use.
 
+Everything here runs as the `k8s-runbooks` ServiceAccount and the sandbox enforces RBAC, so the record passing
+shows the shipped rules suffice; test_rbac_rules.py shows that each of them is needed.
+
 The record: the session sandbox's request audit, diffed around a window in which only runbook code talks to
 the API (the test process makes no Kubernetes call inside it):
   - pod-crash (dry-run and auto-approved), high-latency (dry-run), incident-response (dry-run) and a
@@ -18,7 +21,6 @@ import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,6 +32,8 @@ from k8s_runbooks.kube.client import reset_clients
 from k8s_runbooks.models import Action, ActionKind, ActionResult, WorkloadRef
 from k8s_runbooks.kube.workloads import SELECTOR_UNDO_ANNOTATION
 from k8s_runbooks.sandbox.demo_workload import deployment_body, flags_configmap_body, namespace_body, service_body, set_fault
+from k8s_runbooks.sandbox.identities import grant_namespace
+from k8s_runbooks.sandbox.kubeconfig import account_kubeconfig_path
 from k8s_runbooks.settings import Settings
 from tests.conftest import REPO, Sandbox
 from tests.reliability._faults_helpers import NS, Cluster, Runbooks, RunResult, pod_crash_params, wait_for
@@ -45,9 +49,15 @@ class Record:
     guard: list[ActionResult]
 
 
+ACCOUNT = "system:serviceaccount:k8s-runbooks:k8s-runbooks"
+
+
 def _audit(api_url: str) -> dict[tuple[str, ...], dict[str, Any]]:
+    """The requests the runbooks' ServiceAccount made (allowed or not): the kubelet, controllers and the test's
+    own set-up are other users."""
     data = httpx.get(f"{api_url}/sandbox/audit", timeout=10).json()["requests"]
-    return {(r["verb"], r["resource"], r["subresource"], r["namespace"], r.get("group", "")): r for r in data}
+    return {(r["verb"], r["resource"], r["subresource"], r["namespace"], r.get("group", "")): r for r in data
+            if r.get("user") == ACCOUNT}
 
 
 def _diff(before: dict[tuple[str, ...], dict[str, Any]], after: dict[tuple[str, ...], dict[str, Any]]) -> list[dict[str, Any]]:
@@ -89,6 +99,7 @@ def record(sandbox_only: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> I
     runbooks = Runbooks(box, tmp, K8S_RUNBOOKS_COOLDOWN_SECONDS="0")
     scratch, app = f"lp-{secrets.token_hex(3)}", "lp-app"
     cluster.core.create_namespace(namespace_body(scratch))
+    grant_namespace(box.kubeconfig, scratch)  # a target namespace gets the shipped runbook Role (deployments/README.md)
     cluster.apps.create_namespaced_deployment(scratch, deployment_body(app, 2, namespace=scratch))
     cluster.core.create_namespaced_config_map(scratch, flags_configmap_body(scratch))
     redirected = service_body(app, scratch)  # as a redirect leaves it: the original selector kept for the undo
@@ -100,7 +111,8 @@ def record(sandbox_only: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> I
         wait_for(lambda: (cluster.apps.read_namespaced_deployment(app, scratch).status.ready_replicas or 0) >= 2, 120,
                  f"{scratch}/{app} ready")
         pods = sorted(p.metadata.name for p in cluster.core.list_namespaced_pod(scratch).items)
-        settings = Settings(kubeconfig=Path(box.kubeconfig), state_dir=tmp / "guard", cooldown_seconds=0)
+        assert box.state_dir is not None  # the runbooks' ServiceAccount: the sandbox enforces the shipped RBAC
+        settings = Settings(kubeconfig=account_kubeconfig_path(box.state_dir), state_dir=tmp / "guard", cooldown_seconds=0)
 
         before = _audit(box.api_url)  # ---- from here on, only runbook code calls the API
         procs = {

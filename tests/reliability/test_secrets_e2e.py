@@ -88,7 +88,7 @@ class LeakRun:
     def plant_alerts(self) -> list[httpx.Response]:
         """Alert labels/annotations with secrets to the sandbox receiver: one unrouted, one rejected (its
         deployment label is not a name), one with a secret-bearing groupKey and truncation (logged)."""
-        cfg = supervisor.resolve_config(supervisor.Settings(), self.box.state_dir)
+        cfg = supervisor.resolve_config(supervisor.SandboxSettings(), self.box.state_dir)
         token = supervisor.receiver_token(cfg)
         url = f"http://127.0.0.1:{cfg.ports.receiver}/v1/alerts/alertmanager"
         headers = {"Authorization": f"Bearer {token}"} if token else {}

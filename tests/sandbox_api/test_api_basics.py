@@ -28,7 +28,8 @@ def test_aggregated_discovery_request_gets_plain_json(cluster) -> None:
     resp = httpx.get(f"{cluster.url}/apis", headers={"Accept": accept}, timeout=5)
     assert resp.headers["content-type"] == "application/json"
     assert resp.json()["kind"] == "APIGroupList"
-    assert {"apps", "storage.k8s.io"} <= {g["name"] for g in resp.json()["groups"]}
+    assert {"apps", "storage.k8s.io", "authorization.k8s.io", "coordination.k8s.io", "rbac.authorization.k8s.io",
+            "batch"} <= {g["name"] for g in resp.json()["groups"]}
 
 
 def test_label_and_field_selectors(cluster, core, namespace, bodies) -> None:
@@ -115,7 +116,7 @@ def test_bad_requests_are_status_objects(cluster, namespace) -> None:
         resp = httpx.post(url, content=body, headers={"Content-Type": ctype}, timeout=5)
         assert resp.status_code == 400, resp.text
         assert resp.json()["kind"] == "Status" and resp.json()["code"] == 400
-    for path in ("/api/v1/widgets", "/apis/batch/v1", "/nothing/here", f"/api/v1/namespaces/{namespace}/pods/x/exec"):
+    for path in ("/api/v1/widgets", "/apis/policy/v1", "/nothing/here", f"/api/v1/namespaces/{namespace}/pods/x/exec"):
         resp = httpx.get(cluster.url + path, timeout=5)
         assert resp.status_code == 404 and resp.json()["reason"] == "NotFound", path
     resp = httpx.patch(f"{url}/missing", content=b"{}", headers={"Content-Type": "text/plain"}, timeout=5)

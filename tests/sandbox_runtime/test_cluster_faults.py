@@ -13,6 +13,7 @@ import pytest
 
 from k8s_runbooks.guard import read_audit
 from k8s_runbooks.sandbox import demo_workload, supervisor
+from k8s_runbooks.sandbox.settings import SandboxSettings
 from k8s_runbooks.settings import Settings
 from tests.conftest import random_pod_subnet
 from tests.helpers.inproc_cluster import InProcCluster, inproc_cluster
@@ -28,13 +29,12 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcCluster]:
 
 
 @pytest.fixture
-def shop(live: InProcCluster, tmp_path, monkeypatch) -> Iterator[tuple[str, supervisor.SandboxConfig]]:
-    """A fresh namespace with checkout (2 replicas) and its Service, ready; the guard's state in tmp_path."""
-    monkeypatch.setenv("K8S_RUNBOOKS_STATE_DIR", str(tmp_path / "guard"))
+def shop(live: InProcCluster) -> Iterator[tuple[str, supervisor.SandboxConfig]]:
+    """A fresh namespace with checkout (2 replicas) and its Service, ready."""
     ns = f"fk-{uuid.uuid4().hex[:6]}"
     demo_workload.ensure_workload(live.kubeconfig, ns, {DEPLOY: 2})
     demo_workload.wait_ready(live.kubeconfig, ns, [DEPLOY], timeout_s=60)
-    yield ns, supervisor.SandboxConfig.from_settings(Settings(), live.state_dir)
+    yield ns, supervisor.SandboxConfig.from_settings(SandboxSettings(), live.state_dir)
     live.store.delete("namespaces", None, ns)
 
 
@@ -60,7 +60,8 @@ def _inject_and_clear(live: InProcCluster, ns: str, cfg: supervisor.SandboxConfi
     after = wait_for(lambda: _settled(live, ns), timeout=40, what="one active ReplicaSet")
     if same_template:
         assert after == before, "clear must return the deployment to its original pod template"
-    records = read_audit(settings=Settings())
+    # the sandbox's fault command audits where the runner's runbooks do (its state dir), whatever the cwd
+    records = read_audit(settings=Settings(state_dir=cfg.state_dir / "runbooks"))
     assert [(r.action.kind.value, r.decision.value, r.actor) for r in records][-2:] == [
         ("inject_fault", "allowed", "sandbox-cli"), ("remove_fault", "allowed", "sandbox-cli")]
     return seen

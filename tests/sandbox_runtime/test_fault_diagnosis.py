@@ -21,7 +21,8 @@ from k8s_runbooks.diagnosis.sources.snapshot import write_snapshot
 from k8s_runbooks.kube.client import reset_clients
 from k8s_runbooks.models import ActionKind
 from k8s_runbooks.sandbox import demo_workload, supervisor
-from k8s_runbooks.settings import Settings, get_settings
+from k8s_runbooks.sandbox.settings import SandboxSettings
+from k8s_runbooks.settings import get_settings
 from tests.conftest import random_pod_subnet
 from tests.helpers.inproc_cluster import InProcCluster, inproc_cluster
 from tests.helpers.wait import wait_for
@@ -67,7 +68,7 @@ def shop(live: InProcCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     ns = f"fd-{uuid.uuid4().hex[:6]}"
     demo_workload.ensure_workload(live.kubeconfig, ns, {DEPLOY: 2, "payments": 1})
     demo_workload.wait_ready(live.kubeconfig, ns, [DEPLOY, "payments"], timeout_s=60)
-    yield ns, supervisor.SandboxConfig.from_settings(Settings(), live.state_dir)
+    yield ns, supervisor.SandboxConfig.from_settings(SandboxSettings(), live.state_dir)
     live.store.delete("namespaces", None, ns)
 
 

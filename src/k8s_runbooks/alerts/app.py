@@ -218,7 +218,7 @@ def create_app(
 ) -> FastAPI:
     authc = auth_config or AuthConfig()
     metrics = metrics or ReceiverMetrics()
-    metrics.bind_depth(spool.pending_count, spool.outbox_count)
+    metrics.bind_depth(spool.pending_count, spool.outbox_count, spool.unrecorded_count)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -287,6 +287,8 @@ def create_app(
             entry: dict[str, Any] = {"fingerprint": alert.fingerprint, "status": alert.status, "outcome": outcome}
             if decision is not None and decision.route:
                 entry["route"] = decision.route
+                if outcome == "queued":  # the workload whose incident it opens or joins (the dispatcher decides which)
+                    entry["incident"] = decision.incident or f"alert:{alert.dedup_key}"
             elif decider is not None and decision is None and (route := router.match(alert)) is not None:
                 entry["route"] = route.name  # a repeat: stored without routing it again
             if decision is not None and decision.reason and outcome in ("ignored", "rejected"):
@@ -400,7 +402,8 @@ def create_app(
     async def healthz() -> Response:
         body = {
             "status": "ok",
-            "spool": {"path": str(spool.path), "pending": spool.pending_count(), "events_pending": spool.outbox_count()},
+            "spool": {"path": str(spool.path), "pending": spool.pending_count(), "events_pending": spool.outbox_count(),
+                      "incident_tables_pending": spool.unrecorded_count()},
             "dispatcher": None if dispatcher is None else {
                 "alive": dispatcher.alive, "prefect_api_ok": dispatcher.api_ok, "last_error": dispatcher.last_error},
             "routes": {"file": router.source, "count": len(router.config.routes)},

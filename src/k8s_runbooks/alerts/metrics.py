@@ -27,8 +27,15 @@ class ReceiverMetrics:
                                          "Failed dispatch attempts (transient: retried; permanent: row failed).",
                                          ["kind"], registry=r)
         self.runs_cancelled = Counter(f"{PREFIX}_flow_runs_cancelled",
-                                      "Flow runs cancelled at once because their alert resolved while they were created.",
+                                      "Flow runs cancelled because their alerts resolved while the runs waited "
+                                      "(not started, paused for approval) or were being created.",
                                       registry=r)
+        self.alerts_joined = Counter(f"{PREFIX}_alerts_joined",
+                                     "Firing alerts that joined the active incident run of their workload instead of "
+                                     "creating a run.", ["source"], registry=r)
+        self.resolved_kept = Counter(f"{PREFIX}_resolved_incident_kept",
+                                     "Resolved alerts whose incident run was kept: another alert of the incident still fires.",
+                                     registry=r)
         self.events_emitted = Counter(f"{PREFIX}_events_emitted", "Prefect events emitted.", registry=r)
         self.dispatch_latency = Histogram(
             f"{PREFIX}_dispatch_latency_seconds", "From alert accepted to flow run created.", registry=r,
@@ -41,7 +48,13 @@ class ReceiverMetrics:
         )
         self.spool_depth = Gauge(f"{PREFIX}_spool_depth", "Alerts accepted and waiting for their flow run.", registry=r)
         self.outbox_depth = Gauge(f"{PREFIX}_event_outbox_depth", "Prefect events waiting to be emitted.", registry=r)
+        self.incident_tables_behind = Gauge(f"{PREFIX}_incident_tables_behind",
+                                            "Incident runs whose alert table artifact does not show the latest join or "
+                                            "resolution yet.", registry=r)
 
-    def bind_depth(self, pending: Callable[[], int], outbox: Callable[[], int]) -> None:
+    def bind_depth(self, pending: Callable[[], int], outbox: Callable[[], int],
+                   unrecorded: Callable[[], int] | None = None) -> None:
         self.spool_depth.set_function(pending)
         self.outbox_depth.set_function(outbox)
+        if unrecorded is not None:
+            self.incident_tables_behind.set_function(unrecorded)

@@ -15,7 +15,9 @@ routes:
 ```
 
 The first matching route wins. Every label value that flows into parameters must pass its rule (Kubernetes name
-rules by default), so nothing from a payload can reach a label selector or a PromQL query unvalidated.
+rules by default), so nothing from a payload can reach a label selector or a PromQL query unvalidated. The workload
+the rendered parameters name (`namespace` + `deployment`, else `service`) is the alert's incident: alerts of one
+workload join one run (incidents.py).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from k8s_runbooks.alerts.incidents import workload_key
 from k8s_runbooks.alerts.payloads import SOURCES, Alert, Source
 from k8s_runbooks.errors import ConfigError, InvalidInput
 
@@ -132,6 +135,7 @@ class Decision:
     approval: Approval | None = None
     tags: tuple[str, ...] = ()
     reason: str | None = None
+    incident: str | None = None  # the workload the parameters name (incidents.workload_key); None: the alert alone
 
 
 class _CompiledRoute:
@@ -174,7 +178,7 @@ class Router:
         except InvalidInput as exc:
             return Decision("rejected", route=route.name, deployment=route.deployment, reason=str(exc))
         return Decision("dispatch", route=route.name, deployment=route.deployment, parameters=params,
-                        approval=route.approval, tags=tuple(route.tags))
+                        approval=route.approval, tags=tuple(route.tags), incident=workload_key(params))
 
     def validate_label(self, name: str, value: str) -> str:
         rule = self.rules.get(name, DEFAULT_RULE)

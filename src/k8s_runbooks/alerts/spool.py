@@ -3,15 +3,19 @@
 One row per incident, keyed by source|fingerprint|startsAt (UNIQUE): repeats of a firing alert only bump
 `repeats`, a resolved notification stamps `resolved_at` on the same row. Row states:
 
-  pending     firing and routed; the dispatcher still has to create the flow run
-  dispatched  the flow run exists (flow_run_id)
+  pending     firing and routed; the dispatcher still has to create the flow run or join the incident's
+  dispatched  the flow run exists (flow_run_id): this alert opened the incident of its workload (incident_id)
+  joined      the workload's incident run was still active: the alert joined it (flow_run_id, incident_id, joined_at)
   ignored     no route matched (reason)
   rejected    a route matched but a label value is unsafe or missing (reason); never dispatched
   failed      Prefect refused the run permanently (unknown deployment, invalid parameters) (reason)
   resolved    only a resolved notification was seen, or it resolved before its run was created
               (no run is ever started from it: nothing acts on a resolved alert)
 
-`outbox` holds the Prefect events still to emit (alert received / resolved), so they survive restarts too.
+`outbox` holds the Prefect events still to emit (alert received / joined / resolved), so they survive restarts too.
+`incidents` holds the runs alerts share, one open per workload (incident_store.py). Every routed alert is stored
+with its incident key (`incident_key`, the workload its route names), and the dispatcher takes a workload's pending
+alerts oldest first: the alert that opens an incident is always decided before the ones that may join it.
 
 Durability: WAL with synchronous=NORMAL. A commit is in the WAL file (the OS page cache) before `commit()`
 returns, so a killed receiver (SIGKILL, OOM, crash) loses nothing it acknowledged; only an OS crash or power
@@ -33,15 +37,17 @@ import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-RESOLVED_BEFORE_DISPATCH = "resolved before its run was created; no remediation started"
-
+from k8s_runbooks.alerts.incident_store import IncidentStore
 from k8s_runbooks.alerts.payloads import Alert
 from k8s_runbooks.alerts.routing import Decision
+from k8s_runbooks.alerts.spool_rows import Incident, OutboxItem, SpoolRow, create_or_migrate
 from k8s_runbooks.errors import ConfigError
+
+__all__ = ["Incident", "Items", "OutboxItem", "Outcome", "Spool", "SpoolRow", "Synchronous", "idempotency_key"]
+RESOLVED_BEFORE_DISPATCH = "resolved before its run was created; no remediation started"
 
 Outcome = Literal["queued", "duplicate", "ignored", "rejected", "resolved", "resolved-duplicate"]
 Synchronous = Literal["NORMAL", "FULL"]
@@ -50,98 +56,11 @@ Synchronous = Literal["NORMAL", "FULL"]
 Items = Iterable[tuple[Alert, "Decision | Callable[[], Decision] | None"]]
 BACKSTOP_CHECKPOINT_PAGES = 10_000  # ~40 MB of WAL: only reached if the dispatcher stopped checkpointing
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS alerts (
-    id              INTEGER PRIMARY KEY,
-    dedup_key       TEXT NOT NULL UNIQUE,
-    source          TEXT NOT NULL,
-    fingerprint     TEXT NOT NULL,
-    starts_at       TEXT NOT NULL,
-    alertname       TEXT NOT NULL,
-    labels          TEXT NOT NULL,
-    annotations     TEXT NOT NULL,
-    url             TEXT,
-    state           TEXT NOT NULL,
-    reason          TEXT,
-    route           TEXT,
-    deployment      TEXT,
-    parameters      TEXT,
-    tags            TEXT,
-    idempotency_key TEXT NOT NULL,
-    flow_run_id     TEXT,
-    attempts        INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at REAL NOT NULL DEFAULT 0,
-    last_error      TEXT,
-    received_at     REAL NOT NULL,
-    last_seen_at    REAL NOT NULL,
-    repeats         INTEGER NOT NULL DEFAULT 0,
-    resolved_at     REAL,
-    ends_at         TEXT,
-    dispatched_at   REAL
-);
-CREATE INDEX IF NOT EXISTS alerts_pending ON alerts(next_attempt_at) WHERE state = 'pending';
-CREATE TABLE IF NOT EXISTS outbox (
-    id         INTEGER PRIMARY KEY,
-    alert_id   INTEGER NOT NULL REFERENCES alerts(id),
-    kind       TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    UNIQUE (alert_id, kind)
-);
-"""
-
-
-@dataclass(frozen=True, slots=True)
-class SpoolRow:
-    id: int
-    dedup_key: str
-    source: str
-    fingerprint: str
-    starts_at: str
-    alertname: str
-    labels: dict[str, str]
-    annotations: dict[str, str]
-    url: str | None
-    state: str
-    reason: str | None
-    route: str | None
-    deployment: str | None
-    parameters: dict[str, Any] | None
-    tags: list[str]
-    idempotency_key: str
-    flow_run_id: str | None
-    attempts: int
-    next_attempt_at: float
-    last_error: str | None
-    received_at: float
-    last_seen_at: float
-    repeats: int
-    resolved_at: float | None
-    ends_at: str | None
-    dispatched_at: float | None
-
-    @classmethod
-    def from_sql(cls, row: sqlite3.Row) -> SpoolRow:
-        data = dict(row)
-        for key in ("labels", "annotations"):
-            data[key] = json.loads(data[key])
-        data["parameters"] = json.loads(data["parameters"]) if data["parameters"] else None
-        data["tags"] = json.loads(data["tags"]) if data["tags"] else []
-        return cls(**data)
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxItem:
-    id: int
-    kind: str
-    created_at: float
-    alert: SpoolRow
-
-
 def idempotency_key(alert: Alert) -> str:
     return f"k8s-runbooks-alert:{alert.dedup_key}"
 
 
-class Spool:
+class Spool(IncidentStore):
     """One connection to the spool file. Not thread-safe by design: each thread opens its own Spool."""
 
     def __init__(self, path: Path, synchronous: Synchronous = "NORMAL", *, autocheckpoint: bool = True) -> None:
@@ -159,7 +78,7 @@ class Spool:
             self._db.execute("PRAGMA busy_timeout=30000")
             if not autocheckpoint:
                 self._db.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_CHECKPOINT_PAGES}")
-            self._db.executescript(_SCHEMA)
+            create_or_migrate(self._db)
         except sqlite3.Error as exc:
             raise ConfigError(f"cannot open the alert spool {path}: {exc}",
                               hint="set K8S_RUNBOOKS_RECEIVER_SPOOL or pass --spool to a writable path") from None
@@ -248,9 +167,11 @@ class Spool:
                 " reason = CASE WHEN state = 'pending' THEN ? ELSE reason END,"
                 " state = CASE WHEN state = 'pending' THEN 'resolved' ELSE state END"
                 " WHERE dedup_key = ? AND resolved_at IS NULL "
-                "RETURNING id", (now, alert.ends_at, now, RESOLVED_BEFORE_DISPATCH, key),
+                "RETURNING id, incident_id", (now, alert.ends_at, now, RESOLVED_BEFORE_DISPATCH, key),
             ).fetchone()
             if row is not None:
+                if row[1] is not None:  # its incident's alert table shows it resolved
+                    db.execute("UPDATE incidents SET version = version + 1 WHERE id = ?", (row[1],))
                 self._outbox(db, row[0], "resolved", now)
                 return "resolved", row[0]
             state, reason = "resolved", "resolved notification without a recorded firing one; no run is started"
@@ -263,8 +184,8 @@ class Spool:
             state, reason = "pending", None
         cur = db.execute(
             "INSERT INTO alerts (dedup_key, source, fingerprint, starts_at, alertname, labels, annotations, url, state,"
-            " reason, route, deployment, parameters, tags, idempotency_key, received_at, last_seen_at, resolved_at, ends_at)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(dedup_key) DO NOTHING RETURNING id",
+            " reason, route, deployment, parameters, tags, idempotency_key, received_at, last_seen_at, resolved_at, ends_at,"
+            " incident_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(dedup_key) DO NOTHING RETURNING id",
             (
                 key, alert.source, alert.fingerprint, alert.starts_at, alert.alertname,
                 json.dumps(alert.labels, separators=(",", ":")), json.dumps(alert.annotations, separators=(",", ":")),
@@ -274,6 +195,7 @@ class Spool:
                 json.dumps(list(decision.tags)) if decision else None,
                 idempotency_key(alert), now, now,
                 now if state == "resolved" else None, alert.ends_at,
+                (decision.incident or f"alert:{key}") if state == "pending" and decision else None,
             ),
         ).fetchone()
         if cur is not None:
@@ -290,16 +212,25 @@ class Spool:
 
     # --- dispatcher ---------------------------------------------------------------------------
     def due(self, now: float, limit: int = 50) -> list[SpoolRow]:
+        """Pending alerts to dispatch now, oldest first. An alert waits while an older pending alert of its incident
+        waits for a retry: that one may have created the incident's run already (a lost response), and the
+        idempotency key gives it back only to that alert."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT * FROM alerts WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?",
+                "SELECT * FROM alerts a WHERE state = 'pending' AND next_attempt_at <= ?1 AND NOT EXISTS ("
+                " SELECT 1 FROM alerts o WHERE o.state = 'pending' AND o.incident_key = a.incident_key AND o.id < a.id"
+                " AND o.next_attempt_at > ?1) ORDER BY id LIMIT ?2",
                 (now, limit),
             ).fetchall()
         return [SpoolRow.from_sql(r) for r in rows]
 
     def next_due_at(self) -> float | None:
+        """When the next pending alert falls due (the oldest pending alert of each incident decides for the rest)."""
         with self._lock:
-            row = self._db.execute("SELECT MIN(next_attempt_at) FROM alerts WHERE state = 'pending'").fetchone()
+            row = self._db.execute(
+                "SELECT MIN(next_attempt_at) FROM alerts a WHERE state = 'pending' AND NOT EXISTS ("
+                " SELECT 1 FROM alerts o WHERE o.state = 'pending' AND o.incident_key = a.incident_key AND o.id < a.id)"
+            ).fetchone()
         return row[0]
 
     def is_pending(self, row_id: int) -> bool:
@@ -309,13 +240,20 @@ class Spool:
         return row is not None and row[0] == "pending"
 
     def mark_dispatched(self, row_id: int, flow_run_id: str, now: float) -> bool:
-        """Record the run; False (and the row keeps its state) if the alert resolved while the run was created."""
-        with self._lock:
-            row = self._db.execute(
+        """Record the run and open the alert's incident on it (one transaction); False (and the row keeps its state)
+        if the alert resolved while the run was created."""
+        def dispatched(db: sqlite3.Connection) -> bool:
+            row = db.execute(
                 "UPDATE alerts SET state = 'dispatched', flow_run_id = ?, dispatched_at = ?, attempts = attempts + 1,"
-                " last_error = NULL WHERE id = ? AND state = 'pending' RETURNING id", (flow_run_id, now, row_id),
+                " last_error = NULL WHERE id = ? AND state = 'pending' RETURNING incident_key, dedup_key",
+                (flow_run_id, now, row_id),
             ).fetchone()
-        return row is not None
+            if row is None:
+                return False
+            self._open(db, row_id, row[0] or f"alert:{row[1]}", flow_run_id, now)
+            return True
+
+        return bool(self._tx(dispatched))
 
     def mark_cancelled_run(self, row_id: int, flow_run_id: str, reason: str) -> None:
         """A run created for an alert that resolved meanwhile: the row stays resolved, the run is named."""

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -134,9 +135,21 @@ class Kube:
         self.api_client = api_client
         # (connect, read): connecting should be quick, the read may carry a big list or log.
         self.timeout: tuple[float, float] = (min(timeout_seconds, 5.0), timeout_seconds)
-        self.core = k8s.CoreV1Api(api_client)
-        self.apps = k8s.AppsV1Api(api_client)
         self.read_retries = 0  # reads retried inside `call` (for tests and diagnostics)
+
+    # Built on first use: importing an API class builds its pydantic models (CoreV1Api ~0.8 CPU-seconds), which a
+    # caller that only uses `get_raw` (the live diagnosis, `k8s-runbooks diagnose`) never needs.
+    @cached_property
+    def core(self) -> k8s.CoreV1Api:
+        return k8s.CoreV1Api(self.api_client)
+
+    @cached_property
+    def apps(self) -> k8s.AppsV1Api:
+        return k8s.AppsV1Api(self.api_client)
+
+    @cached_property
+    def coordination(self) -> k8s.CoordinationV1Api:
+        return k8s.CoordinationV1Api(self.api_client)
 
     def call(self, op: Op, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         kwargs.setdefault("_request_timeout", self.timeout)
@@ -154,6 +167,27 @@ class Kube:
             delay = min(retry_after, MAX_READ_RETRY_AFTER_SECONDS) if retry_after else READ_BACKOFF_SECONDS * attempt
             log.warning("retrying '%s' in %.1fs (attempt %d of %d): %s", op, delay, attempt + 1, READ_RETRIES + 1, err.message)
             time.sleep(delay)
+
+    def get_raw(self, op: Op, path: str, path_params: dict[str, str] | None = None,
+                query: dict[str, Any] | None = None, accept: str = "application/json") -> bytes:
+        """GET `path` (e.g. `/api/v1/namespaces/{namespace}/pods`) and return the body as sent, with the same
+        timeout, error mapping and read retries as `call`. For reads used as plain JSON or text (evidence, logs):
+        it skips the typed API classes, whose first use builds hundreds of pydantic models and validators
+        (~1 CPU-second for CoreV1Api in a fresh process), and the model round trip of every item."""
+
+        def get(_request_timeout: Any) -> bytes:
+            api = self.api_client
+            params = [(k, str(v).lower() if isinstance(v, bool) else v) for k, v in (query or {}).items() if v is not None]
+            method, url, headers, _body, _post = api.param_serialize(
+                "GET", path, path_params=path_params, query_params=params or None, header_params={"Accept": accept},
+                auth_settings=["BearerToken"])
+            resp = api.call_api(method, url, header_params=headers, _request_timeout=_request_timeout)
+            resp.read()
+            if not 200 <= resp.status <= 299:
+                raise ApiException.from_response(http_resp=resp, body=None, data=None)
+            return bytes(resp.data or b"")
+
+        return self.call(op, get)
 
     def close(self) -> None:
         self.api_client.close()

@@ -46,22 +46,19 @@ def container_logs(
     limit = min(limit_bytes, MAX_LIMIT_BYTES)
     container = container or _pick_container(namespace, pod, settings)
     kube = get_kube(settings)
-    kwargs: dict[str, object] = {"container": container, "previous": previous, "limit_bytes": limit}
-    if tail is not None:
-        kwargs["tail_lines"] = tail
-    if since_seconds is not None:
-        kwargs["since_seconds"] = int(since_seconds)
+    query: dict[str, object] = {"container": container, "previous": previous, "limitBytes": limit, "tailLines": tail,
+                                "sinceSeconds": int(since_seconds) if since_seconds is not None else None}
     try:
-        text = kube.call(
-            Op("get", "pods/log", namespace, pod), kube.core.read_namespaced_pod_log, pod, namespace, **kwargs
-        )
+        # The log as the API sends it (text/plain): no typed API class to build for one GET.
+        body = kube.get_raw(Op("get", "pods/log", namespace, pod), "/api/v1/namespaces/{namespace}/pods/{name}/log",
+                            {"namespace": namespace, "name": pod}, query, accept="text/plain, */*")
     except InvalidInput as exc:
         # 400 is how the API says "previous terminated container not found" or "container is waiting to
         # start" — a normal answer for a diagnosis. A wrong container name stays an error.
         if "is not valid for pod" in str(exc):
             raise
         return LogExcerpt(namespace=namespace, pod=pod, container=container, previous=previous, lines=[], error=exc.message)
-    text = text if isinstance(text, str) else str(text or "")
+    text = body.decode("utf-8", errors="replace")
     truncated = len(text.encode("utf-8", errors="replace")) >= limit
     if len(text) > limit:  # the server may overshoot limitBytes slightly
         text, truncated = text[-limit:], True

@@ -12,7 +12,7 @@ import re
 from datetime import datetime, timedelta
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from k8s_runbooks.diagnosis.hypothesis import Hypothesis, PlanStep
 from k8s_runbooks.models import ActionResult, AuditRecord, Finding, TimelineEntry, utcnow
@@ -36,6 +36,24 @@ class ChartRef(BaseModel):
     title: str
     path: str
     table_key: str = ""
+
+
+class IncidentAlert(BaseModel):
+    """An alert that opened or joined the incident: a row of the run's `incident-alerts` table (written by the alert
+    receiver's dispatcher, labels already redacted)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["opened", "joined"] = "opened"
+    alertname: str = ""
+    source: str = ""
+    status: str = ""
+    starts_at: str = ""
+    received_at: str = ""
+    joined_at: str = ""
+    resolved_at: str = ""
+    fingerprint: str = ""
+    labels: str = ""
 
 
 class RunRecord(BaseModel):
@@ -104,6 +122,7 @@ class PostMortem(BaseModel):
     evidence: list[EvidenceItem] = Field(default_factory=list)
     charts: list[ChartRef] = Field(default_factory=list)
     drill: bool = False
+    alerts: list[IncidentAlert] = Field(default_factory=list, description="every alert that opened or joined the incident")
 
     @property
     def duration_text(self) -> str:

@@ -91,6 +91,21 @@ def _ranked_causes(pm: PostMortem) -> list[str]:
     return out
 
 
+def _alerts_section(pm: PostMortem) -> list[str]:
+    """Every alert that opened or joined the incident: one incident per workload, however many alerts it raised."""
+    joined = sum(1 for a in pm.alerts if a.role == "joined")
+    out = ["## Alerts\n",
+           f"{len(pm.alerts)} alert(s) opened or joined this incident ({joined} joined the running incident instead "
+           "of starting a run of their own; table artifact `incident-alerts`):\n",
+           "| Role | Alert | Source | Status | Started | Received | Joined | Resolved | Labels |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for a in pm.alerts:
+        cells = (a.role, a.alertname, a.source, a.status, a.starts_at, a.received_at, a.joined_at, a.resolved_at, a.labels)
+        out.append("| " + " | ".join(md_text(c) for c in cells) + " |")
+    out.append("")
+    return out
+
+
 def render_markdown(pm: PostMortem, base_dir: Path | None = None, inline_images: bool = False) -> str:
     """`base_dir`: the report's directory, so chart links are relative to it; `inline_images`: embed
     charts as data: URIs (for the self-contained HTML)."""
@@ -110,6 +125,8 @@ def render_markdown(pm: PostMortem, base_dir: Path | None = None, inline_images:
     out.append("")
     out.append("## Incident Summary\n")
     out.append(md_text(pm.summary) + "\n")
+    if pm.alerts:
+        out.extend(_alerts_section(pm))
     out.append("## Timeline\n")
     if pm.timeline:
         out.append("| Time (UTC) | Kind | Event | Detail |")

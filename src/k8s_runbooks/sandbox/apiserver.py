@@ -33,6 +33,7 @@ from k8s_runbooks.sandbox import podlogs, probes
 from k8s_runbooks.sandbox.errors import ApiError
 from k8s_runbooks.sandbox.faults import Audit, FaultSwitch
 from k8s_runbooks.sandbox.patches import apply_patch
+from k8s_runbooks.sandbox.rbac_authz import REVIEW_RESOURCES, Attributes, Authorizer, load_signing_key
 from k8s_runbooks.sandbox.resources import RESOURCES, Resource
 from k8s_runbooks.sandbox.selectors import parse_field_selector, parse_label_selector
 from k8s_runbooks.sandbox.store import Store
@@ -48,7 +49,8 @@ KUBE_VERSION = {"major": "1", "minor": "37", "gitVersion": "v1.37.0-sandbox", "g
                 "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24.0",
                 "compiler": "gc", "platform": "linux/amd64"}
 _CATEGORY_ALL = {"pods", "services", "deployments", "replicasets"}
-_SUB_VERBS = {"status": ["get", "patch", "update"], "scale": ["get", "patch", "update"], "log": ["get"]}
+_SUB_VERBS = {"status": ["get", "patch", "update"], "scale": ["get", "patch", "update"], "log": ["get"],
+              "token": ["create"]}
 _MODEL = {"pods": ("V1Pod", "V1PodSpec"), "deployments": ("V1Deployment", "V1DeploymentSpec"),
           "replicasets": ("V1ReplicaSet", "V1ReplicaSetSpec")}
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -284,6 +286,8 @@ def decode_protobuf(res: Resource, body: bytes) -> Obj:
     for the others, as a real server does for a media type it cannot decode."""
     from k8s_runbooks.sandbox import protobuf_kinds  # lazy: only kubectl's typed clients send protobuf
 
+    if res.plural == "selfsubjectaccessreviews" and body.startswith(b"k8s\x00"):
+        return _decode_ssar(body)  # `kubectl auth can-i`
     if res.plural in protobuf_kinds.KINDS and body.startswith(b"k8s\x00"):
         try:
             return protobuf_kinds.decode(res.plural, dict(pb_fields(body[4:])).get(2, b""))
@@ -297,6 +301,23 @@ def decode_protobuf(res: Resource, body: bytes) -> Obj:
         unknown = dict(pb_fields(body[4:]))
         namespace = dict(pb_fields(unknown.get(2, b"")))
         return {"apiVersion": "v1", "kind": "Namespace", "metadata": pb_object_meta(namespace.get(1, b""))}
+    except (ValueError, IndexError, UnicodeDecodeError) as exc:
+        raise ApiError.bad_request(f"the body of the request could not be decoded: {exc}") from None
+
+
+def _decode_ssar(body: bytes) -> Obj:
+    """`kubectl auth can-i` sends its SelfSubjectAccessReview as protobuf: spec (2) → resourceAttributes (1:
+    namespace, verb, group, version, resource, subresource, name) or nonResourceAttributes (2: path, verb)."""
+    try:
+        review = dict(pb_fields(dict(pb_fields(body[4:])).get(2, b"")))
+        spec = dict(pb_fields(review.get(2, b"")))
+        out: Obj = {}
+        if 1 in spec:
+            names = ("namespace", "verb", "group", "version", "resource", "subresource", "name")
+            out["resourceAttributes"] = {names[n - 1]: v.decode() for n, v in pb_fields(spec[1]) if 1 <= n <= 7}
+        if 2 in spec:
+            out["nonResourceAttributes"] = {("path", "verb")[n - 1]: v.decode() for n, v in pb_fields(spec[2]) if n in (1, 2)}
+        return {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview", "spec": out}
     except (ValueError, IndexError, UnicodeDecodeError) as exc:
         raise ApiError.bad_request(f"the body of the request could not be decoded: {exc}") from None
 
@@ -455,6 +476,7 @@ class ApiServer:
         self.state_dir = Path(state_dir) if state_dir else None
         self.faults = FaultSwitch()
         self.audit = Audit()
+        self.authz = Authorizer(store, load_signing_key(self.state_dir))
         self._raw_routes: dict[str, RawRoute] = {}
         self._stopping = threading.Event()
         self._httpd = _Server((host, port), _Handler)  # raises OSError(EADDRINUSE) if taken
@@ -687,6 +709,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _kube(self, method: str, path: str, query: Query, body: bytes) -> None:
         parts = [p for p in path.split("/") if p]
+        if path == "/version" or path.startswith("/openapi"):
+            self.api.authz.admit(self.headers, Attributes(method.lower(), path=path, resource_request=False))
         if path == "/version":
             return self._send_json(200, KUBE_VERSION)
         if path == "/openapi/v3" and method == "GET":
@@ -697,27 +721,47 @@ class _Handler(BaseHTTPRequestHandler):
                 raise ApiError(404, "NotFound", "the server could not find the requested resource")
             return self._send_json(200, _openapi_group_version(group))
         if not parts or parts[0] not in ("api", "apis") or (parts[0] == "api" and len(parts) == 1 and method != "GET"):
+            self.api.authz.admit(self.headers, Attributes(method.lower(), path=path, resource_request=False))
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         if parts[0] == "api" and len(parts) > 1 and parts[1] != "v1":
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         target = parse_api_path(parts)
         if not isinstance(target, Route):
+            self.api.authz.admit(self.headers, Attributes(method.lower(), path=path, resource_request=False))
             if method != "GET":
                 raise ApiError.method_not_allowed()
             return self._send_json(200, target)
         self._resource(method, target, query, body)
 
     # ------------------------------------------------------------------ resources
-    def _audit(self, method: str, route: Route, query: Query) -> None:
+    def _audit(self, method: str, route: Route, query: Query, user: str = "") -> None:
         if method == "GET":
             verb = "watch" if _truthy(_q(query, "watch")) else ("get" if route.name else "list")
         else:
             verb = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}[method]
-        self.api.audit.record(verb, route.res.plural, route.sub, route.namespace, group=route.res.group)
+        self.api.audit.record(verb, route.res.plural, route.sub, route.namespace, group=route.res.group, user=user)
+
+    def _authorize(self, method: str, route: Route, query: Query, user: Any) -> Any:
+        if method == "GET":
+            verb = "watch" if _truthy(_q(query, "watch")) else ("get" if route.name else "list")
+        elif method == "DELETE" and not route.name:
+            verb = "deletecollection"
+        else:
+            verb = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method, method.lower())
+        return self.api.authz.check(user, Attributes(verb, route.res.group, route.res.plural, route.sub or "",
+                                                     route.namespace or "", route.name or ""))
 
     def _resource(self, method: str, route: Route, query: Query, body: bytes) -> None:
         res = route.res
-        self._audit(method, route, query)
+        user = self.api.authz.identify(self.headers)
+        self._audit(method, route, query, user.name)  # denied requests too: the least-privilege record shows them
+        self._authorize(method, route, query, user)
+        if res.plural in REVIEW_RESOURCES or route.sub == "token":
+            if method != "POST":
+                raise ApiError.method_not_allowed()
+            protobuf = (self.headers.get("Content-Type") or "").startswith(_PROTOBUF)
+            return self._send_json(201, self._identity(user, route, decode_protobuf(res, body) if protobuf
+                                                       else self._json_body(body)))
         if route.sub == "log":
             if method != "GET":
                 raise ApiError.method_not_allowed()
@@ -745,6 +789,17 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "DELETE":
             return self._delete(route, query, body)
         raise ApiError.method_not_allowed()
+
+    def _identity(self, user: Any, route: Route, body: Any) -> Obj:
+        """TokenRequest (`serviceaccounts/NAME/token`) and the access reviews (`kubectl auth can-i`)."""
+        if route.sub == "token":
+            spec = (body or {}).get("spec") or {}
+            token, exp = self.api.authz.issue_token(route.namespace or "", route.name or "",
+                                                    int(spec.get("expirationSeconds") or 3600), spec.get("audiences"))
+            return {"kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
+                    "metadata": {"name": route.name, "namespace": route.namespace}, "spec": spec,
+                    "status": {"token": token, "expirationTimestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(exp))}}
+        return self.api.authz.review(user, route.res.plural, body)
 
     def _create(self, route: Route, query: Query, body: bytes) -> None:
         res = route.res

@@ -113,17 +113,27 @@ def ensure_demo_workload(kubeconfig: Path) -> list[str]:
     return ensure_workload(kubeconfig, NAMESPACE, DEPLOYMENTS)
 
 
+def ensure_namespace(kubeconfig: Path, namespace: str) -> bool:
+    """The namespace, labelled for drills, if it is missing; True when it was created."""
+    return _create(f"create namespace {namespace}", client.CoreV1Api(api_client(kubeconfig)).create_namespace,
+                   namespace_body(namespace))
+
+
 def ensure_workload(kubeconfig: Path, namespace: str, deployments: dict[str, int],
                     env: dict[str, str] | None = None, probe_period_ms: int = 250) -> list[str]:
     """Namespace + one shop Deployment and Service per name (idempotent); also used by tests and drills."""
     api = api_client(kubeconfig)
     core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
     created: list[str] = []
-    if _create(f"create namespace {namespace}", core.create_namespace, namespace_body(namespace)):
+    if ensure_namespace(kubeconfig, namespace):
         created.append(f"namespace/{namespace}")
     if _create(f"create configmap {namespace}/{FLAGS_CONFIGMAP}", core.create_namespaced_config_map, namespace,
                flags_configmap_body(namespace)):
         created.append(f"configmap/{FLAGS_CONFIGMAP}")
+    # A target namespace gets the runbook Role of rbac.yaml, as on GKE: the runbooks run as that ServiceAccount.
+    from k8s_runbooks.sandbox.identities import grant_namespace
+
+    grant_namespace(kubeconfig, namespace)
     for name, replicas in deployments.items():
         if _create(f"create service {namespace}/{name}", core.create_namespaced_service, namespace,
                    service_body(name, namespace)):

@@ -190,11 +190,12 @@ class Audit:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._counts: Counter[tuple[str, str, str, str, str]] = Counter()
+        self._counts: Counter[tuple[str, str, str, str, str, str]] = Counter()
 
-    def record(self, verb: str, resource: str, subresource: str | None, namespace: str | None, group: str = "") -> None:
+    def record(self, verb: str, resource: str, subresource: str | None, namespace: str | None, group: str = "",
+               user: str = "") -> None:
         with self._lock:
-            self._counts[(verb, resource, subresource or "", namespace or "", group)] += 1
+            self._counts[(verb, resource, subresource or "", namespace or "", group, user)] += 1
 
     def reset(self) -> None:
         with self._lock:
@@ -203,5 +204,5 @@ class Audit:
     def to_json(self) -> dict[str, Any]:
         with self._lock:
             items = sorted(self._counts.items())
-        return {"requests": [{"verb": v, "resource": r, "subresource": s, "namespace": n, "group": g, "count": c}
-                             for (v, r, s, n, g), c in items]}
+        return {"requests": [{"verb": v, "resource": r, "subresource": s, "namespace": n, "group": g, "user": u,
+                              "count": c} for (v, r, s, n, g, u), c in items]}

@@ -22,8 +22,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
 import sys
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -82,6 +84,8 @@ def _auth_hosts(pull_secrets: list[dict[str, Any]]) -> set[str]:
 
 def pull(image: str, pull_secrets: list[dict[str, Any]] | None = None) -> list[str]:
     """The command line behind `image`, or ImageNotFound with containerd's message."""
+    if is_project_image(image):
+        return []  # this install; the image's ENTRYPOINT is the CLI, flow-run Jobs give their own command
     registry, repo, tag = parse_reference(image)
     ref = canonical(image)
     prefix = f'failed to pull and unpack image "{ref}": failed to resolve reference "{ref}": '
@@ -116,3 +120,34 @@ def image_id(image: str) -> str:
     registry, repo, _tag = parse_reference(image)
     digest = hashlib.sha256(canonical(image).encode()).hexdigest()
     return f"{registry}/{repo}@sha256:{digest}"
+
+
+# --------------------------------------------------------------------------- the project's own image
+# The Dockerfile's image under any registry (k8s-runbooks:dev on kind, REGION-docker.pkg.dev/PROJECT/k8s-runbooks/
+# runbooks:0.1.0 in the base job template): in the sandbox it is this local install, run the way the image runs it.
+_REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def is_project_image(image: str) -> bool:
+    _registry, repo, _tag = parse_reference(image)
+    return repo.rsplit("/", 1)[-1] == "k8s-runbooks" or repo.endswith("k8s-runbooks/runbooks")
+
+
+def workdir(image: str) -> str | None:
+    """The image's WORKDIR (/app: the checkout) for the project image, else None (the kubelet's default)."""
+    return str(_REPO_ROOT) if is_project_image(image) else None
+
+
+def image_env(image: str, pod_dir: Path) -> dict[str, str]:
+    """The image's ENV (Dockerfile), with its volumes' paths mapped into the pod's own directory."""
+    if not is_project_image(image):
+        return {}
+    volumes = pod_dir / "volumes"
+    return {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", "DO_NOT_TRACK": "1",
+        "PREFECT_HOME": str(volumes / "prefect"), "MPLCONFIGDIR": str(volumes / "tmp" / "matplotlib"),
+        "K8S_RUNBOOKS_STATE_DIR": str(volumes / "state"), "K8S_RUNBOOKS_REPORTS_DIR": str(volumes / "reports"),
+        "K8S_RUNBOOKS_RECEIVER_SPOOL": str(volumes / "spool" / "alert-spool.sqlite3"),
+        "K8S_RUNBOOKS_RECEIVER_ROUTES": str(_REPO_ROOT / "deployments" / "alert-routes.yaml"),
+    }

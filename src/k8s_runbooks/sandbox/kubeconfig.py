@@ -8,6 +8,13 @@ from pathlib import Path
 import yaml
 
 DEFAULT_CONTEXT = "k8s-runbooks-sandbox"
+RUNBOOKS_ACCOUNT = ("k8s-runbooks", "k8s-runbooks")  # namespace, ServiceAccount (deployments/k8s/base/rbac.yaml)
+
+
+def account_kubeconfig_path(state_dir: Path | str, namespace: str = RUNBOOKS_ACCOUNT[0],
+                            name: str = RUNBOOKS_ACCOUNT[1]) -> Path:
+    """Where `sandbox up` writes the kubeconfig of a shipped ServiceAccount (sandbox/identities.py)."""
+    return Path(state_dir) / "kubeconfigs" / f"{namespace}.{name}.yaml"
 
 
 def kubeconfig_dict(server_url: str, context: str = DEFAULT_CONTEXT) -> dict[str, object]:

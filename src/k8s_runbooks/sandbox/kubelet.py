@@ -645,6 +645,9 @@ class Kubelet:
         owner = os.environ.get("K8S_RUNBOOKS_SANDBOX_OWNER")
         if owner:
             env["K8S_RUNBOOKS_SANDBOX_OWNER"] = owner
+        env.update(images.image_env(c.image, podlogs.pod_dir(self.state_dir, st.namespace, st.name, st.uid)))
+        if images.is_project_image(c.image):  # the one image here that calls the API with its pod's identity
+            env.update(self._service_account_env(st))
         env.update(podconfig.container_env(self.cache, st.pod, c.spec))  # raises ConfigError
         for e in c.spec.get("env") or []:
             if "value" in e:
@@ -658,12 +661,32 @@ class Kubelet:
                     env[e["name"]] = fields.get(path, "")
         return env
 
+    def _service_account_env(self, st: PodState) -> dict[str, str]:
+        """The pod's ServiceAccount credentials (mounted at /var/run/secrets/kubernetes.io/serviceaccount in a real
+        pod; a process here cannot have that mount): a TokenRequest token as a kubeconfig in the pod's directory,
+        named by K8S_RUNBOOKS_KUBECONFIG. Only for accounts that exist and unless automounting is switched off."""
+        from k8s_runbooks.sandbox import identities  # httpx + yaml: only for pods that get a token
+
+        spec = st.pod.get("spec") or {}
+        account = spec.get("serviceAccountName") or "default"
+        if spec.get("automountServiceAccountToken") is False or \
+                self.store.try_get("serviceaccounts", st.namespace, account) is None:
+            return {}
+        directory = podlogs.pod_dir(self.state_dir, st.namespace, st.name, st.uid) / "serviceaccount"
+        try:
+            # A day: a real kubelet refreshes projected tokens; this one is written once, so it outlives the longest run.
+            path = identities.service_account_kubeconfig(self.api_url, directory, st.namespace, account, seconds=86_400)
+        except Exception as exc:  # noqa: BLE001 - a pod without a token still starts, as with a failed projection
+            log.warning("no token for %s/%s: %s", st.namespace, account, exc)
+            return {}
+        return {"K8S_RUNBOOKS_KUBECONFIG": str(path), "KUBECONFIG": str(path)}
+
     def _start(self, st: PodState, c: Container, env: dict[str, str]) -> None:
         log_path = podlogs.container_log_path(self.state_dir, st.namespace, st.name, st.uid, c.name, c.restart_count)
         try:
             proc = subprocess.Popen(c.command, env=env, stdin=subprocess.DEVNULL,  # type: ignore[arg-type]
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                                    cwd="/tmp", close_fds=True)
+                                    cwd=images.workdir(c.image) or "/tmp", close_fds=True)
         except OSError as exc:
             c.waiting = ("RunContainerError", f"failed to start container: {exc}")
             self._event(st, c, "Warning", "Failed", f"Error: failed to start container {c.name!r}: {exc}")

@@ -23,6 +23,7 @@ import psutil
 import yaml
 
 from k8s_runbooks.sandbox.binaries import SandboxError
+from k8s_runbooks.sandbox.kubeconfig import account_kubeconfig_path
 
 OWNER_ENV = "K8S_RUNBOOKS_SANDBOX_OWNER"
 CONFIG_DIR = Path(__file__).parent / "config"
@@ -167,6 +168,13 @@ def start(state_dir: Path, comp: Component) -> int:
 
 
 def is_healthy(comp: Component) -> bool:
+    if comp.health_url.startswith("tcp://"):  # a server without HTTP (Postgres): it accepts connections
+        host, _, port = comp.health_url[len("tcp://"):].rpartition(":")
+        try:
+            with socket.create_connection((host, int(port)), timeout=HTTP_TIMEOUT_S):
+                return True
+        except OSError:
+            return False
     try:
         resp = httpx.get(comp.health_url, timeout=HTTP_TIMEOUT_S)
     except httpx.HTTPError:
@@ -301,6 +309,7 @@ class SandboxPorts:
     pushgateway: int
     prefect: int
     receiver: int
+    postgres: int = 15432  # only with K8S_RUNBOOKS_SANDBOX_PREFECT_DATABASE=postgres
 
 
 def cluster_component(state_dir: Path, ports: SandboxPorts, pod_subnet: str) -> Component:
@@ -392,7 +401,8 @@ def pushgateway_component(state_dir: Path, ports: SandboxPorts, binary: Path) ->
 LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
 
 
-def prefect_component(state_dir: Path, ports: SandboxPorts) -> Component:
+def prefect_component(state_dir: Path, ports: SandboxPorts, database_url: str | None = None) -> Component:
+    """`database_url`: Postgres (sandbox/postgres.py); None: SQLite in D/prefect/."""
     state = Path(state_dir).resolve()
     home = state / "prefect"
     home.mkdir(parents=True, exist_ok=True)
@@ -405,7 +415,7 @@ def prefect_component(state_dir: Path, ports: SandboxPorts) -> Component:
                  "--host", "127.0.0.1", "--port", str(ports.prefect)],
         env={
             "PREFECT_HOME": str(home),
-            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+            "PREFECT_API_DATABASE_CONNECTION_URL": database_url or f"sqlite+aiosqlite:///{home / 'prefect.db'}",
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "DO_NOT_TRACK": "1",
             "PREFECT_UI_ENABLED": "true",
@@ -486,7 +496,10 @@ def runner_component(state_dir: Path, ports: SandboxPorts, query_seconds: float 
                  "--runner", mode, "--drills-active", "--ready-file", str(ready),
                  "--run-pid-dir", str(state / "pids" / "runs")],  # <flow run id>.pid per live warm run
         # Repeated demos/drills act on the same target within minutes: a short cooldown (production: 300 s).
-        env={**runbook_env(state, ports), "PYTHONPATH": str(repo_root()), "K8S_RUNBOOKS_COOLDOWN_SECONDS": "30"},
+        # Runbooks run as the least-privilege ServiceAccount of deployments/k8s/base/rbac.yaml, as a worker's Jobs do
+        # on GKE (the kubeconfig `sandbox up` writes; target namespaces need the runbook Role: identities.py).
+        env={**runbook_env(state, ports), "PYTHONPATH": str(repo_root()), "K8S_RUNBOOKS_COOLDOWN_SECONDS": "30",
+             "K8S_RUNBOOKS_KUBECONFIG": str(account_kubeconfig_path(state))},
         # 240 s: registering five deployments (and warming the fork server) took over 120 s at load 30 on 2 cores.
         marker="k8s_runbooks_prefect.deploy", timeout_s=240, cwd=repo_root(),
         extra_ready=lambda: ready.exists() and read_pid(ready) == read_pid(pid_file),

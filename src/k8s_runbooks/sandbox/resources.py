@@ -31,7 +31,9 @@ FIDELITY_RESOURCES = (
     Resource("nodes", "Node", "", "v1", False, ("no",), subresources=("status",), singular="node"),
     Resource("secrets", "Secret", "", "v1", True, (), singular="secret"),
     Resource("configmaps", "ConfigMap", "", "v1", True, ("cm",), singular="configmap"),
-    Resource("serviceaccounts", "ServiceAccount", "", "v1", True, ("sa",), singular="serviceaccount"),
+    # `token`: the TokenRequest API (sandbox/rbac_authz.py issues ServiceAccount tokens).
+    Resource("serviceaccounts", "ServiceAccount", "", "v1", True, ("sa",), subresources=("token",),
+             singular="serviceaccount"),
     Resource("resourcequotas", "ResourceQuota", "", "v1", True, ("quota",), subresources=("status",),
              singular="resourcequota"),
     Resource("persistentvolumeclaims", "PersistentVolumeClaim", "", "v1", True, ("pvc",), subresources=("status",),
@@ -58,6 +60,20 @@ RESOURCES: dict[str, Resource] = {
         Resource("statefulsets", "StatefulSet", "apps", "v1", True, ("sts",), subresources=("scale", "status"), singular="statefulset"),
         Resource("daemonsets", "DaemonSet", "apps", "v1", True, ("ds",), subresources=("status",), singular="daemonset"),
         Resource("ingresses", "Ingress", "networking.k8s.io", "v1", True, ("ing",), subresources=("status",), singular="ingress"),
+        # The guard keeps its cooldowns, run budgets and remediation locks in Leases (k8s_runbooks/guard_state.py).
+        Resource("leases", "Lease", "coordination.k8s.io", "v1", True, singular="lease"),
+        # Flow-run Jobs of the Prefect Kubernetes worker (sandbox/jobs.py runs them).
+        Resource("jobs", "Job", "batch", "v1", True, subresources=("status",), singular="job"),
+        # RBAC (enforced by sandbox/rbac_authz.py); reviews are answered, never stored.
+        Resource("roles", "Role", "rbac.authorization.k8s.io", "v1", True, singular="role"),
+        Resource("rolebindings", "RoleBinding", "rbac.authorization.k8s.io", "v1", True, singular="rolebinding"),
+        Resource("clusterroles", "ClusterRole", "rbac.authorization.k8s.io", "v1", False, singular="clusterrole"),
+        Resource("clusterrolebindings", "ClusterRoleBinding", "rbac.authorization.k8s.io", "v1", False,
+                 singular="clusterrolebinding"),
+        Resource("selfsubjectaccessreviews", "SelfSubjectAccessReview", "authorization.k8s.io", "v1", False,
+                 verbs=("create",), singular="selfsubjectaccessreview"),
+        Resource("subjectaccessreviews", "SubjectAccessReview", "authorization.k8s.io", "v1", False,
+                 verbs=("create",), singular="subjectaccessreview"),
     )
 }
 

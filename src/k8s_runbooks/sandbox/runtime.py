@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from k8s_runbooks.sandbox import metrics
 from k8s_runbooks.sandbox.controllers import Controllers, EventRecorder, Informer
+from k8s_runbooks.sandbox.jobs import JobController
 from k8s_runbooks.sandbox.kubelet import Kubelet
 from k8s_runbooks.sandbox.nodes import DEFAULT_NODES, NodeSpec, register_nodes
 from k8s_runbooks.sandbox.store import Store
@@ -30,6 +31,7 @@ class Runtime:
         self.controllers = controllers
         self.kubelet = kubelet
         self.traffic = traffic
+        self.jobs: JobController | None = None
         self._stopped = False
 
     def render_kube_state_metrics(self) -> str:
@@ -47,6 +49,8 @@ class Runtime:
             return
         self._stopped = True
         self.traffic.stop()
+        if self.jobs is not None:
+            self.jobs.stop()
         self.controllers.stop()
         self.kubelet.stop()
 
@@ -69,6 +73,8 @@ def start_runtime(store: Store, api: RawRouteHost | None, *, state_dir: Path, ap
     kubelet.start()
     controllers.start()
     traffic.start()
+    runtime.jobs = JobController(store, recorder, resync_seconds=resync_seconds)
+    runtime.jobs.start()
     if api is not None:
         for path, fn in metrics.raw_routes(informer, kubelet):
             api.add_raw_route(path, fn)

@@ -18,12 +18,14 @@ from typing import Any
 from k8s_runbooks.sandbox import launchers
 from k8s_runbooks.sandbox.binaries import SandboxError, ensure_binaries
 from k8s_runbooks.sandbox.launchers import Component, SandboxPorts
+from k8s_runbooks.sandbox.settings import SandboxSettings
 from k8s_runbooks.settings import Settings
 
 POD_SUBNET_ENV = "K8S_RUNBOOKS_SANDBOX_POD_SUBNET"  # not (yet) a Settings field
 STATE_FILE = "sandbox.json"
 POD_MARKER = "k8s_runbooks.sandbox.workloads"  # command line of pods running sandbox images
-ORDER = ["cluster", "alertmanager", "pushgateway", "prometheus", "prefect", "runner", "receiver"]
+ORDER = ["cluster", "alertmanager", "pushgateway", "prometheus", "postgres", "prefect", "runner", "receiver"]
+FIRST = ("postgres",)  # up and its database made before the rest (Prefect migrates it on start)
 AFTER_PREFECT = ("runner", "receiver")  # started once the Prefect API answers (they register/dispatch on start)
 TOKEN_FILE = "secrets/receiver-token"
 
@@ -35,20 +37,21 @@ class SandboxConfig:
     pod_subnet: str = "127.1"
     webhook_url: str = ""
     with_prefect: bool = True
+    prefect_database: str = "sqlite"  # or postgres (sandbox/postgres.py)
 
     @classmethod
-    def from_settings(cls, settings: Settings, state_dir: Path | None = None, with_prefect: bool = True,
+    def from_settings(cls, settings: SandboxSettings, state_dir: Path | None = None, with_prefect: bool = True,
                       pod_subnet: str | None = None) -> "SandboxConfig":
         ports = SandboxPorts(
-            api=settings.sandbox_api_port, prometheus=settings.sandbox_prometheus_port,
-            alertmanager=settings.sandbox_alertmanager_port, pushgateway=settings.sandbox_pushgateway_port,
-            prefect=settings.sandbox_prefect_port, receiver=settings.sandbox_receiver_port,
+            api=settings.api_port, prometheus=settings.prometheus_port,
+            alertmanager=settings.alertmanager_port, pushgateway=settings.pushgateway_port,
+            prefect=settings.prefect_port, receiver=settings.receiver_port, postgres=settings.postgres_port,
         )
-        webhook = settings.sandbox_alert_webhook_url or f"http://127.0.0.1:{ports.receiver}/v1/alerts/alertmanager"
+        webhook = settings.alert_webhook_url or f"http://127.0.0.1:{ports.receiver}/v1/alerts/alertmanager"
         return cls(
-            state_dir=Path(state_dir or settings.sandbox_state_dir).resolve(), ports=ports,
+            state_dir=Path(state_dir or settings.state_dir).resolve(), ports=ports,
             pod_subnet=pod_subnet or os.environ.get(POD_SUBNET_ENV, "127.1"), webhook_url=webhook,
-            with_prefect=with_prefect,
+            with_prefect=with_prefect, prefect_database=settings.prefect_database,
         )
 
     @property
@@ -74,9 +77,9 @@ class SandboxConfig:
             raise SandboxError(f"{path} is unreadable ({exc}); remove it and run `k8s-runbooks sandbox up` again") from exc
 
 
-def resolve_config(settings: Settings, state_dir: Path | None) -> SandboxConfig:
+def resolve_config(settings: SandboxSettings, state_dir: Path | None) -> SandboxConfig:
     """The config of the sandbox that runs in `state_dir` (from its last `up`), else the settings."""
-    directory = Path(state_dir or settings.sandbox_state_dir)
+    directory = Path(state_dir or settings.state_dir)
     return SandboxConfig.load(directory) or SandboxConfig.from_settings(settings, directory)
 
 
@@ -141,7 +144,16 @@ def components(cfg: SandboxConfig, binaries: dict[str, Path] | None = None) -> l
                   _bare("pushgateway", ports.pushgateway, "/-/ready", "pushgateway"),
                   _bare("prometheus", ports.prometheus, "/-/ready", "prometheus")]
     if cfg.with_prefect:
-        comps.append(launchers.prefect_component(state, ports) if render
+        database_url = None
+        if cfg.prefect_database == "postgres":
+            from k8s_runbooks.sandbox import postgres
+
+            comps.append(postgres.component(state, ports.postgres) if render else launchers.Component(
+                name="postgres", port=ports.postgres, port_setting="K8S_RUNBOOKS_SANDBOX_POSTGRES_PORT",
+                url=f"postgresql://127.0.0.1:{ports.postgres}", health_url=f"tcp://127.0.0.1:{ports.postgres}",
+                command=[], marker="postgres"))
+            database_url = postgres.database_url(ports.postgres)
+        comps.append(launchers.prefect_component(state, ports, database_url) if render
                      else _bare("prefect", ports.prefect, "/api/health", "prefect", url_suffix="/api"))
         comps.append(launchers.runner_component(state, ports))
         if with_receiver:
@@ -171,7 +183,9 @@ def up(cfg: SandboxConfig, demo: bool = True, demo_timeout_s: float = 120.0) -> 
     launchers.check_ports_free(to_start)
     starting = {c.name for c in to_start}
     cfg.save()
-    for phase in ([c for c in comps if c.name not in AFTER_PREFECT], [c for c in comps if c.name in AFTER_PREFECT]):
+    for phase in ([c for c in comps if c.name in FIRST],
+                  [c for c in comps if c.name not in AFTER_PREFECT and c.name not in FIRST],
+                  [c for c in comps if c.name in AFTER_PREFECT]):
         started: dict[str, tuple[int, float]] = {}
         for comp in phase:
             if comp.name in starting:
@@ -187,13 +201,26 @@ def up(cfg: SandboxConfig, demo: bool = True, demo_timeout_s: float = 120.0) -> 
             result.components.append(ComponentState(comp.name, comp.url, pid, "started", time.monotonic() - t0))
             if comp.name == "cluster":
                 write_kubeconfig(cfg, comp.url)
+            if comp.name == "postgres":
+                from k8s_runbooks.sandbox import postgres
+
+                postgres.ensure_database(cfg.ports.postgres)
     if not cfg.kubeconfig.exists():
         write_kubeconfig(cfg, f"http://127.0.0.1:{cfg.ports.api}")
     result.components.sort(key=lambda s: ORDER.index(s.name))
+    # First `shop` as the demo makes it (labelled: drills allowed), also with --no-demo: rbac.yaml's Role lands in it,
+    # and a later `up` with the demo must find it labelled.
+    from k8s_runbooks.sandbox import demo_workload
+
+    demo_workload.ensure_namespace(cfg.kubeconfig, demo_workload.NAMESPACE)
+    # The identities GKE has (deployments/k8s/base/rbac.yaml), enforced; D/kubeconfigs/ holds one per account.
+    from k8s_runbooks.sandbox import identities
+
+    identities.apply_shipped_rbac(f"http://127.0.0.1:{cfg.ports.api}")
+    for account in (identities.RUNBOOKS_SA, identities.WORKER_SA):
+        identities.service_account_kubeconfig(f"http://127.0.0.1:{cfg.ports.api}", cfg.state_dir, name=account)
     if demo:
         t0 = time.monotonic()
-        from k8s_runbooks.sandbox import demo_workload  # the Kubernetes client: only where it is used
-
         result.created = demo_workload.ensure_demo_workload(cfg.kubeconfig)
         # A deployment left with a fault (e.g. an earlier demo) may never become ready: don't wait for it.
         for name in demo_workload.DEPLOYMENTS:
@@ -305,7 +332,8 @@ def _guarded_fault(cfg: SandboxConfig, namespace: str, deployment: str, patch: d
     from k8s_runbooks.guard import Guard
     from k8s_runbooks.models import Action, ActionKind, Decision, WorkloadRef
 
-    settings = Settings(kubeconfig=cfg.kubeconfig, kube_context=None)
+    # The audit record goes where the sandbox's runner keeps its own (launchers: state/runbooks), not the cwd.
+    settings = Settings(kubeconfig=cfg.kubeconfig, kube_context=None, state_dir=cfg.state_dir / "runbooks")
     kind = ActionKind.inject_fault if inject else ActionKind.remove_fault
     action = Action(kind=kind, target=WorkloadRef(namespace=namespace, name=deployment), patch=patch,
                     reason=f"k8s-runbooks sandbox fault {patch.get('fault') or 'clear'}")

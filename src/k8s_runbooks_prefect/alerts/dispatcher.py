@@ -6,9 +6,23 @@ receiver dies between "run created" and "row marked", the replay gets the same r
 a second one. While the Prefect API is unreachable or answers 5xx/429 (incl. SQLite "database is locked" 503s
 the client already retried), the whole dispatcher backs off exponentially with jitter.
 
-Nothing acts on a resolved alert: each row is re-checked right before its run is created, and if the resolved
-notification is committed while the create call is in flight, the run is cancelled at once (it is still
-Scheduled: runners need a second or more to pick a run up) and the row stays resolved, naming that run.
+**One incident per workload** (incidents.py). Each routed alert carries its incident key: the workload its route
+names (`namespace/deployment`, else `namespace/service`). The first alert of a workload opens the incident: its run
+is created as above and, in the same spool transaction that records the run, the incident. A later alert of that
+workload, whatever its alertname or fingerprint, **joins** the incident while the run is active (not COMPLETED,
+FAILED, CANCELLED, CRASHED or CANCELLING): no run is created, the row becomes `joined` with the incident's run, and
+the run's `incident-alerts` table artifact is rewritten to list it. Once the run has ended, the next alert of the
+workload opens a new incident. A workload's pending alerts are taken oldest first, so the opener is always decided
+before the alerts that may join it; a join is one spool transaction, and the table is rewritten from the spool
+until it shows the spool's version, so a restart neither creates a second run nor loses or doubles a join.
+
+**Resolve rule.** Nothing acts on a resolved alert: each row is re-checked right before its run is created, and if
+the resolved notification is committed while the create call is in flight, the run is cancelled at once (it is
+still Scheduled: runners need a second or more to pick a run up) and the row stays resolved, naming that run. An
+incident's run (and the runbook subflows it dispatched) is cancelled while it waits (SCHEDULED, PENDING, PAUSED)
+only when **every** alert that opened or joined it is resolved: a resolved crash alert does not cancel the run
+while the latency alert of the same workload still fires.
+
 The dispatcher also checkpoints the spool's WAL about once a second, so the request path never pays for it.
 """
 
@@ -30,37 +44,21 @@ import httpx
 from k8s_runbooks.alerts.metrics import ReceiverMetrics
 from k8s_runbooks.alerts.spool import OutboxItem, Spool, SpoolRow, Synchronous
 from k8s_runbooks.redact import redact
+from k8s_runbooks_prefect.alerts.api import ApiUnavailable as _ApiUnavailable
+from k8s_runbooks_prefect.alerts.api import detail as _detail
+from k8s_runbooks_prefect.alerts.api import status_of as _status_of
+from k8s_runbooks_prefect.alerts.api import transient_status
+from k8s_runbooks_prefect.alerts.incidents import Incidents
 
 log = logging.getLogger("k8s_runbooks_prefect.alerts.dispatcher")
 
 EVENT_PREFIX = "k8s-runbooks.alert"
 CHECKPOINT_EVERY_S = 1.0
-# States of a run that has not acted yet: not started, or paused for an approval.
-WAITING_STATES = frozenset({"SCHEDULED", "PENDING", "PAUSED"})
 RESOLVED_DURING_CREATION = "resolved while its run was being created; the run was cancelled before it started"
-
-
-class _ApiUnavailable(Exception):
-    """The Prefect API cannot be reached right now (connection error, timeout, 5xx, 429)."""
 
 
 class _Permanent(Exception):
     """Prefect refused this run for good (unknown deployment after the grace period, invalid parameters)."""
-
-
-def _status_of(exc: BaseException) -> int | None:
-    response = getattr(exc, "response", None)
-    return getattr(response, "status_code", None)
-
-
-def _detail(exc: BaseException) -> str:
-    response = getattr(exc, "response", None)
-    if response is not None:
-        try:
-            return f"HTTP {response.status_code}: {response.text[:500]}"
-        except Exception:  # a streamed/closed response has no text
-            return f"HTTP {response.status_code}"
-    return f"{type(exc).__name__}: {exc}"
 
 
 def backoff_delay(attempt: int, base: float, cap: float) -> float:
@@ -76,9 +74,9 @@ def _redacted(value: Any) -> Any:
 
 
 def event_for(item: OutboxItem) -> dict[str, Any]:
-    """The Prefect event of one outbox item (alert received / resolved), with the flow run as related resource."""
+    """The Prefect event of one outbox item (alert received / joined / resolved), with the flow run as related resource."""
     row = item.alert
-    name = "resolved" if item.kind == "resolved" else "firing"
+    name = {"resolved": "resolved", "joined": "joined"}.get(item.kind, "firing")
     related = []
     if row.flow_run_id:
         related.append({"prefect.resource.id": f"prefect.flow-run.{row.flow_run_id}", "prefect.resource.role": "flow-run"})
@@ -103,7 +101,7 @@ def event_for(item: OutboxItem) -> dict[str, Any]:
             # secrets (an annotation with a connection string, a rejected label value in `reason`).
             "labels": _redacted(row.labels), "annotations": _redacted(row.annotations), "url": _redacted(row.url),
             "disposition": row.state, "reason": _redacted(row.reason), "route": row.route, "deployment": row.deployment,
-            "flow_run_id": row.flow_run_id, "repeats": row.repeats,
+            "flow_run_id": row.flow_run_id, "repeats": row.repeats, "incident": _redacted(row.incident),
         },
     }
 
@@ -135,6 +133,7 @@ class Dispatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._deployment_ids: dict[str, Any] = {}
+        self.incidents = Incidents(metrics)
         self._api_failures = 0
         self._api_retry_at = 0.0
         self._checkpointed_at = 0.0
@@ -195,7 +194,7 @@ class Dispatcher:
         if self._api_retry_at > now:
             return self._api_retry_at - now
         nxt = spool.next_due_at()
-        if spool.outbox_count():
+        if spool.outbox_count() or spool.unrecorded_count():
             return 1.0 if self.api_ok is False else 0.05
         return 5.0 if nxt is None else min(5.0, max(0.0, nxt - now))
 
@@ -203,15 +202,19 @@ class Dispatcher:
         now = time.time()
         if now < self._api_retry_at:
             return
+        self.incidents.new_pass()
         try:
             while not self._stop.is_set():
                 rows = spool.due(time.time(), self.batch)
                 if not rows:
                     break
+                deferred: set[str] = set()  # incidents whose oldest alert waits for a retry: the others wait with it
                 for row in rows:
-                    self._dispatch(client, spool, row)
+                    if row.incident in deferred or not self._dispatch(client, spool, row):
+                        deferred.add(row.incident)
                 self._checkpoint(spool)
             self._emit_events(client, spool)
+            self.incidents.record(client, spool)  # a bounded slice: new alerts are dispatched first
         except _ApiUnavailable as exc:
             self._api_failures += 1
             self.api_ok = False
@@ -223,10 +226,14 @@ class Dispatcher:
         self._api_failures = 0
         self.api_ok = True
 
-    def _dispatch(self, client: Any, spool: Spool, row: SpoolRow) -> None:
+    def _dispatch(self, client: Any, spool: Spool, row: SpoolRow) -> bool:
+        """Join the row's incident or open one with a run; False when the row waits for a retry (the later alerts
+        of its incident must wait behind it)."""
         if not spool.is_pending(row.id):
-            return  # resolved since the batch was read: no run
+            return True  # resolved since the batch was read: no run
         try:
+            if self.incidents.join(client, spool, row):
+                return True
             run_id = self._create_run(client, row)
         except _ApiUnavailable as exc:
             self.metrics.dispatch_failures.labels("transient").inc()
@@ -236,23 +243,25 @@ class Dispatcher:
             self.metrics.dispatch_failures.labels("permanent").inc()
             spool.mark_failed(row.id, str(exc))
             log.error("alert %s (%s) not dispatched: %s", row.dedup_key, row.route, exc)
-            return
+            return True
         except _MissingDeployment as exc:
             self.metrics.dispatch_failures.labels("transient").inc()
             if time.time() - row.received_at > self.missing_deployment_grace:
                 self.metrics.dispatch_failures.labels("permanent").inc()
                 spool.mark_failed(row.id, str(exc))
                 log.error("alert %s not dispatched: %s", row.dedup_key, exc)
-            else:
-                spool.mark_retry(row.id, str(exc), time.time() + backoff_delay(row.attempts + 1, self.backoff_base, self.backoff_cap))
-            return
+                return True
+            spool.mark_retry(row.id, str(exc), time.time() + backoff_delay(row.attempts + 1, self.backoff_base, self.backoff_cap))
+            return False
         now = time.time()
         if not spool.mark_dispatched(row.id, run_id, now):
             self._cancel_resolved(client, spool, row, run_id)
-            return
+            return True
+        self.incidents.created(run_id)
         self.metrics.runs_created.labels(row.deployment or "").inc()
         self.metrics.dispatch_latency.observe(max(0.0, now - row.received_at))
-        log.info("alert %s -> flow run %s of %s", row.dedup_key, run_id, row.deployment)
+        log.info("alert %s -> flow run %s of %s (opens incident %s)", row.dedup_key, run_id, row.deployment, row.incident)
+        return True
 
     def _cancel_resolved(self, client: Any, spool: Spool, row: SpoolRow, run_id: str) -> None:
         from prefect.states import Cancelled
@@ -294,39 +303,12 @@ class Dispatcher:
             raise _ApiUnavailable(_detail(exc)) from None
         except httpx.HTTPStatusError as exc:
             status = _status_of(exc) or 0
-            if status >= 500 or status in (408, 429):
+            if transient_status(status):
                 raise _ApiUnavailable(_detail(exc)) from None
             if status == 404:
                 self._deployment_ids.pop(name, None)
                 raise _MissingDeployment(f"deployment {name!r} was not found ({_detail(exc)})") from None
             raise _Permanent(f"Prefect refused the flow run of {name!r}: {_detail(exc)}") from None
-
-    def _cancel_waiting(self, client: Any, row: SpoolRow) -> None:
-        """The alert resolved: its run (and the runbook subflows it dispatched) that has not started, or waits
-        for an approval, is cancelled; nothing acts on a resolved alert. A running step finishes, and
-        re-checks the evidence before any action it was approved for."""
-        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
-        from prefect.states import Cancelled
-
-        if not row.flow_run_id:
-            return
-        try:
-            root = client.read_flow_run(uuid.UUID(row.flow_run_id))
-            children = client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[root.id])))
-        except (httpx.TransportError, OSError, TimeoutError) as exc:
-            raise _ApiUnavailable(_detail(exc)) from None
-        except Exception as exc:  # noqa: BLE001 - the run may be gone (404): nothing to cancel
-            log.warning("alert %s resolved; its run %s could not be read: %s", row.dedup_key, row.flow_run_id, _detail(exc))
-            return
-        waiting = [r for r in [*children, root] if r.state is not None and r.state.type.value in WAITING_STATES]
-        for run in waiting:
-            message = f"alert {row.alertname or row.dedup_key} resolved while the run waited ({run.state.name}); nothing was changed"
-            try:
-                client.set_flow_run_state(run.id, Cancelled(message=message), force=True)
-            except (httpx.TransportError, OSError, TimeoutError) as exc:
-                raise _ApiUnavailable(_detail(exc)) from None
-            self.metrics.runs_cancelled.inc()
-            log.info("alert %s resolved: flow run %s (%s) cancelled", row.dedup_key, run.id, run.state.name)
 
     def _emit_events(self, client: Any, spool: Spool) -> None:
         while not self._stop.is_set():
@@ -335,14 +317,13 @@ class Dispatcher:
                 return
             for item in items:
                 if item.kind == "resolved":
-                    self._cancel_waiting(client, item.alert)
+                    self.incidents.resolved(client, spool, item.alert)
             try:
                 client.request("POST", "/events", json=[event_for(i) for i in items])
             except (httpx.TransportError, OSError, TimeoutError) as exc:
                 raise _ApiUnavailable(_detail(exc)) from None
             except httpx.HTTPStatusError as exc:
-                status = _status_of(exc) or 0
-                if status >= 500 or status in (408, 429):
+                if transient_status(_status_of(exc) or 0):
                     raise _ApiUnavailable(_detail(exc)) from None
                 # A malformed event would block the outbox forever: log it and drop it.
                 log.error("Prefect rejected %d alert events (%s); dropping them", len(items), _detail(exc))

@@ -3,21 +3,26 @@
 The flow's `RunRecord` artifact (key `<flow>-record`) carries findings, decisions, actions and
 evidence; state transitions of the run and its subflows add the orchestration side of the timeline.
 The guard's audit log (settings.state_dir/audit.jsonl) adds decisions the record may have missed.
+The alerts that opened or joined the incident come from the `incident-alerts` table the alert receiver keeps on
+the run it created: the run's own, or its parent's for a runbook dispatched as a subflow (incident-response
+running pod-crash).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from k8s_runbooks.alerts.incidents import ALERTS_ARTIFACT_KEY
 from k8s_runbooks.errors import InvalidInput, NotFound
 from k8s_runbooks.models import AuditRecord, Decision, TimelineEntry, utcnow
 from k8s_runbooks.postmortem.analysis import analyse
-from k8s_runbooks.postmortem.model import PostMortem, RunRecord
+from k8s_runbooks.postmortem.model import IncidentAlert, PostMortem, RunRecord
 
 _STATES_SHOWN = {"RUNNING", "PAUSED", "COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 _MAX_DEPTH = 3
@@ -106,6 +111,47 @@ async def _newest_record(client: Any, run_id: UUID) -> RunRecord | None:
     return None
 
 
+async def _incident_alerts(client: Any, run: Any) -> list[IncidentAlert]:
+    """The alerts of the incident: the `incident-alerts` table of the run, or of the runs above it (a subflow's
+    alerts are its parent's: the receiver created the parent). Each alert once, oldest table first."""
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    chain = [run.id]
+    parent_task = run.parent_task_run_id
+    for _ in range(_MAX_DEPTH):
+        if parent_task is None:
+            break
+        task = await client.read_task_run(parent_task)
+        if task.flow_run_id is None:
+            break
+        chain.append(task.flow_run_id)
+        parent_task = (await client.read_flow_run(task.flow_run_id)).parent_task_run_id
+    artifacts = await client.read_artifacts(
+        artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=chain),
+                                       key=ArtifactFilterKey(any_=[ALERTS_ARTIFACT_KEY])),
+        sort=ArtifactSort.CREATED_DESC, limit=len(chain) * _RECORD_CANDIDATES)
+    newest: dict[Any, Any] = {}
+    for a in artifacts:
+        newest.setdefault(a.flow_run_id, a)
+    alerts: list[IncidentAlert] = []
+    seen: set[tuple[str, str, str]] = set()
+    for run_id in reversed(chain):  # the outermost run's table first: it holds the incident's opener
+        artifact = newest.get(run_id)
+        try:
+            rows = json.loads(artifact.data) if artifact is not None and isinstance(artifact.data, str) else []
+        except ValueError:
+            rows = []
+        for row in rows if isinstance(rows, list) else []:
+            if not isinstance(row, dict):
+                continue
+            alert = IncidentAlert.model_validate({k: str(v) for k, v in row.items() if v is not None})
+            if (key := (alert.source, alert.fingerprint, alert.starts_at)) not in seen:
+                seen.add(key)
+                alerts.append(alert)
+    return alerts
+
+
 def merge_records(root: RunRecord | None, subs: list[RunRecord], fallback_flow: str) -> RunRecord:
     """One record for the whole incident: the parent's, with its subflows' timeline, findings, actions,
     audit, evidence and charts (a runbook without a parent keeps its own record unchanged)."""
@@ -167,6 +213,7 @@ async def assemble(flow_run_id: str | UUID, client: Any, state_dir: Path | None 
     run_id = _uuid(flow_run_id)
     runs = await _gather_runs(client, run_id)
     run, subruns, states, records = runs.run, runs.subruns, runs.states, runs.records
+    alerts = await _incident_alerts(client, run)
     subs = sorted((records[r.id] for r in subruns if r.id in records), key=lambda rec: rec.started_at)
     record = merge_records(records.get(run_id), subs, run.name)
 
@@ -221,6 +268,10 @@ async def assemble(flow_run_id: str | UUID, client: Any, state_dir: Path | None 
         + f". {found}. "
         f"Outcome: {record.outcome}" + (f" — {record.outcome_detail}." if record.outcome_detail else ".")
     )
+    if len(alerts) > 1:
+        joined = sum(1 for a in alerts if a.role == "joined")
+        summary += (f" {len(alerts)} alerts were one incident ({joined} joined the running incident): "
+                    f"{', '.join(sorted({a.alertname for a in alerts}))}.")
     return PostMortem(
         title=f"{record.runbook_title or record.flow} — {target}",
         flow_run_id=str(run_id),
@@ -242,4 +293,5 @@ async def assemble(flow_run_id: str | UUID, client: Any, state_dir: Path | None 
         evidence=record.evidence,
         charts=record.charts,
         drill=record.drill,
+        alerts=alerts,
     )

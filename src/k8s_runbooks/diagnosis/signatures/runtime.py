@@ -80,14 +80,17 @@ def probes(ctx: Context) -> list[Hypothesis]:
                 continue
             if kind == "readiness" and (total < 3 or all(p.containers and all(c.ready for c in p.containers) for p in pods)):
                 continue
-            hyp = _judge_probe(ctx, wl, kind, evs, found, killed)
+            # A container that crashes on its own also fails its readiness probe while it is down: that echo is
+            # not a probe fault unless the probe itself is wrong (port, protocol).
+            crashing = kind == "readiness" and bool(restarts) and not killed
+            hyp = _judge_probe(ctx, wl, kind, evs, found, killed, crashing)
             if hyp:
                 out += hyp
     return out
 
 
 def _judge_probe(ctx: Context, wl: str, kind: str, evs: list[Event], found: tuple[Container, Probe] | None,
-                 killed: list[Event]) -> list[Hypothesis]:
+                 killed: list[Event], crashing: bool = False) -> list[Hypothesis]:
     obj = ctx.app(wl)
     facts = [ctx.event_fact(e) for e in sorted(evs, key=lambda e: -e.count)[:2]] + [ctx.event_fact(e) for e in killed[:1]]
     wrong_port = {"liveness": Cause.liveness_probe_wrong_port, "readiness": Cause.readiness_probe_wrong_port}[kind]
@@ -121,6 +124,8 @@ def _judge_probe(ctx: Context, wl: str, kind: str, evs: list[Event], found: tupl
     if kind == "liveness" and killed:
         return [ctx.hyp(Cause.liveness_probe_too_aggressive, obj, 0.55, f"the liveness probe of {wl} keeps restarting it", facts, probe=kind),
                 ctx.hyp(wrong_port, obj, 0.3, "or the liveness probe checks the wrong port", facts, probe=kind)]
+    if crashing:
+        return []
     return [ctx.hyp(wrong_port, obj, 0.4, f"the {kind} probe of {wl} keeps failing", facts, probe=kind),
             ctx.hyp(wrong_proto, obj, 0.3, "or it speaks the wrong protocol", facts, probe=kind)]
 

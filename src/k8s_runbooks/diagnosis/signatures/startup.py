@@ -18,7 +18,12 @@ _NOT_FOUND = re.compile(r"code = NotFound|: not found|manifest unknown|repositor
 _SECRET = re.compile(r'secret "(?P<name>[^"]+)" not found|couldn\'t find key (?P<key>\S+) in Secret (?P<ns>[\w.-]+)/(?P<sname>[\w.-]+)')
 _CONFIGMAP = re.compile(r'configmap "(?P<name>[^"]+)" not found|couldn\'t find key (?P<key>\S+) in ConfigMap (?P<ns>[\w.-]+)/(?P<cname>[\w.-]+)')
 _PULL_SECRET = re.compile(r"Unable to retrieve some image pull secrets \((?P<names>[^)]*)\)")
-_PERMISSION = re.compile(r"[Pp]ermission denied|Operation not permitted|EACCES|read-only file system")
+# A denial on a file: the line names a path or a file operation. "permission denied for table orders" (Postgres)
+# or "vault: permission denied for <token>" are an application's authorisation errors, not a volume's ownership.
+_PERMISSION = re.compile(r"(?:/|\bfile\b|\bopen|\bread|\bwrit|\bmkdir|\bcreat|\bchown|\bchmod|\bdirector)[^\n]{0,120}?"
+                         r"(?:[Pp]ermission denied(?! for )|Operation not permitted|EACCES)"
+                         r"|(?:EACCES|[Pp]ermission denied(?! for ))[^\n]{0,40}?(?:['\"]?/|\b(?:mkdir|open|scandir|unlink|rename)\b)"
+                         r"|read-only file system")
 
 
 def _image_hyps(ctx: Context, wl: str, image: str, message: str, facts: list[Fact], pull_secret_missing: str | None) -> list[Hypothesis]:

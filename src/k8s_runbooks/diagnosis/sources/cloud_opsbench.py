@@ -10,8 +10,6 @@ goes on.
 
 from __future__ import annotations
 
-import csv
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +19,7 @@ import yaml
 
 from k8s_runbooks.diagnosis import evidence as ev
 from k8s_runbooks.diagnosis.sources import k8s_objects, kubectl_objects as ko
+from k8s_runbooks.diagnosis.sources.case_files import MAX_FILE_BYTES, CaseError, add_raw_data, read_json
 from k8s_runbooks.diagnosis.sources.cloud_opsbench_signals import (
     add_alerts,
     add_connectivity,
@@ -28,16 +27,14 @@ from k8s_runbooks.diagnosis.sources.cloud_opsbench_signals import (
     add_logs,
     add_node_component,
 )
+from k8s_runbooks.diagnosis.sources.fast_json import loads
 from k8s_runbooks.diagnosis.sources.kubectl_text import parse_age, parse_describe, parse_selector
 from k8s_runbooks.diagnosis.sources.redaction import redact_evidence
 from k8s_runbooks.diagnosis.sources.routes import config_map_routes, ingress_routes
 
-MAX_FILE_BYTES = 200 * 1024 * 1024
+__all__ = ["MAX_FILE_BYTES", "Case", "CaseError", "build_evidence", "find_cases", "load_case"]
+
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class CaseError(Exception):
-    """A case that cannot be read: missing, truncated or malformed files. The message is one line."""
 
 
 @dataclass
@@ -56,30 +53,19 @@ def find_cases(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: [int(x) if x.isdigit() else x for x in p.relative_to(root).parts])
 
 
-def _read_json(path: Path, what: str) -> Any:
-    try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise CaseError(f"{what} is larger than {MAX_FILE_BYTES // 2**20} MB")
-        return json.loads(path.read_text(encoding="utf-8", errors="replace"))
-    except FileNotFoundError:
-        raise CaseError(f"{what} is missing") from None
-    except (ValueError, OSError) as exc:
-        raise CaseError(f"{what} is not valid JSON ({str(exc).splitlines()[0][:120]})") from None
-
-
 def load_case(path: Path) -> Case:
     """Read one case folder. Raises CaseError (one line) for a case that cannot be diagnosed."""
-    meta = _read_json(path / "metadata.json", "metadata.json")
+    meta = read_json(path / "metadata.json", "metadata.json")
     if not isinstance(meta, dict):
         raise CaseError("metadata.json is not an object")
     namespace, symptom = meta.get("namespace"), meta.get("query")  # the answer key is never read
     if not isinstance(namespace, str) or not namespace:
         raise CaseError("metadata.json has no namespace")
-    cache = _read_json(path / "tool_cache.json", "tool_cache.json")
+    cache = read_json(path / "tool_cache.json", "tool_cache.json")
     if not isinstance(cache, dict):
         raise CaseError("tool_cache.json is not an object")
     evidence = build_evidence(cache, namespace)
-    _add_raw_data(evidence, path / "raw_data")
+    add_raw_data(evidence, path / "raw_data")
     redact_evidence(evidence)
     return Case(path=path, namespace=namespace, symptom=symptom if isinstance(symptom, str) else "", evidence=evidence)
 
@@ -91,7 +77,7 @@ def _calls(cache: dict[str, Any]) -> list[tuple[str, dict[str, Any], Any]]:
         if not sep:
             continue
         try:
-            parsed = json.loads(args) if args else {}
+            parsed = loads(args) if args else {}
         except ValueError:
             continue
         if isinstance(parsed, dict):
@@ -441,46 +427,3 @@ def _finish(evidence: ev.Evidence) -> None:
             pod.spec.dns_nameservers = pod.spec.dns_nameservers or tpl.dns_nameservers
         if not pod.labels:
             pod.labels = dict(tpl.labels)
-
-
-def _add_raw_data(evidence: ev.Evidence, raw: Path) -> None:
-    logs = raw / "logs.json"
-    if logs.is_file():
-        try:
-            data = json.loads(logs.read_text(encoding="utf-8", errors="replace"))
-        except ValueError:
-            evidence.notes.append("raw_data/logs.json is not valid JSON")
-            data = {}
-        known = {x.workload for x in evidence.logs}
-        for service, lines in (data.items() if isinstance(data, dict) else []):
-            if service not in known:
-                add_logs(evidence, str(service), lines, tail=True)
-    metrics = raw / "metrics.csv"
-    if metrics.is_file():
-        _add_metrics(evidence, metrics)
-
-
-def _add_metrics(evidence: ev.Evidence, path: Path) -> None:
-    try:
-        with path.open(newline="", encoding="utf-8", errors="replace") as fh:
-            reader = csv.reader(fh)
-            header = next(reader, None)
-            if not header:
-                return
-            series: dict[str, ev.MetricSeries] = {}
-            for row in reader:
-                if len(row) != len(header):
-                    continue
-                try:
-                    t = datetime.fromisoformat(row[0]).timestamp() if not row[0].replace(".", "").isdigit() else float(row[0])
-                except ValueError:
-                    continue
-                for col, cell in zip(header[1:], row[1:]):
-                    try:
-                        value = float(cell)
-                    except ValueError:
-                        continue
-                    series.setdefault(col, ev.MetricSeries(name=col)).points.append((t, value))
-            evidence.metrics.extend(series.values())
-    except (OSError, csv.Error) as exc:
-        evidence.notes.append(f"raw_data/metrics.csv unreadable ({exc})")

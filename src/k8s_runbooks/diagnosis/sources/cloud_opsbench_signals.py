@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 from k8s_runbooks.diagnosis import evidence as ev
+from k8s_runbooks.diagnosis.sources.fast_json import loads
 
 MAX_LOG_LINES = 300
 _ACTIVE = re.compile(r"Active:\s*(?P<state>[^\n]*)")
@@ -60,7 +61,7 @@ def _flatten(value: Any) -> tuple[list[str], list[str]]:
         text = value.strip()
         if text.startswith("{"):
             try:
-                return _flatten(json.loads(text))
+                return _flatten(loads(text))
             except ValueError:
                 pass
         return [ln for ln in text.splitlines() if ln.strip()], []

@@ -4,10 +4,12 @@ pods throttled while their CPU use jumped. Prometheus being down is a note, neve
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
+
 from k8s_runbooks.diagnosis import evidence as ev
 from k8s_runbooks.errors import RunbookError
 from k8s_runbooks.prom import promql
-from k8s_runbooks.prom.client import PromClient
+from k8s_runbooks.prom.client import PromClient, QueryResult
 from k8s_runbooks.settings import Settings
 
 WINDOW = "5m"
@@ -30,26 +32,51 @@ def _pct(normal: float, current: float) -> str:
 
 
 def add_metrics(e: ev.Evidence, settings: Settings) -> None:
+    """Append the namespace's Prometheus anomalies to `e` (its pods name the owners of throttled pods)."""
+    anomalies, notes = metric_anomalies(e.namespace, e.pods, settings)
+    e.anomalies += anomalies
+    e.notes += notes
+
+
+def metric_anomalies(namespace: str, pods: list[ev.Pod], settings: Settings) -> tuple[list[ev.Anomaly], list[str]]:
+    """The anomalies of `namespace` and what could not be read, without touching shared evidence: the live
+    collector runs this beside its Kubernetes reads. The queries run at once (each with the client's timeout);
+    the CPU baseline is asked for only when a pod is throttled."""
+    e = ev.Evidence(source="live", namespace=namespace, pods=pods)
     try:
-        with PromClient(settings.prometheus_url, timeout=settings.http_timeout_seconds) as prom:
-            _alerts(e, prom)
-            _latency(e, prom)
-            _cpu(e, prom)
+        with PromClient(settings.prometheus_url, timeout=settings.http_timeout_seconds) as prom, \
+                ThreadPoolExecutor(max_workers=4, thread_name_prefix="prometheus") as pool:
+
+            def ask(expr: str) -> Future[QueryResult]:
+                return pool.submit(prom.instant, expr)
+
+            alerts = ask(promql.firing_alerts(namespace))
+            latency = (ask(promql.namespace_latency_quantile(namespace, 0.5, WINDOW)),
+                       ask(promql.namespace_latency_quantile(namespace, 0.5, WINDOW, BASELINE_OFFSET)))
+            throttling = ask(promql.namespace_cpu_throttling(namespace, WINDOW))
+            _alerts(e, alerts.result())
+            _latency(e, latency[0].result(), latency[1].result())
+            throttled = _by(throttling.result(), "pod")
+            if throttled:
+                usage = (ask(promql.namespace_cpu_usage(namespace, WINDOW)),
+                         ask(promql.namespace_cpu_usage(namespace, WINDOW, BASELINE_OFFSET)))
+                _cpu(e, throttled, _by(usage[0].result(), "pod"), _by(usage[1].result(), "pod"))
     except RunbookError as exc:
         e.notes.append(f"Prometheus: {exc.message}")
+    return e.anomalies, e.notes
 
 
-def _alerts(e: ev.Evidence, prom: PromClient) -> None:
-    for labels, _value in prom.instant(promql.firing_alerts(e.namespace)).samples:
+def _alerts(e: ev.Evidence, firing: QueryResult) -> None:
+    for labels, _value in firing.samples:
         entity = labels.get("service") or labels.get("deployment") or labels.get("pod") or labels.get("node") or ""
         kind = "Node" if labels.get("node") and not labels.get("service") else "Service"
         e.anomalies.append(ev.Anomaly(entity_kind=kind, entity=entity, category=f"ALERT {labels.get('alertname', '')}".strip(),
                                       detail=f"{labels.get('alertname', '')} firing ({labels.get('severity', '')})"))
 
 
-def _latency(e: ev.Evidence, prom: PromClient) -> None:
-    now = _by(prom.instant(promql.namespace_latency_quantile(e.namespace, 0.5, WINDOW)), "service")
-    then = _by(prom.instant(promql.namespace_latency_quantile(e.namespace, 0.5, WINDOW, BASELINE_OFFSET)), "service")
+def _latency(e: ev.Evidence, current: QueryResult, baseline: QueryResult) -> None:
+    now = _by(current, "service")
+    then = _by(baseline, "service")
     for svc, cur in now.items():
         base = then.get(svc)
         if base is None or cur < base * MIN_SLOWDOWN or cur < 0.05:
@@ -59,12 +86,7 @@ def _latency(e: ev.Evidence, prom: PromClient) -> None:
                                              f"Current={cur * 1000:.2f}ms {_pct(base, cur)}"))
 
 
-def _cpu(e: ev.Evidence, prom: PromClient) -> None:
-    throttled = _by(prom.instant(promql.namespace_cpu_throttling(e.namespace, WINDOW)), "pod")
-    if not throttled:
-        return
-    now = _by(prom.instant(promql.namespace_cpu_usage(e.namespace, WINDOW)), "pod")
-    then = _by(prom.instant(promql.namespace_cpu_usage(e.namespace, WINDOW, BASELINE_OFFSET)), "pod")
+def _cpu(e: ev.Evidence, throttled: dict[str, float], now: dict[str, float], then: dict[str, float]) -> None:
     owners = {p.name: p.workload or p.name for p in e.pods}
     for pod, share in throttled.items():
         if share < THROTTLED_SHARE or pod not in owners:
