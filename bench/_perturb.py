@@ -11,6 +11,8 @@ workload is renamed in `result.fault_object` too), so the bench scores the copy 
 - `reorder`: rows of every `kubectl get` table and of every describe `Events:` table shuffled, and the order in
   which the tools were called.
 - `drop`: one optional tool output removed at random (all logs, the alerts, the metrics, or one describe).
+- `truncate`: shorter logs: each log cut to its last TAIL_LINES lines, each error-log summary to its first patterns.
+- `symptom`: the symptom (metadata.json's `query`) replaced by words that name no layer ("Incident reported.").
 - `shift`: the snapshot taken later: every age (AGE, LAST SEEN, `(97s ago)`, an event's `3m (x5 over 10m)`) grows
   by AGE_SHIFT, and absolute timestamps (logs, describe, systemd journals, alerts, metrics) move by CLOCK_SHIFT.
 
@@ -20,151 +22,19 @@ would print. Deterministic: the random choices are seeded by the case's relative
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import random
 import re
 import zlib
-from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-KINDS = ("rename", "rename-opaque", "reorder", "drop", "shift")
-AGE_SHIFT = timedelta(minutes=5)
-CLOCK_SHIFT = timedelta(days=400, hours=3, minutes=17, seconds=29)
+from _perturb_clock import shift
+from _perturb_text import case_rng, cells, columns, is_get_table, read_case, transform_cache, trie_pattern, walk, write_case
 
-_COLUMN = re.compile(r"\S+(?: \S+)*")
-_HEADER_WORD = re.compile(r"^[A-Z][A-Z0-9()/_-]*(?: [A-Z][A-Z0-9()/_-]*)*$")
-
-# --------------------------------------------------------------------------------------------- tables
-
-
-def _columns(header: str) -> tuple[list[str], list[int]]:
-    starts = [m.start() for m in _COLUMN.finditer(header)]
-    return [header[s:].split("  ", 1)[0].strip() for s in starts], starts
-
-
-def _cells(line: str, starts: list[int]) -> list[str]:
-    return [line[s:(starts[i + 1] if i + 1 < len(starts) else None)].strip() for i, s in enumerate(starts)]
-
-
-def _render(rows: list[list[str]], padding: int, indent: str = "") -> list[str]:
-    """tabwriter: every column but the last as wide as its widest cell plus `padding`."""
-    widths = [max(len(r[i]) for r in rows) + padding for i in range(len(rows[0]) - 1)]
-    return [(indent + "".join(c.ljust(w) for c, w in zip(r, widths)) + r[-1]).rstrip() for r in rows]
-
-
-def is_get_table(text: str) -> bool:
-    first = text.lstrip("\n").split("\n", 1)[0]
-    names, _ = _columns(first)
-    return bool(names) and names[0] in ("NAME", "NAMESPACE", "LAST SEEN", "TYPE") and all(_HEADER_WORD.match(n) for n in names)
-
-
-CellFn = Callable[[str, str], str]
-
-
-def map_get_table(text: str, cell: CellFn, rng: random.Random | None) -> str:
-    lines = text.split("\n")
-    head_i = next(i for i, ln in enumerate(lines) if ln.strip())
-    names, starts = _columns(lines[head_i])
-    body = [ln for ln in lines[head_i + 1:] if ln.strip()]
-    rows = [[cell(n, c) for n, c in zip(names, _cells(ln, starts))] for ln in body]
-    if rng is not None:
-        rng.shuffle(rows)
-    trailing = "\n" if text.endswith("\n") else ""
-    return "\n".join(lines[:head_i] + _render([names] + rows, 3)) + trailing
-
-
-def map_describe(text: str, line_fn: Callable[[str], str], cell: CellFn, rng: random.Random | None) -> str:
-    """Free text through `line_fn`; the tables inside (a header line, a line of dashes, rows at the header's
-    indentation) cell by cell, re-aligned; the rows of an `Events:` table shuffled when `rng` is given."""
-    lines = text.split("\n")
-    out: list[str] = []
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        nxt = lines[i + 1] if i + 1 < len(lines) else ""
-        if nxt.strip() and set(nxt.strip()) <= {"-", " "} and line.strip() and not line.rstrip().endswith(":"):
-            indent = line[:len(line) - len(line.lstrip(" "))]
-            names, starts = _columns(line)
-            if len(names) < 2:
-                out.append(line_fn(line))
-                i += 1
-                continue
-            j = i + 2
-            body = []
-            while j < len(lines) and lines[j].strip() and lines[j].startswith(indent) and (
-                    len(lines[j]) - len(lines[j].lstrip(" "))) == len(indent):
-                body.append(lines[j])
-                j += 1
-            rows = [[cell(n, c) for n, c in zip(names, _cells(ln, starts))] for ln in body]
-            if rng is not None and names[:2] == ["Type", "Reason"]:
-                rng.shuffle(rows)
-            dashes = [re.sub(r"\S", "-", n) for n in names]
-            out += _render([names, dashes] + rows, 2, indent)
-            i = j
-            continue
-        out.append(line_fn(line))
-        i += 1
-    return "\n".join(out)
-
-
-# --------------------------------------------------------------------------------------------- walking a case
-
-
-def _walk(value: Any, text: Callable[[str], str]) -> Any:
-    if isinstance(value, str):
-        return text(value)
-    if isinstance(value, list):
-        return [_walk(v, text) for v in value]
-    if isinstance(value, dict):
-        return {text(k) if isinstance(k, str) else k: _walk(v, text) for k, v in value.items()}
-    return value
-
-
-def transform_cache(cache: dict[str, Any], text: Callable[[str], str], cell: CellFn, rng: random.Random | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in cache.items():
-        tool = key.split(":", 1)[0]
-        if isinstance(value, str) and tool == "GetResources" and value.strip() and is_get_table(value):
-            new = map_get_table(value, cell, rng)
-        elif isinstance(value, str) and tool == "DescribeResource":
-            new = map_describe(value, text, cell, rng)
-        else:
-            new = _walk(value, text)
-        out[text(key)] = new
-    if rng is not None:
-        items = list(out.items())
-        rng.shuffle(items)
-        out = dict(items)
-    return out
-
-
-def case_rng(rel: str, kind: str) -> random.Random:
-    return random.Random(zlib.crc32(f"{kind}:{rel}".encode()))
-
-
-def read_case(src: Path) -> dict[str, Any]:
-    raw = src / "raw_data"
-    files: dict[str, Any] = {
-        "metadata.json": json.loads((src / "metadata.json").read_text(encoding="utf-8")),
-        "tool_cache.json": json.loads((src / "tool_cache.json").read_text(encoding="utf-8")),
-    }
-    for name in ("logs.json", "alert.json"):
-        if (raw / name).is_file():
-            files[f"raw_data/{name}"] = json.loads((raw / name).read_text(encoding="utf-8", errors="replace"))
-    if (raw / "metrics.csv").is_file():
-        files["raw_data/metrics.csv"] = (raw / "metrics.csv").read_text(encoding="utf-8-sig", errors="replace")
-    return files
-
-
-def write_case(dst: Path, files: dict[str, Any]) -> None:
-    (dst / "raw_data").mkdir(parents=True, exist_ok=True)
-    for name, content in files.items():
-        path = dst / name
-        path.write_text(content if isinstance(content, str) else json.dumps(content, ensure_ascii=False), encoding="utf-8")
-
+KINDS = ("rename", "rename-opaque", "reorder", "drop", "truncate", "symptom", "shift")
+TAIL_LINES = 30  # `truncate`: what `kubectl logs --tail=30` would have kept
+ERROR_PATTERNS = 2  # `truncate`: the error-log summary's first patterns kept
+NEUTRAL_SYMPTOM = "Incident reported."
 
 # --------------------------------------------------------------------------------------------- rename
 
@@ -180,7 +50,14 @@ _IP = re.compile(r"(?<![\d.])(?P<a>\d{1,3})\.(?P<b>\d{1,3})\.(?P<c>\d{1,3})\.(?P
 _NOT_A_NODE_NAME = re.compile(r"(?:\.io/|role=|role\": \"|Roles:\s+|ROLES\s+)$")
 _NAMESPACED_TABLES = ("deployments", "statefulsets", "daemonsets", "services", "configmaps", "secrets", "serviceaccounts",
                       "persistentvolumeclaims", "endpoints", "jobs", "ingresses", "replicasets", "pods", "networkpolicies")
-_HASHED = re.compile(r"^(?P<base>.+?)-[a-z0-9]{6,10}(?:-[a-z0-9]{5})?$")
+# Generated suffixes use apimachinery's rand.SafeEncodeString alphabet (no vowels, no 0/1/3): `-84dbdf99d-96ddw`
+# (ReplicaSet hash, pod), `-5rpds` (DaemonSet or Job pod). 'cpu-consumer-5rpds' is DaemonSet 'cpu-consumer'.
+_SAFE = "[bcdfghjklmnpqrstvwxz2456789]"
+_HASHED = re.compile(rf"^(?P<base>.+?)(?:-(?=[a-z0-9]*\d)[a-z0-9]{{6,10}})?-{_SAFE}{{5}}$|^(?P<rs>.+)-(?=[a-z0-9]*\d)[a-z0-9]{{6,10}}$")
+# Words of kubectl's and the kubelet's own text, never renamed even when an object carries them as its name:
+# the node components CheckNodeServiceStatus names, resource names ('Insufficient cpu').
+_RESERVED = {"kubelet", "containerd", "docker", "kube-proxy", "kube-scheduler", "kube-apiserver", "etcd", "cpu", "memory",
+             "pods", "storage", "ephemeral-storage", "services", "nodes", "master", "control-plane"}
 _ORDINAL = re.compile(r"^(?P<base>.+)-\d+$")
 
 
@@ -188,11 +65,11 @@ def _table_names(text: str) -> list[str]:
     if not isinstance(text, str) or not text.strip() or not is_get_table(text):
         return []
     lines = [ln for ln in text.split("\n") if ln.strip()]
-    names, starts = _columns(lines[0])
+    names, starts = columns(lines[0])
     if "NAME" not in names:
         return []
     i = names.index("NAME")
-    return [c for c in (_cells(ln, starts)[i] for ln in lines[1:]) if c]
+    return [c for c in (cells(ln, starts)[i] for ln in lines[1:]) if c]
 
 
 def vocabulary(files: dict[str, Any]) -> tuple[set[str], set[str], str]:
@@ -215,8 +92,10 @@ def vocabulary(files: dict[str, Any]) -> tuple[set[str], set[str], str]:
             for n in _table_names(value):
                 m = _HASHED.match(n) if kind in ("pods", "replicasets") else None
                 m = m or (_ORDINAL.match(n) if kind == "pods" else None)
-                names.add(m.group("base") if m else n)
+                names.add((m.group("base") or m.groupdict().get("rs") or n) if m else n)
         for field in ("app_name", "service_name"):
+            if tool == "CheckNodeServiceStatus":
+                continue  # its service_name is a node component (kubelet, containerd), not an object of the case
             if isinstance(args.get(field), str) and args[field]:
                 names.add(args[field])
         if tool == "GetServiceDependencies" and isinstance(value, str):
@@ -229,7 +108,7 @@ def vocabulary(files: dict[str, Any]) -> tuple[set[str], set[str], str]:
     obj = str((meta.get("result") or {}).get("fault_object", ""))
     kind, _, name = obj.partition("/")
     (nodes if kind == "node" else names).add(name) if kind in ("app", "node") else None
-    names = {n for n in names if len(n) >= 3 and n not in _SKIP and not n.startswith(("istio-", "sh.helm.", "kube-"))
+    names = {n for n in names if len(n) >= 3 and n not in _SKIP and n not in _RESERVED and not n.startswith(("istio-", "sh.helm.", "kube-"))
              and re.fullmatch(r"[a-z0-9][a-z0-9.-]*", n) and n != ns} - nodes
     return names, nodes, ns
 
@@ -274,28 +153,6 @@ def rename_map(names: set[str], nodes: set[str], ns: str, rel: str, opaque: bool
         out[node] = unique(f"gke-prod-pool-{i + 1}-{zlib.crc32((rel + node).encode()) & 0xffffffff:08x}"[:40])
     out[ns] = unique(f"{rng.choice(_WORDS_A)}-prod" if not opaque else f"{rng.choice(_WORDS_B)}-{rng.choice(_WORDS_A)}")
     return out
-
-
-def trie_pattern(words: list[str]) -> str:
-    """An alternation of `words` factored by common prefixes: Python's re tries alternatives one by one, and a
-    case holds megabytes of text against ~100 names."""
-    trie: dict[str, Any] = {}
-    for w in words:
-        node = trie
-        for ch in w:
-            node = node.setdefault(ch, {})
-        node[""] = {}
-
-    def build(node: dict[str, Any]) -> str:
-        end = "" in node
-        branches = [re.escape(ch) + build(child) for ch, child in sorted(node.items()) if ch]
-        if not branches:
-            return ""
-        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
-        return f"(?:{body})?" if end else body
-
-    return build(trie)
-
 
 class Renamer:
     """One pass over any text: names, their UPPER_SNAKE forms (Kubernetes' service env variables) and private IPs."""
@@ -362,11 +219,11 @@ def rename(files: dict[str, Any], rel: str, opaque: bool) -> tuple[dict[str, Any
     names, nodes, ns = vocabulary(files)
     mapping = rename_map(names, nodes, ns, rel, opaque)
     r = Renamer(mapping, nodes, ns, _all_text(files, []))
-    out = {"metadata.json": _walk(files["metadata.json"], r.text),
+    out = {"metadata.json": walk(files["metadata.json"], r.text),
            "tool_cache.json": transform_cache(files["tool_cache.json"], r.text, r.cell, None)}
     for name in ("raw_data/logs.json", "raw_data/alert.json"):
         if name in files:
-            out[name] = _walk(files[name], r.text)
+            out[name] = walk(files[name], r.text)
     if "raw_data/metrics.csv" in files:
         out["raw_data/metrics.csv"] = r.text(files["raw_data/metrics.csv"])
     # What is left of the old names (a whole-word match where a rename was expected): the perturbation's own check.
@@ -417,149 +274,36 @@ def drop(files: dict[str, Any], rel: str) -> tuple[dict[str, Any], dict[str, Any
     return out, {"dropped": detail}
 
 
-# --------------------------------------------------------------------------------------------- shift
-
-_AGE = re.compile(r"^(?:\d+[smhdy])+$")
-_AGE_PART = re.compile(r"(\d+)([smhdy])")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "y": 365 * 86400}
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-
-
-def human_duration(seconds: int) -> str:
-    """k8s.io/apimachinery/pkg/util/duration.HumanDuration, as kubectl prints ages."""
-    if seconds < 0:
-        return "0s"
-    if seconds < 120:
-        return f"{seconds}s"
-    minutes = seconds // 60
-    if minutes < 10:
-        s = seconds % 60
-        return f"{minutes}m" if s == 0 else f"{minutes}m{s}s"
-    if minutes < 180:
-        return f"{minutes}m"
-    hours = seconds // 3600
-    if hours < 8:
-        m = minutes % 60
-        return f"{hours}h" if m == 0 else f"{hours}h{m}m"
-    if hours < 48:
-        return f"{hours}h"
-    if hours < 24 * 8:
-        h = hours % 24
-        return f"{hours // 24}d" if h == 0 else f"{hours // 24}d{h}h"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24}d"
-    if hours < 24 * 365 * 8:
-        dy = (hours // 24) % 365
-        return f"{hours // 24 // 365}y" if dy == 0 else f"{hours // 24 // 365}y{dy}d"
-    return f"{hours // 24 // 365}y"
-
-
-def _older(age: str) -> str:
-    if not _AGE.match(age):
-        return age
-    return human_duration(sum(int(n) * _UNITS[u] for n, u in _AGE_PART.findall(age)) + int(AGE_SHIFT.total_seconds()))
-
-
-def _age_cell(column: str, cell: str) -> str:
-    if column in ("AGE", "LAST SEEN", "FIRST SEEN", "Age"):
-        # '3m', '3m (x5 over 10m)'
-        return re.sub(r"(?<![\w])(?:\d+[smhdy])+(?![\w])", lambda m: _older(m.group(0)), cell)
-    if column == "RESTARTS":
-        return re.sub(r"\((?P<age>(?:\d+[smhdy])+) ago\)", lambda m: f"({_older(m.group('age'))} ago)", cell)
-    return cell
-
-
-_CLOCKS: list[tuple[re.Pattern[str], Callable[[re.Match[str]], str]]] = []
-
-
-def _clock(pattern: str) -> Callable[[Callable[[re.Match[str]], str]], Callable[[re.Match[str]], str]]:
-    def register(fn: Callable[[re.Match[str]], str]) -> Callable[[re.Match[str]], str]:
-        _CLOCKS.append((re.compile(pattern), fn))
-        return fn
-    return register
-
-
-@_clock(r"\b(?P<dt>\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d)")
-def _iso(m: re.Match[str]) -> str:
-    sep = m.group("dt")[10]
-    return (datetime.strptime(m.group("dt").replace("T", " "), "%Y-%m-%d %H:%M:%S") + CLOCK_SHIFT).strftime(f"%Y-%m-%d{sep}%H:%M:%S")
-
-
-@_clock(r"\b(?P<dt>\d{4}/\d\d/\d\d \d\d:\d\d:\d\d)")
-def _slashed(m: re.Match[str]) -> str:
-    return (datetime.strptime(m.group("dt"), "%Y/%m/%d %H:%M:%S") + CLOCK_SHIFT).strftime("%Y/%m/%d %H:%M:%S")
-
-
-@_clock(r"\b(?P<wd>Mon|Tue|Wed|Thu|Fri|Sat|Sun), (?P<dt>\d\d (?:" + "|".join(_MONTHS) + r") \d{4} \d\d:\d\d:\d\d)")
-def _rfc1123(m: re.Match[str]) -> str:
-    t = datetime.strptime(m.group("dt"), "%d %b %Y %H:%M:%S") + CLOCK_SHIFT
-    return f"{_DAYS[t.weekday()]}, {t.day:02d} {_MONTHS[t.month - 1]} {t.year} {t:%H:%M:%S}"
-
-
-@_clock(r"\b(?P<wd>Mon|Tue|Wed|Thu|Fri|Sat|Sun) (?P<dt>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)")
-def _systemd(m: re.Match[str]) -> str:
-    t = datetime.strptime(m.group("dt"), "%Y-%m-%d %H:%M:%S") + CLOCK_SHIFT
-    return f"{_DAYS[t.weekday()]} {t:%Y-%m-%d %H:%M:%S}"
-
-
-@_clock(r"^(?P<mon>" + "|".join(_MONTHS) + r") (?P<day>[ \d]\d) (?P<time>\d\d:\d\d:\d\d)")
-def _syslog(m: re.Match[str]) -> str:
-    t = datetime(2025, _MONTHS.index(m.group("mon")) + 1, int(m.group("day")),
-                 *map(int, m.group("time").split(":"))) + CLOCK_SHIFT
-    return f"{_MONTHS[t.month - 1]} {t.day:02d} {t:%H:%M:%S}"
-
-
-@_clock(r"(?<![\w])(?P<lvl>[IWEF])(?P<md>\d{4}) (?P<time>\d\d:\d\d:\d\d)(?=\.\d+)")
-def _klog(m: re.Match[str]) -> str:
-    md = m.group("md")
-    t = datetime(2025, int(md[:2]), int(md[2:]), *map(int, m.group("time").split(":"))) + CLOCK_SHIFT
-    return f"{m.group('lvl')}{t:%m%d %H:%M:%S}"
-
-
-def shift_clock(s: str) -> str:
-    if not any(ch.isdigit() for ch in s):
-        return s
-    for pattern, fn in _CLOCKS:
-        if pattern.pattern.startswith("^"):  # at the start of a line (a journal), not anywhere
-            s = "\n".join(pattern.sub(fn, ln) for ln in s.split("\n"))
-        else:
-            s = pattern.sub(fn, s)
-    return s
-
-
-def _shift_metrics(text: str) -> str:
-    rows = list(csv.reader(io.StringIO(text)))
-    if not rows:
-        return text
-    for row in rows[1:]:
-        if row and re.fullmatch(r"\d+(?:\.\d+)?", row[0]):
-            row[0] = f"{float(row[0]) + CLOCK_SHIFT.total_seconds():.0f}" if "." not in row[0] else str(float(row[0]) + CLOCK_SHIFT.total_seconds())
-        elif row:
-            row[0] = shift_clock(row[0])
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(rows)
-    return buf.getvalue()
-
-
-def shift(files: dict[str, Any], rel: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    cache = dict(files["tool_cache.json"])
-    stamp = cache.get("collection_timestamp")
-    cell: CellFn = lambda c, s: shift_clock(_age_cell(c, s))  # noqa: E731
+def truncate(files: dict[str, Any], rel: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Shorter logs: each recorded log cut to its last TAIL_LINES lines (they are in time order), each error-log
+    summary to its first ERROR_PATTERNS patterns."""
     out = dict(files)
-    new = transform_cache({k: v for k, v in cache.items() if k != "collection_timestamp"}, shift_clock, cell, None)
-    if isinstance(stamp, str):
+    logs = files.get("raw_data/logs.json")
+    cut = 0
+    if isinstance(logs, dict):
+        out["raw_data/logs.json"] = {k: v[-TAIL_LINES:] if isinstance(v, list) else v for k, v in logs.items()}
+        cut += sum(1 for v in logs.values() if isinstance(v, list) and len(v) > TAIL_LINES)
+    cache = dict(files["tool_cache.json"])
+    for key, value in cache.items():
+        if not key.startswith("GetErrorLogs:") or not isinstance(value, str) or not value.lstrip().startswith("{"):
+            continue
         try:
-            new = {"collection_timestamp": (datetime.fromisoformat(stamp) + CLOCK_SHIFT + AGE_SHIFT).isoformat(), **new}
+            summary = json.loads(value)
         except ValueError:
-            new = {"collection_timestamp": stamp, **new}
-    out["tool_cache.json"] = new
-    for name in ("raw_data/logs.json", "raw_data/alert.json"):
-        if name in files:
-            out[name] = _walk(files[name], shift_clock)
-    if "raw_data/metrics.csv" in files:
-        out["raw_data/metrics.csv"] = _shift_metrics(files["raw_data/metrics.csv"])
-    return out, {}
+            continue
+        if isinstance(summary, dict) and isinstance(summary.get("patterns"), list) and len(summary["patterns"]) > ERROR_PATTERNS:
+            summary["patterns"] = summary["patterns"][:ERROR_PATTERNS]
+            cache[key] = json.dumps(summary, indent=2, ensure_ascii=False)
+            cut += 1
+    out["tool_cache.json"] = cache
+    return out, {"cut": cut}
+
+
+def symptom(files: dict[str, Any], rel: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The symptom in words that name no layer: what the engine concludes from the evidence alone."""
+    out = dict(files)
+    out["metadata.json"] = {**files["metadata.json"], "query": NEUTRAL_SYMPTOM}
+    return out, {"query": files["metadata.json"].get("query")}
 
 
 def perturb(src: Path, dst: Path, rel: str, kind: str) -> dict[str, Any]:
@@ -571,6 +315,10 @@ def perturb(src: Path, dst: Path, rel: str, kind: str) -> dict[str, Any]:
         out, info = reorder(files, rel)
     elif kind == "drop":
         out, info = drop(files, rel)
+    elif kind == "truncate":
+        out, info = truncate(files, rel)
+    elif kind == "symptom":
+        out, info = symptom(files, rel)
     elif kind == "shift":
         out, info = shift(files, rel)
     else:

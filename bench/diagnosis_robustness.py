@@ -7,9 +7,10 @@ perturbation scored apart with the product's CLI exactly as bench/diagnosis.py s
 Perturbations (bench/_perturb.py): `rename` (every workload, Service, pod, node, namespace and private IP renamed
 consistently everywhere, the names' own words kept), `rename-opaque` (the same with unrelated words),
 `reorder` (rows of kubectl tables and events, and the tools' call order, shuffled), `drop` (one optional tool
-output removed at random: all logs, the alerts, the metrics or one describe), `shift` (the snapshot taken 5
-minutes later: every age older; absolute timestamps moved by 400 days). Each perturbed case carries its own
-answer (the renamed fault object), so it is scored against that.
+output removed at random: all logs, the alerts, the metrics or one describe), `truncate` (each log cut to its
+last 30 lines, each error-log summary to its first 2 patterns), `symptom` (the symptom replaced by words that name
+no layer), `shift` (the snapshot taken 5 minutes later: every age older; absolute timestamps moved by 400 days).
+Each perturbed case carries its own answer (the renamed fault object), so it is scored against that.
 
 For each: A@1 / A@3 / fault object overall and per category, against the unperturbed run in the same bench
 (which cases were lost or won), the confusions, cases the CLI could not read or that made it print an error or a
@@ -31,6 +32,7 @@ from typing import Any
 
 import _harness as h
 import _perturb
+import _perturb_clock
 import diagnosis as d  # bench/diagnosis.py: the dev set, the answers, the CLI run and the scoring
 
 
@@ -145,7 +147,7 @@ def main() -> int:
     data = {"dev_set": source, "quick": args.quick, "cases": base["cases"],
             "none": {k: base[k] for k in ("a1", "a3", "object", "per_category", "confusions", "unreadable")},
             "perturbations": results,
-            "age_shift_s": _perturb.AGE_SHIFT.total_seconds(), "clock_shift_s": _perturb.CLOCK_SHIFT.total_seconds()}
+            "age_shift_s": _perturb_clock.AGE_SHIFT.total_seconds(), "clock_shift_s": _perturb_clock.CLOCK_SHIFT.total_seconds()}
     h.write_out(args.out, data)
     report(data["none"] | {"cases": base["cases"]}, results)
     return 0
