@@ -21,7 +21,8 @@ from _harness import machine  # bench/ is sys.path[0] when run as a script
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 # Order: cheapest first, so a quick look at the first figures needs no wait.
-BENCHES = ["diagnosis", "postmortem_assembly", "fanout", "overhead", "storm", "memory", "drill_mttd", "alert_to_running", "live_diagnosis"]
+BENCHES = ["diagnosis", "postmortem_assembly", "fanout", "overhead", "storm", "memory", "drill_mttd", "alert_to_running", "live_diagnosis",
+           "diagnosis_robustness"]
 
 
 def main() -> int:

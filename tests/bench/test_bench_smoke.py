@@ -130,6 +130,22 @@ def check_diagnosis(data: dict[str, Any]) -> None:
     assert set(data["targets"]) >= {"a1 >= 0.85", "median <= 50 ms", "deterministic", "no network"}
 
 
+def check_diagnosis_robustness(data: dict[str, Any]) -> None:
+    assert "skipped" not in data, data.get("skipped")
+    assert data["cases"] == 49 and not data["none"]["unreadable"]
+    kinds = [r["kind"] for r in data["perturbations"]]
+    assert kinds == ["rename", "rename-opaque", "reorder", "drop", "truncate", "symptom", "shift"], kinds
+    for r in data["perturbations"]:
+        # A perturbed case may be diagnosed worse, never crash the CLI, go unread or reach the network.
+        assert r["cases"] == 49 and not r["unreadable"] and not r["traceback"] and not r["error_lines"], r
+        assert r["network_attempts"] == 0 and r["guardrail_violations"] == 0, r
+        assert all(number(r[k]) for k in ("a1", "a3", "object")), r
+        if r["kind"].startswith("rename"):
+            assert r["leftover_old_names"] == 0, r  # the renaming reached every mention of every name
+        if r["kind"] == "drop":
+            assert sum(v["cases"] for v in r["dropped"].values()) == 49, r["dropped"]
+
+
 def check_live_diagnosis(data: dict[str, Any]) -> None:
     cli, inproc, alerts = data["cli"], data["inproc"], data["alert_to_causes"]["summary"]
     # The command and the in-process path see the sandbox's crash fault as what it is.
@@ -164,6 +180,7 @@ SMOKE: dict[str, tuple[list[str], Callable[[dict[str, Any]], None]]] = {
     "drill_mttd": (["--rounds", "1", "--faults", "crash"], check_drill_mttd),
     "memory": (["--notifications", "300", "--fingerprints", "2", "--rest", "1", "--storms", "2"], check_memory),
     "live_diagnosis": (["--cli-runs", "1", "--inproc-runs", "2", "--alerts", "2"], check_live_diagnosis),
+    "diagnosis_robustness": (["--quick"], check_diagnosis_robustness),
 }
 
 
