@@ -30,6 +30,7 @@ _UNKNOWN_HOST = re.compile(r"UnknownHostException: (?P<host>[\w.-]+)|Temporary f
 _IN_USE = re.compile(r"already in use|EADDRINUSE|Address in use|bind: address already|PortInUseException", re.I)
 _DB_WORDS = re.compile(r"jdbc|mysql|mariadb|postgres|sql|Hikari|database|redis|mongo", re.I)
 _DB_SCHEMES = {"mysql", "mariadb", "postgres", "postgresql", "mongodb", "mongodb+srv", "redis", "rediss", "sqlserver", "oracle"}
+_DB_SETTING = re.compile(r"(?:^|_)(?:DB|DATABASE|MYSQL|MARIADB|POSTGRES|POSTGRESQL|PG|MONGO|MONGODB|REDIS|JDBC|DATASOURCE)(?:_|$)", re.I)
 _DB_IMAGE = re.compile(r"mysql|mariadb|postgres|percona|mongo|redis|cockroach|tidb", re.I)
 
 
@@ -54,6 +55,19 @@ def _database_workloads(ctx: Context, hints: str = "") -> list[str]:
     dbs = sorted(set(dbs))
     named = [d for d in dbs if d in hints]
     return named + [d for d in dbs if d not in named]
+
+
+def _database_settings_targets(ctx: Context, callers: list[str]) -> list[str]:
+    """Workloads behind the hosts the callers' database settings name (`ORDER_MYSQL_HOST`, `DB_HOST`, a `jdbc:mysql://`
+    URL): the database, whatever it is called and whether or not its image is known."""
+    out: list[str] = []
+    for wl in callers:
+        for addr in ctx.addresses_of(wl):
+            if addr.scheme in _DB_SCHEMES or _DB_SETTING.search(addr.variable):
+                target = ctx.workload_behind(addr.short_host)
+                if target and target not in callers and target not in out:
+                    out.append(target)
+    return out
 
 
 def _configured_database(ctx: Context, callers: list[str], databases: list[str]) -> str | None:
@@ -92,10 +106,11 @@ def database(ctx: Context) -> list[Hypothesis]:
             continue
         owners = [e.object.name for e in probe_evs]
         db = next((w for w in ctx.workloads if any(o.startswith(w + "-") for o in owners)), None)
-        db = db or _configured_database(ctx, [wl for wl, _, _ in hits], _database_workloads(ctx, hints))
+        callers = sorted({wl for wl, _, _ in hits})
+        known = _database_workloads(ctx, hints)
+        db = db or _configured_database(ctx, callers, known + [t for t in _database_settings_targets(ctx, callers) if t not in known])
         facts = [ctx.event_fact(e) for e in probe_evs[:1]] + [ctx.log_fact(ref, line) for _, ref, line in hits[:2]]
         target = ctx.app(db) if db else ctx.app(hits[0][0])
-        callers = sorted({wl for wl, _, _ in hits})
         out.append(ctx.hyp(cause, target, 0.93 if db else 0.6, f"{what} ({len(callers)} caller(s) fail: {', '.join(callers[:4])})",
                            facts, callers=",".join(callers)))
     return out
