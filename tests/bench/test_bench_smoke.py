@@ -185,10 +185,14 @@ SMOKE: dict[str, tuple[list[str], Callable[[dict[str, Any]], None]]] = {
 
 
 def registered_benches() -> list[str]:
-    """BENCHES of bench/run.py, read from its source (importing it would need bench/ on sys.path)."""
-    match = re.search(r"^BENCHES = (\[.*?\])", (BENCH / "run.py").read_text(), re.M | re.S)
-    assert match, "bench/run.py has no BENCHES list"
-    return list(json.loads(match.group(1)))
+    """BENCHES and OPTIONAL of bench/run.py, read from its source (importing it would need bench/ on sys.path)."""
+    source = (BENCH / "run.py").read_text()
+    names = []
+    for var in ("BENCHES", "OPTIONAL"):
+        match = re.search(rf"^{var} = (\[.*?\])", source, re.M | re.S)
+        assert match, f"bench/run.py has no {var} list"
+        names += json.loads(match.group(1))
+    return names
 
 
 def test_every_bench_has_a_smoke_run() -> None:
