@@ -31,7 +31,8 @@ sandbox-up: venv
 sandbox-down: venv
 	$(BIN)/k8s-runbooks sandbox down
 
-# SCENARIO: crash (pod-crash story), latency (incident with charts), drill (a scored pod-crash drill with rollback)
+# SCENARIO: crash (pod-crash story), latency (incident with charts), drill (a scored pod-crash drill with rollback),
+# slack (approval in the local Slack, refused presses, a page on timeout, resolved with the run)
 SCENARIO ?= crash
 demo: venv
 	$(BIN)/k8s-runbooks demo --scenario $(SCENARIO)

@@ -21,7 +21,8 @@ from _harness import machine  # bench/ is sys.path[0] when run as a script
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 # Order: cheapest first, so a quick look at the first figures needs no wait.
-BENCHES = ["diagnosis", "postmortem_assembly", "fanout", "overhead", "storm", "memory", "drill_mttd", "alert_to_running", "live_diagnosis"]
+BENCHES = ["diagnosis", "postmortem_assembly", "fanout", "overhead", "storm", "memory", "drill_mttd", "alert_to_running",
+           "live_diagnosis", "families"]
 # Run only when named (`--only NAME`, `--with NAME`): the perturbation bench costs ~8 CPU-minutes (seven perturbed
 # copies of the dev set, each diagnosed), which `make bench`'s 15-minute budget has no room for.
 OPTIONAL = ["diagnosis_robustness"]

@@ -25,7 +25,9 @@ from prefect.runtime import flow_run as runtime_flow_run
 from prefect.states import Cancelled, Completed, Failed, State
 
 from flows.artifacts import artifact_key, publish_markdown, publish_raw_markdown, publish_table
+from flows.drill_measure import escalated_at, wait_for_diagnosis
 from flows.steps import runbook_step
+from k8s_runbooks.drills.families import FAMILY_RESPONSES, FamilyResponse
 from k8s_runbooks.drills.model import DrillParams, FaultSpec, Phase, Scenario, Scorecard, SteadyStateReport
 from k8s_runbooks.drills.report import phase_rows, scorecard_document, trend_chart, trend_of
 from k8s_runbooks.errors import RunbookError
@@ -39,8 +41,10 @@ from tasks import drills as t
 
 POD_CRASH_FLOW = "drill-pod-crash"
 LATENCY_FLOW = "drill-latency"
-FLOWS = (POD_CRASH_FLOW, LATENCY_FLOW)
-RUNBOOKS = {POD_CRASH_FLOW: runbooks_dir() / "drill-pod-crash.md", LATENCY_FLOW: runbooks_dir() / "drill-latency.md"}
+FAMILY_FLOW = "drill-fault-family"
+FLOWS = (POD_CRASH_FLOW, LATENCY_FLOW, FAMILY_FLOW)
+RUNBOOKS = {POD_CRASH_FLOW: runbooks_dir() / "drill-pod-crash.md", LATENCY_FLOW: runbooks_dir() / "drill-latency.md",
+            FAMILY_FLOW: runbooks_dir() / "drill-fault-family.md"}
 SCORECARD_KEY = "drill-scorecard"
 ALERTS = {"pod-crash": ["PodCrashLooping"], "latency": ["HighLatency"]}
 RUNBOOK_DEPLOYMENT = {"pod-crash": "pod-crash/pod-crash", "latency": "high-latency/high-latency"}
@@ -113,7 +117,15 @@ class DrillCtx:
     response_path: str = ""
     runbook_final: bool = False
     runbook_fixed: bool = False
+    diagnosed_at: datetime | None = None
+    diagnosed_cause: str = ""
+    escalated_at: datetime | None = None
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def family(self) -> FamilyResponse | None:
+        """The expected response when the fault is a cluster fault family."""
+        return FAMILY_RESPONSES.get(self.fault.kind) if self.scenario == "family" else None
 
     def note(self, event: str, detail: str = "", kind: str = "step", at: datetime | None = None) -> None:
         self.record.note(event, detail, kind, at=at)
@@ -128,7 +140,15 @@ def rollback_file(flow_run_id: str) -> Path:
 def resolve_fault(scenario: Scenario, params: DrillParams) -> FaultSpec:
     if params.fault is not None:
         return params.fault
-    return FaultSpec(kind="crash" if scenario == "pod-crash" else "latency")
+    return FaultSpec(kind={"pod-crash": "crash", "latency": "latency"}.get(scenario, "missing-secret"))  # type: ignore[arg-type]
+
+
+def alert_names(ctx: DrillCtx) -> list[str]:
+    return list(ctx.family.alerts) if ctx.family else ALERTS[ctx.scenario]
+
+
+def runbook_deployment(ctx: DrillCtx) -> str:
+    return ctx.family.runbook if ctx.family else RUNBOOK_DEPLOYMENT[ctx.scenario]
 
 
 def plan_markdown(scenario: Scenario, params: DrillParams, response_path: str = "") -> str:
@@ -226,10 +246,10 @@ def inject(ctx: DrillCtx) -> None:
     ctx.note(f"Fault injected: {ctx.fault.describe()}", detail, "detected", at=ctx.injected_at)
 
 
-def _alert_path_available(scenario: Scenario) -> bool:
+def _alert_path_available(ctx: DrillCtx) -> bool:
     import httpx
 
-    if t.deployment_id(RUNBOOK_DEPLOYMENT[scenario]) is None:
+    if t.deployment_id(runbook_deployment(ctx)) is None:
         return False
     try:
         return httpx.get(get_settings().receiver_url.rstrip("/") + "/healthz", timeout=5).status_code == 200
@@ -249,7 +269,7 @@ def _wait_for_alert(ctx: DrillCtx) -> None:
         except RunbookError as exc:
             ctx.note("Alertmanager unavailable", str(exc), "note")
             alerts = []
-        mine = [a for a in alerts if a.get("labels", {}).get("alertname") in ALERTS[ctx.scenario]]
+        mine = [a for a in alerts if a.get("labels", {}).get("alertname") in alert_names(ctx)]
         if mine:
             # startsAt is when the rule began firing; never earlier than the fault (clock skew, resolution)
             first = min((starts_at(a) or utcnow()) for a in mine)
@@ -258,7 +278,7 @@ def _wait_for_alert(ctx: DrillCtx) -> None:
             ctx.note(f"Alert firing in Alertmanager: {names}", f"{len(mine)} alert(s)", "detected", at=ctx.alert_at)
             return
         time.sleep(POLL)
-    ctx.note("No alert fired", f"nothing for {ALERTS[ctx.scenario]} within {p.detect_timeout_seconds} s", "escalation")
+    ctx.note("No alert fired", f"nothing for {alert_names(ctx)} within {p.detect_timeout_seconds} s", "escalation")
 
 
 def _paused_seconds(states: list[Any]) -> float | None:
@@ -288,7 +308,14 @@ def _direct(ctx: DrillCtx) -> None:
     base = {"namespace": p.namespace, "deployment": p.deployment, "approval": p.approval,
             "approval_timeout_seconds": p.approval_timeout_seconds, "drill": True, "kube_context": p.kube_context,
             "notes": f"drill {ctx.flow_run_id}" + (f"; {p.notes}" if p.notes else "")}
-    if ctx.scenario == "pod-crash":
+    if ctx.family is not None and ctx.family.runbook.startswith("incident-response/"):
+        from flows.incident_response import incident_response
+        from flows.params import IncidentParams
+
+        incident = {k: v for k, v in base.items() if k != "deployment"}
+        state = incident_response(IncidentParams(**incident, service=p.deployment, alertname=ctx.family.alerts[0],
+                                                 runbook_overrides=p.runbook_overrides), return_state=True)
+    elif ctx.scenario in ("pod-crash", "family"):
         from flows.params import PodCrashParams
         from flows.pod_crash import pod_crash
 
@@ -327,9 +354,9 @@ def _collect_responders(ctx: DrillCtx, rec: RunRecord | None) -> None:
 def _alert_path(ctx: DrillCtx) -> None:
     p = ctx.params
     assert ctx.injected_at is not None
-    dep_id = t.deployment_id(RUNBOOK_DEPLOYMENT[ctx.scenario])
+    dep_id = t.deployment_id(runbook_deployment(ctx))
     if dep_id is None:
-        raise RunbookError(f"runbook deployment {RUNBOOK_DEPLOYMENT[ctx.scenario]} is not registered")
+        raise RunbookError(f"runbook deployment {runbook_deployment(ctx)} is not registered")
     since = ctx.injected_at - timedelta(seconds=5)
     deadline = time.monotonic() + p.response_timeout_seconds
     while time.monotonic() < deadline:
@@ -341,7 +368,7 @@ def _alert_path(ctx: DrillCtx) -> None:
                      at=ctx.runbook_running_at)
             return
         time.sleep(POLL)
-    ctx.note("No runbook run started", f"nothing for {RUNBOOK_DEPLOYMENT[ctx.scenario]} within {p.response_timeout_seconds} s", "escalation")
+    ctx.note("No runbook run started", f"nothing for {runbook_deployment(ctx)} within {p.response_timeout_seconds} s", "escalation")
 
 
 def _finish_alert_path_run(ctx: DrillCtx, wait_seconds: float) -> None:
@@ -373,6 +400,46 @@ def respond(ctx: DrillCtx) -> None:
         _alert_path(ctx)
     else:
         _direct(ctx)
+    if ctx.family is not None and ctx.card.runbook_run_id:
+        _measure_diagnosis(ctx)
+
+
+def _measure_diagnosis(ctx: DrillCtx) -> None:
+    """Alert → the runbook's first ranked causes: when, and whether the right cause came first."""
+    assert ctx.family is not None and ctx.card.runbook_run_id
+    found = wait_for_diagnosis(ctx.card.runbook_run_id, ctx.params.response_timeout_seconds)
+    if found is None:
+        ctx.note("No diagnosis published", f"run {ctx.card.runbook_run_id} published no ranked causes", "escalation")
+        return
+    ctx.diagnosed_at, ctx.diagnosed_cause = found.at, found.top_cause
+    right = found.top_cause == ctx.family.cause
+    ctx.note(f"Diagnosed: {found.top_cause or 'no cause'}" + ("" if right else f" (expected {ctx.family.cause})"),
+             "ranked: " + ", ".join(found.ranked[:3]), "detected" if right else "escalation", at=found.at)
+
+
+def _wait_for_escalation(ctx: DrillCtx) -> None:
+    """A family whose answer is a person's change: the runbook must end escalated (the exact change stated)."""
+    from flows.common import read_record
+
+    run_id = ctx.card.runbook_run_id
+    if not run_id:
+        return
+    if not ctx.runbook_final:
+        _finish_alert_path_run(ctx, float(ctx.params.response_timeout_seconds))
+    run = t.read_run(run_id)
+    ctx.escalated_at = escalated_at(read_record(run_id), run.end_time)
+    if ctx.escalated_at is not None:
+        ctx.note("Runbook escalated", ctx.card.runbook_state or "", "escalation", at=ctx.escalated_at)
+    else:
+        ctx.note("Runbook did not escalate", ctx.card.runbook_state or "", "escalation")
+
+
+def _recovered(ctx: DrillCtx, report: SteadyStateReport) -> bool:
+    """A family is fixed when the steady state holds with replicas to serve (scaled to 0 reads as 'all ready'). The
+    runbook cannot know how many replicas a workload scaled to zero had (it scales back to 1): the rollback
+    restores the count."""
+    p = ctx.params
+    return report.ok and t.desired_replicas(p.namespace, p.deployment) >= 1
 
 
 @_both("recover")
@@ -381,6 +448,9 @@ def recover(ctx: DrillCtx) -> None:
     assert ctx.injected_at is not None
     started = time.monotonic()
     limit = float(p.recover_timeout_seconds)
+    if ctx.family is not None and ctx.family.escalates:
+        _wait_for_escalation(ctx)
+        return
     if ctx.runbook_final and not ctx.runbook_fixed:
         limit = ENDED_GRACE_SECONDS  # nobody fixed anything: the fault stays until the rollback removes it
     report: SteadyStateReport | None = None
@@ -388,6 +458,8 @@ def recover(ctx: DrillCtx) -> None:
         report = t.check_steady_state(p.namespace, p.deployment, p.steady_state, include_alerts=False, include_fault=False)
         # A pod-kill is healed by the controller; an env fault only when the responders removed it.
         fault_gone = ctx.fault.kind in ("pod-kill", "custom") or not _fault_left(ctx)
+        if ctx.family is not None:
+            fault_gone = _recovered(ctx, report)
         if report.ok and fault_gone and (time.monotonic() - started > 3 or ctx.fault.kind != "pod-kill"):
             ctx.recovered_at = report.at
             ctx.note("Steady state again (service recovered)", report.summary(), "recovered", at=report.at)
@@ -463,6 +535,22 @@ def _phases(ctx: DrillCtx) -> list[Phase]:
               f"{'alert' if ctx.alert_at else 'fault'} → runbook running ({ctx.response_path} path)" if ctx.runbook_running_at else "runbook never ran")
         if ctx.approval_seconds is not None:
             phase("approval", ctx.approval_seconds, tg.approval_seconds, f"runbook paused for approval ({ctx.params.approval})")
+    fam = ctx.family
+    if fam is not None:
+        start = ctx.alert_at or t0
+        seconds = (ctx.diagnosed_at - start).total_seconds() if ctx.diagnosed_at else None
+        phase("diagnose", seconds, tg.diagnose_seconds,
+              f"alert → ranked causes: {ctx.diagnosed_cause or 'none'} first (expected {fam.cause})" if ctx.diagnosed_at
+              else "no ranked causes published")
+        if ctx.diagnosed_at and ctx.diagnosed_cause != fam.cause:
+            out[-1].met = False
+        if fam.escalates:
+            phase("escalate", (ctx.escalated_at - t0).total_seconds() if ctx.escalated_at else None, tg.escalate_seconds,
+                  "fault → escalation with the exact change" if ctx.escalated_at else "the runbook did not escalate")
+            for p in out:  # an unmeasured phase of a drill that ran is a miss, not a pass
+                if p.seconds is None:
+                    p.met = False
+            return out
     phase("recover", (ctx.recovered_at - t0).total_seconds() if ctx.recovered_at else None, tg.recover_seconds,
           "fault → steady state again" if ctx.recovered_at else "not recovered before the rollback")
     for p in out:  # an unmeasured phase of a drill that ran is a miss, not a pass
@@ -478,7 +566,8 @@ def score(ctx: DrillCtx) -> None:
     card.finished_at = utcnow()
     if card.outcome not in ("refused", "aborted", "cancelled", "dry-run"):
         missed = [p.name for p in card.phases if not p.met]
-        ok = not missed and ctx.recovered_at is not None and bool(card.rollback_ok)
+        answered = ctx.escalated_at is not None if ctx.family and ctx.family.escalates else ctx.recovered_at is not None
+        ok = not missed and answered and bool(card.rollback_ok)
         card.outcome = "passed" if ok else "failed"
         if not ok and not card.outcome_detail:
             card.outcome_detail = (f"missed: {', '.join(missed)}" if missed else "") + ("" if card.rollback_ok else "; rollback not verified")
@@ -565,7 +654,7 @@ def _resolve_path(ctx: DrillCtx) -> str:
     if p.response == "auto":
         # Another cluster's alerts reach the runbook only through a receiver route naming its context: the drill
         # cannot know that route exists, so it answers with the runbook directly on that cluster.
-        return "alert" if not p.kube_context and _alert_path_available(ctx.scenario) else "direct"
+        return "alert" if not p.kube_context and _alert_path_available(ctx) else "direct"
     return p.response
 
 
@@ -650,6 +739,14 @@ def drill_latency(params: DrillParams) -> State:
     """Latency drill: slow the Deployment down (latency or CPU burn) and score the response."""
     with kube_context(params.kube_context):
         return run_drill(LATENCY_FLOW, "latency", params)
+
+
+@flow(name=FAMILY_FLOW, on_cancellation=[_rollback_on_cancel], log_prints=True)
+def drill_fault_family(params: DrillParams) -> State:
+    """Fault-family drill: one cluster fault (params.fault.kind), answered through the alert path; scored on time to
+    detect, to diagnose (the right cause first) and to recover, or to escalate for the families a person fixes."""
+    with kube_context(params.kube_context):
+        return run_drill(FAMILY_FLOW, "family", params)
 
 
 def scorecard_of(flow_run_id: str) -> Scorecard | None:

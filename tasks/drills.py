@@ -10,6 +10,7 @@ from uuid import UUID
 from prefect import get_client, get_run_logger
 
 from k8s_runbooks.drills import pushgateway
+from k8s_runbooks.drills.fault_kinds import CLUSTER_FAULTS
 from k8s_runbooks.drills.alertmanager import firing_alerts
 from k8s_runbooks.drills.model import FaultSpec, Scorecard, SteadyState, SteadyStateReport
 from k8s_runbooks.drills.probes import FAULT_VARS, steady_state
@@ -28,12 +29,16 @@ def fault_action(namespace: str, deployment: str, fault: FaultSpec, pods: list[s
     if fault.kind == "pod-kill":
         return Action(kind=ActionKind.inject_fault, target=target, pods=pods or [], allow_all_replicas=fault.allow_all_replicas,
                       grace_period_seconds=0, reason="drill: kill critical pods")
+    if fault.kind in CLUSTER_FAULTS:
+        return Action(kind=ActionKind.inject_fault, target=target, patch={"fault": fault.kind}, reason=f"drill: inject {fault.kind} fault")
     return Action(kind=ActionKind.inject_fault, target=target, patch={"env": fault.env()}, reason=f"drill: inject {fault.kind} fault")
 
 
 def removal_action(namespace: str, deployment: str) -> Action:
+    """Every FAULT_* env var removed and every cluster fault undone (from the deployment's undo record)."""
     return Action(kind=ActionKind.remove_fault, target=WorkloadRef(namespace=namespace, name=deployment),
-                  patch={"remove_env": FAULT_VARS}, reason="drill rollback: remove every FAULT_* env var")
+                  patch={"remove_env": FAULT_VARS, "clear_faults": True},
+                  reason="drill rollback: remove every FAULT_* env var and undo every cluster fault")
 
 
 @runbook_task(name="drill-guard-check", timeout_seconds=60)

@@ -167,8 +167,15 @@ class Guard:
         elif fault is not None:
             from k8s_runbooks.drills.cluster_faults import CLUSTER_FAULTS
 
+            from k8s_runbooks.drills.fault_rbac import refusal
+
             if fault not in CLUSTER_FAULTS:
                 return _Verdict(Decision.refused, f"unknown cluster fault {fault!r} (one of {', '.join(CLUSTER_FAULTS)})")
+            # Families that touch Secrets, quotas or nodes need the opt-in injector grants: refused before anything
+            # changes, rather than failing half-way with a Forbidden (and a rollback with nothing recorded to undo).
+            missing = refusal(self.kube, action.target.namespace, str(fault))
+            if missing:
+                return _Verdict(Decision.refused, missing)
             count = desired  # each one is a rollout, a rescheduling or lost traffic for every replica
         else:
             try:

@@ -24,6 +24,10 @@ Grant = tuple[str, str, str]  # (apiGroup, resource or resource/subresource, ver
 FORBIDDEN_RESOURCES = frozenset({"secrets", "pods/exec", "pods/attach", "pods/portforward", "serviceaccounts/token",
                                  "roles", "rolebindings", "clusterroles", "clusterrolebindings"})
 FORBIDDEN_VERBS = frozenset({"escalate", "bind", "impersonate"})
+# Granted to every authenticated identity by the default ClusterRole `system:basic-user` (what `kubectl auth can-i`
+# sends): observed, never part of a shipped Role.
+IMPLICIT_GRANTS = frozenset({("authorization.k8s.io", "selfsubjectaccessreviews", "create"),
+                             ("authorization.k8s.io", "selfsubjectrulesreviews", "create")})
 VERB_ORDER = ["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"]
 
 
@@ -49,6 +53,8 @@ def derive(requests: Iterable[Mapping[str, Any]]) -> Rules:
             continue
         resource = str(r["resource"]) + (f"/{r['subresource']}" if r.get("subresource") else "")
         grant = (str(r.get("group") or ""), resource, str(r["verb"]))
+        if grant in IMPLICIT_GRANTS:
+            continue
         (rules.namespaced if r.get("namespace") else rules.cluster).add(grant)
     return rules
 

@@ -1,12 +1,15 @@
-"""`k8s-runbooks drill pod-crash|latency`: run a failure drill now (the scheduled ones run as deployments)."""
+"""`k8s-runbooks drill pod-crash|latency|family`: run a failure drill now; `drill schedule`: turn the scheduled ones
+on or off (they run as deployments)."""
 
 from __future__ import annotations
 
+import json
 from typing import Literal, Optional
 
 import typer
 from rich.console import Console
 
+from k8s_runbooks.drills.fault_kinds import CLUSTER_FAULTS
 from k8s_runbooks.drills.model import DrillParams, FaultSpec
 from k8s_runbooks.drills.report import scorecard_document
 from k8s_runbooks.errors import InvalidInput
@@ -25,21 +28,25 @@ def _params(namespace: str, deployment: str, dry_run: bool, approval: str, respo
         raise InvalidInput(f"invalid drill parameters: {exc}".splitlines()[0]) from None
 
 
-def _run(scenario: Literal["pod-crash", "latency"], params: DrillParams) -> None:
+def _run(scenario: Literal["pod-crash", "latency", "family"], params: DrillParams, as_json: bool = False) -> None:
     from rich.markdown import Markdown  # markdown-it: only for the commands that print Markdown
 
-    from flows.drills import drill_latency, drill_pod_crash, plan_markdown, scorecard_of
+    from flows.drills import drill_fault_family, drill_latency, drill_pod_crash, plan_markdown, scorecard_of
 
-    console.print(Markdown(plan_markdown(scenario, params)))
+    if not as_json:
+        console.print(Markdown(plan_markdown(scenario, params)))
     if params.dry_run:
         console.print("[bold]dry run[/]: checking guardrails and steady state only; nothing is injected")
-    fn = drill_pod_crash if scenario == "pod-crash" else drill_latency
+    fn = {"pod-crash": drill_pod_crash, "latency": drill_latency, "family": drill_fault_family}[scenario]
     state = fn(params, return_state=True)
     run_id = str(state.state_details.flow_run_id)
     card = scorecard_of(run_id)
     if card is None:
         console.print(f"drill run {run_id} ended {state.name}: {state.message or ''} (no scorecard)")
         raise typer.Exit(1)
+    if as_json:  # one line for scripts (make bench): the run and its scorecard
+        print(json.dumps({"flow_run_id": run_id, "state": state.type.value, "scorecard": json.loads(card.model_dump_json())}))
+        raise typer.Exit(0 if card.outcome in ("passed", "dry-run") else 1)
     console.print(Markdown(scorecard_document(card).split("<details>")[0]))
     console.print(f"drill run {run_id}: {state.name}")
     if card.outcome not in ("passed", "dry-run"):
@@ -70,9 +77,21 @@ def latency_cmd(namespace: str = _NS, deployment: str = _DEP, dry_run: bool = _D
     _run("latency", _params(namespace, deployment, dry_run, approval, response, fault, value))
 
 
+@drill_app.command("family")
+def family_cmd(namespace: str = _NS, deployment: str = _DEP, dry_run: bool = _DRY, approval: str = _APP,
+               response: str = _RESP,
+               fault: str = typer.Option(..., "--fault", help="A cluster fault family: " + ", ".join(CLUSTER_FAULTS) + "."),
+               as_json: bool = typer.Option(False, "--json", help="Print only the run id and its scorecard as one JSON line.")) -> None:
+    """Make one cluster fault family happen and score the response: detect, diagnose (the right cause first), recover
+    or escalate."""
+    if fault not in CLUSTER_FAULTS:
+        raise InvalidInput(f"unknown fault family {fault!r}", hint=f"use one of {', '.join(CLUSTER_FAULTS)}")
+    _run("family", _params(namespace, deployment, dry_run, approval, response, fault, None), as_json)
+
+
 @drill_app.command("schedule")
 def schedule_cmd(
-    scenario: str = typer.Argument(..., help="pod-crash or latency"),
+    scenario: str = typer.Argument(..., help="pod-crash, latency or a fault family (" + ", ".join(CLUSTER_FAULTS) + ")"),
     on: Optional[bool] = typer.Option(None, "--on/--off", help="Turn the schedule on (drills run) or off."),
     cron: Optional[str] = typer.Option(None, "--cron", help="When, as cron (e.g. '0 3 * * 1': Mondays 03:00)."),
     timezone: str = typer.Option("UTC", "--timezone", help="Time zone of --cron."),
@@ -93,7 +112,7 @@ def schedule_cmd(
                           hint='e.g. eval "$(k8s-runbooks sandbox env)"')
     if (namespace is None) != (deployment is None):
         raise InvalidInput("give both --namespace and --deployment (the drill's target), or neither")
-    params = target_parameters(namespace, deployment, dry_run) if namespace and deployment else None
+    params = target_parameters(namespace, deployment, dry_run, scenario) if namespace and deployment else None
     rest = PrefectRest(api, on_retry=lambda msg: console.print(f"[yellow]{msg}[/]", highlight=False))
     try:
         views = set_schedule(rest, scenario, active=on, cron=cron, timezone=timezone, parameters=params)

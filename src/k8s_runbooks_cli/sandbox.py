@@ -25,6 +25,13 @@ console = Console(width=None if sys.stdout.isatty() else 120)
 sandbox_app = typer.Typer(help="The local sandbox cluster with Prometheus, Alertmanager, Pushgateway and Prefect.",
                           no_args_is_help=True)
 
+def _register_chat() -> None:
+    from k8s_runbooks_cli.sandbox_chat import pagerduty_app, slack_app
+
+    sandbox_app.add_typer(slack_app, name="slack")
+    sandbox_app.add_typer(pagerduty_app, name="pagerduty")
+
+
 StateDir = Annotated[Optional[Path], typer.Option("--state-dir", help="State directory (default: K8S_RUNBOOKS_SANDBOX_STATE_DIR, .sandbox).")]
 STATE_STYLE = {"started": "green", "running": "cyan", "up": "green", "down": "red", "unhealthy": "yellow", "stopped": "yellow"}
 
@@ -61,6 +68,9 @@ def up(
         shown = " ".join(f"{k}={v}" for k, v in faults.items())
         console.print(f"[yellow]shop/{name} has a fault set ({shown}); not waiting for it to be ready.[/] "
                       f"Clear it: k8s-runbooks sandbox fault clear --namespace shop --deployment {name}")
+    if any(c.name == "chatops" for c in result.components):
+        console.print("local Slack + PagerDuty (approvals, pages): [bold]k8s-runbooks sandbox slack messages[/], "
+                      "[bold]sandbox slack press[/], [bold]sandbox pagerduty incidents[/]")
     console.print(f"all healthy after {time.monotonic() - t0:.1f}s. Use it with: [bold]eval \"$(k8s-runbooks sandbox env"
                   f"{' --state-dir ' + str(state_dir) if state_dir else ''})\"[/]")
 
@@ -199,7 +209,8 @@ SCENARIOS = {
     "crash": ("crash", "2", "CrashLoopBackOff", "PodCrashLooping", "pod-crash", ("deployment", "checkout")),
     "latency": ("latency", "800", None, "HighLatency", "incident-response", ("service", "checkout")),
 }
-DEMO_SCENARIOS = [*SCENARIOS, "drill"]  # drill: the drill-pod-crash flow injects, measures and rolls back itself
+DEMO_SCENARIOS = [*SCENARIOS, "drill", "slack"]  # drill: the drill-pod-crash flow injects, measures and rolls back itself;
+# slack: the README's Slack walkthrough (sandbox_chat_demo)
 
 
 def _demo_drill(cfg: supervisor.SandboxConfig, steady_timeout_s: float = 180.0) -> None:
@@ -263,7 +274,8 @@ def _wait_for_baseline_p95(cfg: supervisor.SandboxConfig, timeout_s: float = 90.
 def demo(
     state_dir: StateDir = None,
     scenario: Annotated[str, typer.Option(help="crash: the pod-crash story; latency: a latency incident through the incident-response plan, "
-                                                "with charts; drill: a scored pod-crash drill (steady state, inject, respond, recover, roll back).")] = "crash",
+                                                "with charts; drill: a scored pod-crash drill (steady state, inject, respond, recover, roll back); "
+                                                "slack: approval in the local Slack, refused presses, a page, alice approves.")] = "crash",
 ) -> None:
     """Sandbox up, inject a fault into shop/checkout, watch the alert fire, and let the alert path run the runbook
     (auto-approved drill route) to a post-mortem."""
@@ -283,6 +295,12 @@ def demo(
         demo_workload.wait_ready(cfg.kubeconfig, names=list(result.faulted), timeout_s=120)
     if scenario == "drill":
         _demo_drill(cfg)
+        _next_steps(cfg)
+        return
+    if scenario == "slack":
+        from k8s_runbooks_cli.sandbox_chat_demo import demo_slack
+
+        demo_slack(cfg)
         _next_steps(cfg)
         return
     kind, value, pod_status, alertname, runbook_deployment, target = SCENARIOS[scenario]
@@ -343,3 +361,6 @@ def _next_steps(cfg: supervisor.SandboxConfig) -> None:
     console.print(f"Alertmanager:  http://127.0.0.1:{cfg.ports.alertmanager}/api/v2/alerts")
     console.print(f"Prometheus:    http://127.0.0.1:{cfg.ports.prometheus}/api/v1/alerts")
     console.print("Stop everything: make sandbox-down")
+
+
+_register_chat()

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from k8s_runbooks.drills.fault_kinds import CLUSTER_FAULTS
 from k8s_runbooks.errors import ConfigError, RunbookError
 from k8s_runbooks.runbook_docs import load_runbook, runbooks_dir
 from k8s_runbooks.settings import Settings
@@ -39,6 +40,7 @@ DEFAULT_QUERY_SECONDS = 1.0  # 0.25 s saves ~0.2 s per start but multiplies SQLi
 RUNNER_NAME = "k8s-runbooks"
 LOCAL_WORK_POOL = "k8s-runbooks-local"
 RunnerMode = Literal["warm", "stock"]
+FAMILY_KINDS = tuple(CLUSTER_FAULTS)
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,12 @@ class DeploymentSpec:
     parameters: dict[str, Any] = field(default_factory=dict)  # defaults stored on the deployment
     cron: str | None = None  # drills only
     drill: bool = False
+    flow: str = ""  # the flow's name when several deployments share one flow (default: `name`)
+    sandbox_schedule: bool = True  # False: the schedule stays paused even in the sandbox (--drills-active)
+
+    @property
+    def flow_name(self) -> str:
+        return self.flow or self.name
 
     @property
     def flow_file(self) -> Path:
@@ -71,6 +79,12 @@ SPECS: tuple[DeploymentSpec, ...] = (
                    parameters={"params": {"namespace": "shop", "deployment": "payments"}}, cron="0 3 * * 1", drill=True),
     DeploymentSpec("drill-latency", "flows.drills:drill_latency", "drill-latency.md", ("drill", "latency"),
                    parameters={"params": {"namespace": "shop", "deployment": "checkout"}}, cron="0 3 * * 3", drill=True),
+    # One deployment of the fault-family drill per family (flow drill-fault-family): weekly, Tuesdays from 04:00
+    # UTC a quarter of an hour apart, paused everywhere until someone resumes them (deployments/README.md).
+    *(DeploymentSpec(f"drill-{kind}", "flows.drills:drill_fault_family", "drill-fault-family.md", ("drill", "family", kind),
+                     parameters={"params": {"namespace": "shop", "deployment": "checkout", "fault": {"kind": kind}}},
+                     cron=f"{15 * (i % 4)} {4 + i // 4} * * 2", drill=True, flow="drill-fault-family", sandbox_schedule=False)
+      for i, kind in enumerate(FAMILY_KINDS)),
 )
 
 
@@ -106,12 +120,13 @@ def runner_deployment(spec: DeploymentSpec, drills_active: bool) -> Any:
     from prefect.deployments.runner import EntrypointType
 
     flow = load_flow(spec)
-    if flow.name != spec.name:
-        raise ConfigError(f"{spec.entrypoint} defines flow {flow.name!r}, expected {spec.name!r}",
+    if flow.name != spec.flow_name:
+        raise ConfigError(f"{spec.entrypoint} defines flow {flow.name!r}, expected {spec.flow_name!r}",
                           hint="deployments are named after their flow so alert routes read <flow>/<flow>")
+    active = drills_active and spec.sandbox_schedule
     return flow.to_deployment(
         name=spec.name, description=description(spec), tags=list(spec.tags), parameters=spec.parameters or None,
-        cron=spec.cron, paused=(not drills_active) if spec.cron else None, enforce_parameter_schema=True,
+        cron=spec.cron, paused=(not active) if spec.cron else None, enforce_parameter_schema=True,
         entrypoint_type=EntrypointType.MODULE_PATH,
     )
 
@@ -158,7 +173,7 @@ def serve(query_seconds: float = DEFAULT_QUERY_SECONDS, drills_active: bool = Fa
         raise ConfigError("no runbook flow could be loaded; see the errors above")
     if mode == "warm":
         runner.start_fork_server()  # the ready file below means "runs start warm"
-    names = ", ".join(f"{s.name}/{s.name}" for s in served)
+    names = ", ".join(f"{s.flow_name}/{s.name}" for s in served)
     how = f"{mode} runner" + (", event nudge" if mode == "warm" and nudge else "")
     print(f"registered {names}; {how}, polling every {query_seconds:g} s", flush=True)
     if ready_file is not None:
@@ -190,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "list":
             for spec in SPECS:
-                print(f"{spec.name}/{spec.name}\t{spec.entrypoint}\t{'available' if spec.available else 'flow module missing'}")
+                print(f"{spec.flow_name}/{spec.name}\t{spec.entrypoint}\t{'available' if spec.available else 'flow module missing'}")
             return 0
         serve(args.query_seconds, args.drills_active, args.ready_file, args.runner, args.nudge, args.name,
               args.run_pid_dir)

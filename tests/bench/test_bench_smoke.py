@@ -146,6 +146,15 @@ def check_diagnosis_robustness(data: dict[str, Any]) -> None:
             assert sum(v["cases"] for v in r["dropped"].values()) == 49, r["dropped"]
 
 
+def check_families(data: dict[str, Any]) -> None:
+    """One round of the missing-secret family drill through the alert path: detected, diagnosed right, escalated."""
+    row = data["table"]["missing-secret"]
+    assert row["runs"] == 1 and row["passed"] == 1, row["failures"]
+    for key in ("detect_s", "diagnose_s", "escalate_s"):
+        assert number(row[key]), (key, row)
+    assert "| `missing-secret` | KubeContainerWaiting | `secret-missing` | escalate |" in data["markdown"]
+
+
 def check_live_diagnosis(data: dict[str, Any]) -> None:
     cli, inproc, alerts = data["cli"], data["inproc"], data["alert_to_causes"]["summary"]
     # The command and the in-process path see the sandbox's crash fault as what it is.
@@ -179,6 +188,7 @@ SMOKE: dict[str, tuple[list[str], Callable[[dict[str, Any]], None]]] = {
     "alert_to_running": (["--variants", "warm-nudge", "--alerts", "2"], check_alert_to_running),
     "drill_mttd": (["--rounds", "1", "--faults", "crash"], check_drill_mttd),
     "memory": (["--notifications", "300", "--fingerprints", "2", "--rest", "1", "--storms", "2"], check_memory),
+    "families": (["--rounds", "1", "--families", "missing-secret"], check_families),
     "live_diagnosis": (["--cli-runs", "1", "--inproc-runs", "2", "--alerts", "2"], check_live_diagnosis),
     "diagnosis_robustness": (["--quick"], check_diagnosis_robustness),
 }

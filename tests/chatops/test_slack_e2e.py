@@ -8,7 +8,8 @@ a local Slack and a local PagerDuty.
   updated with the outcome and again at the run's end;
 - a run nobody approves in time escalates (a channel message, a PagerDuty page with one dedup key for the
   incident); approved during the escalation, it resolves and the page resolves with it;
-- every planned action touches both replicas, so the two-person rule applies: the first press waits for a second
+- the diagnosed crash came with the newest revision, so the fix is a roll-back, which touches both replicas: the
+  two-person rule applies (the containment options after it do not lead): the first press waits for a second
   approver, and an answer through the Prefect UI's form (`POST /resume`, what the Resume dialog sends) is recorded
   as unverified and acts on nothing.
 """
@@ -22,9 +23,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import pytest
@@ -64,29 +65,52 @@ class E2E:
     state_dir: Path
     api: httpx.Client
     procs: list[subprocess.Popen[str]]
+    logs: dict[int, IO[str]] = field(default_factory=dict)
 
     def start_run(self, timeout_s: int) -> subprocess.Popen[str]:
         args = ["run", "pod-crash", "-n", NS, "-d", DEPLOYMENT, "--approval", "required", "--approval-timeout", str(timeout_s),
                 "--set", "stable_seconds=5", "--set", "recovery_timeout_seconds=150", "--set", "verify_window_seconds=30",
                 "--set", "verify_timeout_seconds=150"]
+        # The run's output goes to a file, not a pipe: nobody reads a pipe while the test waits on Slack, and a run
+        # that logs more than the pipe's 64 KiB before its approval (retries under load) would block on its write.
+        out = open(self.state_dir.parent / f"run-{len(self.procs)}.log", "w+")  # noqa: SIM115 - closed in output()
         proc = subprocess.Popen([sys.executable, "-m", "k8s_runbooks_cli", *args], cwd=REPO, env=self.env, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append(proc)
+        self.logs[proc.pid] = out
         return proc
 
-    @staticmethod
-    def finish(proc: subprocess.Popen[str], timeout: float = 420) -> str:
+    def output(self, proc: subprocess.Popen[str]) -> str:
+        log = self.logs[proc.pid]
+        log.seek(0)
+        return log.read()
+
+    def finish(self, proc: subprocess.Popen[str], timeout: float = 420) -> str:
         try:
-            out, _ = proc.communicate(timeout=timeout)
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-            out, _ = proc.communicate()
-            raise AssertionError(f"the run did not finish:\n{out[-4000:]}") from None
-        return out
+            proc.wait()
+            raise AssertionError(f"the run did not finish:\n{self.output(proc)[-4000:]}") from None
+        return self.output(proc)
 
-    def approval(self, after: set[str]) -> Message:
-        return wait_for(lambda: next((m for ts, m in self.slack.messages.items() if ts not in after and LocalSlack.buttons(m)), None),
-                        240, "the approval message in Slack")
+    def approval(self, after: set[str], proc: subprocess.Popen[str]) -> Message:
+        def posted() -> Message | None:
+            msg = next((m for ts, m in self.slack.messages.items() if ts not in after and LocalSlack.buttons(m)), None)
+            if msg is None and proc.poll() is not None:
+                raise AssertionError(f"the run ended (exit {proc.returncode}) without posting its approval to Slack:\n"
+                                     f"{self.output(proc)[-4000:]}")
+            return msg
+
+        return wait_for(posted, 240, "the approval message in Slack")
+
+    def open_runs(self) -> list[str]:
+        """This module's pod-crash runs that have not ended (paused for approval, running, or about to)."""
+        r = self.api.post("/flow_runs/filter", json={
+            "flow_runs": {"state": {"type": {"any_": ["SCHEDULED", "PENDING", "RUNNING", "PAUSED"]}}},
+            "flows": {"name": {"any_": ["pod-crash"]}}})
+        r.raise_for_status()
+        return [x["id"] for x in r.json() if x["parameters"]["params"]["deployment"] == DEPLOYMENT]
 
     def send(self, body: bytes, headers: dict[str, str]) -> httpx.Response:
         return httpx.post(f"{self.receiver_url}/v1/slack/interactions", content=body, headers=headers, timeout=10)
@@ -135,23 +159,52 @@ def e2e(sandbox_only: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iter
                 if proc.poll() is None:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait(30)
+            for out in e2e.logs.values() if "e2e" in locals() else []:
+                out.close()
             os.killpg(receiver.pid, signal.SIGTERM)
             receiver.wait(30)
             log.close()
             cluster.delete(DEPLOYMENT)
 
 
+@pytest.fixture(autouse=True)
+def runs_ended(e2e: E2E) -> Iterator[None]:
+    """Every test starts with no run of the module's Deployment left. A test that fails leaves its run paused for
+    approval, and that run holds the Deployment's remediation lock (a Lease it renews while it lives): the next
+    test's run would wait for the lock and never post its approval. The run is cancelled through Prefect as the
+    receiver cancels a run whose alert resolved (the approval wait ends, nothing is done, the lock is released);
+    a run that does not end on it (busy acting) is killed and its lock runs out by itself (LEASE_SECONDS)."""
+    first = len(e2e.procs)
+    yield
+    left = [p for p in e2e.procs[first:] if p.poll() is None]
+    if not left:
+        return
+    for run_id in e2e.open_runs():
+        e2e.api.post(f"/flow_runs/{run_id}/set_state", json={
+            "state": {"type": "CANCELLING", "message": "the test that started this run is over"}, "force": True})
+    for proc in left:
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+
+
 def test_a_signed_press_by_an_allowlisted_user_resumes_the_run_and_the_audit_names_them(e2e: E2E) -> None:
     Cluster(e2e.box).inject_crash(e2e.box, DEPLOYMENT)
     proc = e2e.start_run(timeout_s=300)
-    msg = e2e.approval(set())
+    msg = e2e.approval(set(), proc)
     buttons = LocalSlack.buttons(msg)
     approve = next(a for a in buttons if a.startswith("approve:"))
     run_id = json.loads(buttons[approve])["r"]
     assert "reject" in buttons and msg.channel == CHANNEL
     header = msg.blocks[0]["text"]["text"]
     assert header == f"Approval needed: pod-crash on {NS}/deployment/{DEPLOYMENT}", header
-    assert "blast radius" in json.dumps(msg.blocks) and "Error exit" in json.dumps(msg.blocks)
+    # The diagnosis engine's ranked cause is in the evidence, its fix leads (the primary button) with the blast radius
+    # the guard counts (every replica for a roll-back); the containment options follow it.
+    text = json.dumps(msg.blocks)
+    assert f"crash-after-rollout on Deployment/{DEPLOYMENT}" in text and "the previous revision was healthy" in text, text
+    assert approve == "approve:rollout_undo" and "blast radius 2 pod(s)" in text, (list(buttons), text)
 
     for body, headers, why in (
         (*e2e.slack.press(msg, approve, "U0ALICE", "alice", secret="forged-secret"), "invalid X-Slack-Signature"),
@@ -193,7 +246,7 @@ def test_a_timeout_pages_and_the_page_resolves_with_the_run(e2e: E2E) -> None:
     Cluster(e2e.box).inject_crash(e2e.box, DEPLOYMENT)
     seen = set(e2e.slack.messages)
     proc = e2e.start_run(timeout_s=8)
-    msg = e2e.approval(seen)
+    msg = e2e.approval(seen, proc)
     run_id = json.loads(next(iter(LocalSlack.buttons(msg).values())))["r"]
     wait_for(lambda: e2e.pd.open, 120, "the page")
     (dedup, trigger), = e2e.pd.open.items()
@@ -217,7 +270,7 @@ def test_a_prefect_ui_answer_is_unverified_and_cannot_meet_the_two_person_rule(e
     Cluster(e2e.box).inject_crash(e2e.box, DEPLOYMENT)
     seen = set(e2e.slack.messages)
     proc = e2e.start_run(timeout_s=300)
-    msg = e2e.approval(seen)
+    msg = e2e.approval(seen, proc)
     action = next(a for a in LocalSlack.buttons(msg) if a.startswith("approve:")).removeprefix("approve:")
     run_id = json.loads(next(iter(LocalSlack.buttons(msg).values())))["r"]
     wait_for(lambda: e2e.run_state(run_id) == "PAUSED", 60, "the run paused")

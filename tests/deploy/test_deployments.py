@@ -27,7 +27,7 @@ def test_every_available_runbook_is_a_deployment_with_its_model_schema(client: S
     specs = deploy.available_specs()
     assert "pod-crash" in [s.name for s in specs]
     for spec in specs:
-        dep = client.read_deployment_by_name(f"{spec.name}/{spec.name}")
+        dep = client.read_deployment_by_name(f"{spec.flow_name}/{spec.name}")
         assert set(spec.tags) <= set(dep.tags)
         assert dep.enforce_parameter_schema
     dep = client.read_deployment_by_name("pod-crash/pod-crash")

@@ -56,8 +56,9 @@ def test_prefect_deploy_all_registers_every_deployment(prefect_sandbox: Sandbox,
     done = subprocess.run([prefect, "--no-prompt", "deploy", "--all", "--prefect-file", str(copy)],
                           env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    flows = {s.name: s.flow_name for s in deploy.SPECS}
     for entry in doc["deployments"]:
-        flow_name = entry["name"].removesuffix(SUFFIX)
+        flow_name = flows[entry["name"].removesuffix(SUFFIX)]
         dep = client.read_deployment_by_name(f"{flow_name}/{entry['name']}")
         assert dep.work_pool_name == deploy.LOCAL_WORK_POOL
         # `{{ $K8S_RUNBOOKS_CHECKOUT }}` is resolved when deploying: the worker cds into that checkout.

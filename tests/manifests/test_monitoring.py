@@ -27,6 +27,7 @@ from tests.manifests.conftest import K8S, REPO, one
 
 # The cluster's windows (the sandbox renders the same template with seconds-long ones).
 CLUSTER_RULE_PARAMS = {"latency_window": "5m", "latency_for": "5m", "crash_window": "10m", "crash_for": "2m",
+                       "waiting_for": "10m", "not_ready_for": "15m", "rollout_for": "15m", "endpoints_for": "5m",
                        "runbook_base_url": "https://github.com/YOUR-ORG/k8s-runbooks/blob/main/runbooks"}
 DASHBOARD = K8S / "base" / "monitoring" / "dashboards" / "k8s-runbooks.json"
 # Grafana's variables, replaced by what Grafana would substitute, so promtool parses the query.
@@ -64,7 +65,7 @@ def test_prometheus_rule_passes_promtool(base: list[dict[str, Any]], tools: dict
     path.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
     proc = subprocess.run([str(tools["promtool"]), "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "SUCCESS: 2 rules found" in proc.stdout
+    assert "SUCCESS: 6 rules found" in proc.stdout
 
 
 def test_every_alert_links_its_runbook(base: list[dict[str, Any]]) -> None:

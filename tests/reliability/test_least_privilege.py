@@ -23,7 +23,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
 
 from k8s_runbooks import rbac
@@ -36,6 +35,8 @@ from k8s_runbooks.sandbox.identities import grant_namespace
 from k8s_runbooks.sandbox.kubeconfig import account_kubeconfig_path
 from k8s_runbooks.settings import Settings
 from tests.conftest import REPO, Sandbox
+from tests.helpers.audit import requests_since as _diff
+from tests.helpers.audit import user_requests
 from tests.reliability._faults_helpers import NS, Cluster, Runbooks, RunResult, pod_crash_params, wait_for
 
 RBAC_FILE = REPO / "deployments" / "k8s" / "base" / "rbac.yaml"
@@ -47,26 +48,6 @@ class Record:
     requests: list[dict[str, Any]]
     runs: dict[str, RunResult]
     guard: list[ActionResult]
-
-
-ACCOUNT = "system:serviceaccount:k8s-runbooks:k8s-runbooks"
-
-
-def _audit(api_url: str) -> dict[tuple[str, ...], dict[str, Any]]:
-    """The requests the runbooks' ServiceAccount made (allowed or not): the kubelet, controllers and the test's
-    own set-up are other users."""
-    data = httpx.get(f"{api_url}/sandbox/audit", timeout=10).json()["requests"]
-    return {(r["verb"], r["resource"], r["subresource"], r["namespace"], r.get("group", "")): r for r in data
-            if r.get("user") == ACCOUNT}
-
-
-def _diff(before: dict[tuple[str, ...], dict[str, Any]], after: dict[tuple[str, ...], dict[str, Any]]) -> list[dict[str, Any]]:
-    out = []
-    for key, r in after.items():
-        count = r["count"] - (before[key]["count"] if key in before else 0)
-        if count > 0:
-            out.append({**r, "count": count})
-    return out
 
 
 def _every_action(settings: Settings, namespace: str, name: str, pods: list[str]) -> list[ActionResult]:
@@ -114,7 +95,7 @@ def record(sandbox_only: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> I
         assert box.state_dir is not None  # the runbooks' ServiceAccount: the sandbox enforces the shipped RBAC
         settings = Settings(kubeconfig=account_kubeconfig_path(box.state_dir), state_dir=tmp / "guard", cooldown_seconds=0)
 
-        before = _audit(box.api_url)  # ---- from here on, only runbook code calls the API
+        before = user_requests(box.api_url)  # ---- from here on, only runbook code calls the API
         procs = {
             "pod-crash dry-run": runbooks.start("pod-crash", **pod_crash_params("checkout", approval="dry-run")),
             "pod-crash auto": runbooks.start("pod-crash", **pod_crash_params("checkout", approval="auto", drill=True)),
@@ -129,7 +110,7 @@ def record(sandbox_only: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> I
         reset_clients()
         guard = _every_action(settings, scratch, app, pods)
         reset_clients()
-        requests = _diff(before, _audit(box.api_url))  # ---- end of the window
+        requests = _diff(before, user_requests(box.api_url))  # ---- end of the window
         yield Record(requests, runs, guard)
     finally:
         set_fault(box.kubeconfig, NS, "checkout", "clear")

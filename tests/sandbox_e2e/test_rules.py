@@ -91,3 +91,77 @@ def test_high_latency_fires_on_slow_p95_and_not_on_fast(promtool: Path, tmp_path
         ],
     }])
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --------------------------------------------------------------------------- the cluster fault families
+NEW = "web-7c9d8f6b5d-k2m4x"  # a pod of the new revision
+OLD = "web-5d9f7c8b6d-a1b2c"  # a pod of the previous one
+KSM = 'job="kube-state-metrics",namespace="fam"'
+INCIDENT = {"runbook_url": "runbooks/incident-response-plan.md", "runbook": "incident-response-plan"}
+
+
+def family_alert(promtool: Path, tmp_path: Path, series: list[dict], alertname: str, at: str,
+                 expected: list[dict]) -> None:
+    result = run_rule_test(promtool, tmp_path, [{"interval": "1s", "input_series": series,
+                                                  "alert_rule_test": [{"eval_time": at, "alertname": alertname,
+                                                                       "exp_alerts": expected}]}])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def ready(pod: str, ok: bool, n: int = 40) -> list[dict]:
+    return [{"series": f'kube_pod_status_ready{{{KSM},pod="{pod}",uid="u-{pod}",condition="true"}}', "values": f"{int(ok)}x{n}"},
+            {"series": f'kube_pod_status_ready{{{KSM},pod="{pod}",uid="u-{pod}",condition="false"}}', "values": f"{int(not ok)}x{n}"}]
+
+
+def restarts(pod: str, values: str) -> dict:
+    return {"series": f'kube_pod_container_status_restarts_total{{{KSM},pod="{pod}",uid="u-{pod}",container="web"}}', "values": values}
+
+
+def test_container_waiting_on_a_secret_or_an_image_is_one_alert_per_workload(promtool: Path, tmp_path: Path) -> None:
+    """ErrImagePull and ImagePullBackOff alternate on one pod, a second pod waits on its config: one alert, two pods."""
+    waiting = 'kube_pod_container_status_waiting_reason{' + KSM + ',pod="{pod}",uid="u",container="web",reason="{reason}"}'
+    series = [{"series": waiting.replace("{pod}", NEW).replace("{reason}", "ErrImagePull"), "values": "1 1 _ _ 1 1 _ _ 1 1 _ _ 1 1 _ _"},
+              {"series": waiting.replace("{pod}", NEW).replace("{reason}", "ImagePullBackOff"), "values": "_ _ 1 1 _ _ 1 1 _ _ 1 1 _ _ 1 1"},
+              {"series": waiting.replace("{pod}", OLD).replace("{reason}", "CreateContainerConfigError"), "values": "1x15"},
+              {"series": waiting.replace("{pod}", "api-5d9f7c8b6d-zzzzz").replace("{reason}", "ContainerCreating"), "values": "1x15"},
+              *ready(NEW, False, 15), *ready(OLD, False, 15)]
+    family_alert(promtool, tmp_path, series, "KubeContainerWaiting", "3s", [])  # for: 5s not elapsed
+    family_alert(promtool, tmp_path, series, "KubeContainerWaiting", "10s", [{
+        "exp_labels": {"severity": "warning", "namespace": "fam", "deployment": "web"},
+        "exp_annotations": {"summary": "2 pod(s) of fam/web cannot start their containers (configuration or image)", **INCIDENT}}])
+    # the same pods are not Ready, but they have their own alert: KubePodNotReady stays quiet
+    family_alert(promtool, tmp_path, series, "KubePodNotReady", "14s", [])
+
+
+def test_pod_not_ready_pending_or_failing_readiness_but_not_crash_looping(promtool: Path, tmp_path: Path) -> None:
+    crashing = "web-7c9d8f6b5d-crash"
+    series = [*ready(NEW, False), *ready(OLD, True), *ready(crashing, False), restarts(crashing, "0+1x40"),
+              {"series": f'kube_pod_status_phase{{{KSM},pod="{NEW}",uid="u-{NEW}",phase="Pending"}}', "values": "1x40"}]
+    family_alert(promtool, tmp_path, series, "KubePodNotReady", "8s", [])  # for: 10s
+    family_alert(promtool, tmp_path, series, "KubePodNotReady", "15s", [{
+        "exp_labels": {"severity": "warning", "namespace": "fam", "deployment": "web"},
+        "exp_annotations": {"summary": "1 pod(s) of fam/web not Ready (Pending or failing readiness)", **INCIDENT}}])
+    terminating = [*ready(NEW, False), {"series": f'kube_pod_deletion_timestamp{{{KSM},pod="{NEW}",uid="u-{NEW}"}}', "values": "1.7e9x40"}]
+    family_alert(promtool, tmp_path, terminating, "KubePodNotReady", "15s", [])  # a terminating pod is not an incident
+
+
+def test_rollout_stuck_when_the_replicaset_cannot_create_pods(promtool: Path, tmp_path: Path) -> None:
+    dep = f'{{{KSM},deployment="web"}}'
+    quota = [{"series": f"kube_deployment_spec_replicas{dep}", "values": "2x40"},
+             {"series": f"kube_deployment_status_replicas_updated{dep}", "values": "0x40"},
+             *ready(OLD, True), *ready("web-5d9f7c8b6d-d3e4f", True)]
+    family_alert(promtool, tmp_path, quota, "KubeDeploymentRolloutStuck", "15s", [{
+        "exp_labels": {"severity": "warning", "namespace": "fam", "deployment": "web"},
+        "exp_annotations": {"summary": "rollout of fam/web is not progressing (pods cannot be created)", **INCIDENT}}])
+    # a new pod exists but is not Ready: that is KubePodNotReady's, not a stuck rollout
+    family_alert(promtool, tmp_path, [*quota, *ready(NEW, False)], "KubeDeploymentRolloutStuck", "15s", [])
+
+
+def test_service_without_a_ready_endpoint(promtool: Path, tmp_path: Path) -> None:
+    series = [{"series": f'kube_endpoint_info{{{KSM},endpoint="web"}}', "values": "1x20"},
+              {"series": f'kube_endpoint_info{{{KSM},endpoint="api"}}', "values": "1x20"},
+              {"series": f'kube_endpoint_address{{{KSM},endpoint="api",ip="127.1.0.5",ready="true"}}', "values": "1x20"},
+              {"series": f'kube_endpoint_address{{{KSM},endpoint="web",ip="127.1.0.6",ready="false"}}', "values": "1x20"}]
+    family_alert(promtool, tmp_path, series, "KubeServiceWithoutEndpoints", "8s", [{
+        "exp_labels": {"severity": "critical", "namespace": "fam", "endpoint": "web", "service": "web"},
+        "exp_annotations": {"summary": "Service fam/web has no ready endpoint: requests to it fail", **INCIDENT}}])

@@ -86,11 +86,43 @@ def _event(live: InProcCluster, ns: str, reason: str, pattern: str) -> str | Non
     return next((e["message"] for e in live.events(ns, reason=reason) if re.search(pattern, e["message"])), None)
 
 
+def _secret_symptom(live: InProcCluster, ns: str) -> tuple[dict[str, Any], list[str]] | None:
+    """The recreated pod waiting on the Secret, and the pods of its revision still Ready beside it."""
+    waiting = _waiting(live, ns, "CreateContainerConfigError")
+    if waiting is None:
+        return None
+    pods = live.pods(ns, DEPLOY)
+    stuck = next(p for p in pods if any((cs["state"].get("waiting") or {}).get("reason") == "CreateContainerConfigError"
+                                        for cs in p["status"].get("containerStatuses") or []))
+    same = stuck["metadata"]["labels"]["pod-template-hash"]
+    ready = [p["metadata"]["name"] for p in pods if p["metadata"]["labels"]["pod-template-hash"] == same
+             and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions") or [])]
+    return (waiting, ready) if ready else None
+
+
 def test_missing_secret(live, shop) -> None:
+    """No Secret in the template: the fault gives it one (a healthy revision), then deletes it and a pod."""
     ns, cfg = shop
-    waiting = _inject_and_clear(live, ns, cfg, "missing-secret",
-                                lambda: _waiting(live, ns, "CreateContainerConfigError"))
+    waiting, ready = _inject_and_clear(live, ns, cfg, "missing-secret", lambda: _secret_symptom(live, ns))
     assert waiting["message"] == 'secret "checkout-db-credentials" not found'
+    assert len(ready) == 1, "the other pod of the same revision keeps running"
+    assert live.store.try_get("secrets", ns, "checkout-db-credentials") is None, "clear removes the Secret it added"
+
+
+def test_missing_secret_the_workload_already_reads(live, shop) -> None:
+    """The template reads a Secret of its own: that one is deleted (a copy kept in the cluster) and put back."""
+    ns, cfg = shop
+    live.kubectl("create", "secret", "generic", "api-token", "-n", ns, "--from-literal=token=s3cr3t-value")
+    live.kubectl("label", "secret", "api-token", "-n", ns, "team=shop")
+    live.kubectl("set", "env", f"deployment/{DEPLOY}", "-n", ns, "--from=secret/api-token")
+    demo_workload.wait_ready(live.kubeconfig, ns, [DEPLOY], timeout_s=60)
+    wait_for(lambda: _settled(live, ns), timeout=40, what="the Secret's revision rolled out")
+    original = live.store.get("secrets", ns, "api-token")
+    waiting, _ready = _inject_and_clear(live, ns, cfg, "missing-secret", lambda: _secret_symptom(live, ns))
+    assert waiting["message"] == 'secret "api-token" not found'
+    back = live.store.get("secrets", ns, "api-token")
+    assert back["data"] == original["data"] and back["metadata"]["labels"] == {"team": "shop"}
+    assert live.store.try_get("secrets", ns, "api-token-fault-backup") is None
 
 
 def test_image_not_found(live, shop) -> None:

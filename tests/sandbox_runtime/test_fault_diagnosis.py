@@ -31,8 +31,9 @@ DEPLOY = "checkout"
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "snapshots"
 # fault kind -> (expected cause, expected answer: an action kind, or "escalate" with a text the change contains)
 EXPECTED: dict[str, tuple[str, str, str]] = {
-    # The fault adds the Secret reference in a new revision: the revision before it ran without the Secret.
-    "missing-secret": ("secret-missing", ActionKind.rollout_undo.value, ""),
+    # The Secret a healthy revision reads is deleted and a pod recreated: pods of that revision still run Ready,
+    # so the template is not to blame and nothing a runbook does to pods brings the Secret back.
+    "missing-secret": ("secret-missing", "escalate", "kubectl create secret generic checkout-db-credentials"),
     "image-not-found": ("image-not-found", ActionKind.rollout_undo.value, ""),
     "node-selector": ("node-selector-unsatisfiable", ActionKind.rollout_undo.value, ""),
     "taint": ("taint-not-tolerated", "escalate", "kubectl taint nodes"),

@@ -6,7 +6,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from k8s_runbooks.sandbox import metrics
 
-from .conftest import NS, deployment, ready_pods, wait_for
+from .conftest import NS, deployment, pods_of, ready_pods, wait_for
 
 
 def _samples(text: str) -> dict[str, list]:
@@ -86,3 +86,44 @@ def test_crash_metrics_are_reported(store, runtime):
     assert any(s.labels["reason"] == "Error" for s in ksm["kube_pod_container_status_last_terminated_reason"])
     assert {s.value for s in ksm["kube_pod_container_status_last_terminated_exitcode"]} == {1}
     assert max(s.value for s in ksm["kube_pod_container_status_restarts_total"]) >= 1
+
+
+def test_cluster_series_the_family_alerts_need(store, runtime):
+    """Endpoints (ready or not), unschedulable pods and quotas, with kube-state-metrics' names and labels."""
+    store.create("deployments", deployment("web", 1), namespace=NS)
+    pinned = deployment("pinned", 1)
+    pinned["spec"]["template"]["spec"]["nodeSelector"] = {"disktype": "ssd"}
+    store.create("deployments", pinned, namespace=NS)
+    for name, app in (("web", "web"), ("nobody", "nothing-matches")):
+        store.create("services", {"metadata": {"name": name}, "spec": {"selector": {"app": app},
+                                                                     "ports": [{"port": 80, "targetPort": 8080}]}},
+                     namespace=NS)
+    web = wait_for(lambda: ready_pods(store, "web"), timeout=30, what="web ready")
+    # after the pods: a quota on requests.cpu refuses pods that request none
+    store.create("resourcequotas", {"metadata": {"name": "compute"}, "spec": {"hard": {"limits.memory": "1536Mi", "pods": "10"}}},
+                 namespace=NS)
+
+    def series():
+        # The endpoints controller and the metrics' informer follow the pod's readiness asynchronously (as on a
+        # cluster): wait until web's ready address is published, not only its Endpoints object.
+        ksm = _samples(runtime.render_kube_state_metrics())
+        endpoints = {s.labels["endpoint"] for s in ksm.get("kube_endpoint_info", [])}
+        web_ready = any(s.labels["endpoint"] == "web" and s.labels["ready"] == "true" for s in ksm.get("kube_endpoint_address", []))
+        return ksm if {"web", "nobody"} <= endpoints and web_ready and ksm.get("kube_pod_status_unschedulable") else None
+    ksm = wait_for(series, timeout=30, what="endpoint (web's address ready) and unschedulable series")
+    available = {s.labels["endpoint"]: s.value for s in ksm["kube_endpoint_address_available"]}
+    assert available["web"] == 1 and available["nobody"] == 0
+    addresses = [(s.labels["endpoint"], s.labels["ip"], s.labels["ready"]) for s in ksm["kube_endpoint_address"]]
+    assert addresses == [("web", web[0]["status"]["podIP"], "true")]
+    unschedulable = {s.labels["pod"] for s in ksm["kube_pod_status_unschedulable"]}
+    assert {p["metadata"]["name"] for p in pods_of(store, "pinned")} == unschedulable
+    scheduled = {(s.labels["pod"], s.labels["condition"]): s.value for s in ksm["kube_pod_status_scheduled"]}
+    assert scheduled[(web[0]["metadata"]["name"], "true")] == 1
+    assert all(scheduled[(p, "false")] == 1 for p in unschedulable)
+    hard = {(s.labels["resource"], s.labels["type"]): s.value for s in ksm["kube_resourcequota"] if s.labels["resourcequota"] == "compute"}
+    assert hard[("limits.memory", "hard")] == 1536 * 1024 ** 2 and hard[("pods", "hard")] == 10
+
+    store.delete("pods", NS, web[0]["metadata"]["name"])  # graceful: terminating for a moment
+    terminating = wait_for(lambda: _samples(runtime.render_kube_state_metrics()).get("kube_pod_deletion_timestamp"),
+                           timeout=10, interval=0.05, what="deletion timestamp series")
+    assert terminating[0].labels["pod"] == web[0]["metadata"]["name"] and terminating[0].value > 1.7e9

@@ -81,16 +81,34 @@ _CAUSE_FIELDS: dict[Cause, Callable[[PodSpec], object]] = {
 }
 
 
+# Causes that fail deterministically when a container starts: one Ready pod of a template proves the template
+# does not carry them.
+_FAILS_EVERY_START = frozenset({Cause.secret_missing, Cause.config_map_missing, Cause.image_not_found,
+                                Cause.registry_unresolvable, Cause.image_pull_unauthorized})
+
+
+def _template_proven(ctx: Context, h: Hypothesis, replicaset: str) -> bool:
+    """A cause that fails every start of a template (a missing Secret or ConfigMap, an image that cannot be pulled)
+    cannot be the template's fault while pods of that same template run Ready: what changed is outside the
+    template (the Secret was deleted, the registry lost the tag), so rolling back would not fix it."""
+    if h.cause not in _FAILS_EVERY_START:
+        return False
+    return any(p.owner is not None and p.owner.name == replicaset and p.status == "Running" and not ctx.pod_in_trouble(p)
+               for p in ctx.pods_by_wl.get(h.object.name, []))
+
+
 def _attribute_revisions(ctx: Context, hypotheses: list[Hypothesis]) -> list[Hypothesis]:
     """Mark causes that arrived with a Deployment's newest revision: its pods are the failing ones, an older
     revision exists, and the newest changed what the cause depends on (a taint on the nodes is not a template
-    change even if a restart made a new revision). Rolling back is then the fix (`plan`)."""
+    change even if a restart made a new revision), and no Ready pod of that revision proves it works. Rolling back
+    is then the fix (`plan`)."""
     out = []
     for h in hypotheses:
         sets = sorted((r for r in ctx.e.replicasets if r.owner == h.object.name and r.revision is not None),
                       key=lambda r: r.revision or 0)
         bad = [p for p in ctx.pods_by_wl.get(h.object.name, []) if ctx.pod_in_trouble(p)]
         if (h.object.kind == "Deployment" and len(sets) >= 2 and bad and all(p.owner and p.owner.name == sets[-1].name for p in bad)
+                and not _template_proven(ctx, h, sets[-1].name)
                 and (h.details.get("introduced_by_revision") or _changed(h.cause, sets[-1].template, sets[-2].template))):
             h = h.model_copy(update={"details": {**h.details, "introduced_by_revision": str(sets[-1].revision),
                                                  "previous_revision": str(sets[-2].revision)}})

@@ -15,6 +15,7 @@ from typing import Any
 from k8s_runbooks.errors import InvalidInput, NotFound
 from k8s_runbooks.kube.client import Kube, Op
 from k8s_runbooks.kube.workloads import _rollout_restart, _scale
+from k8s_runbooks.drills import fault_secrets as secrets
 from k8s_runbooks.drills.fault_kinds import CLUSTER_FAULTS  # the names only: a dependency-free module (as drills.model)
 
 STRATEGIC = "application/strategic-merge-patch+json"
@@ -23,7 +24,6 @@ UNDO_ANNOTATION = "k8s-runbooks.io/fault-undo"
 FAULT_LABEL = "k8s-runbooks.io/fault"
 TAINT = {"key": "dedicated", "value": "maintenance", "effect": "NoSchedule"}
 QUOTA_NAME = "compute-quota"
-SECRET_ENV = "DB_PASSWORD"
 
 def _dict(kube: Kube, obj: Any) -> dict[str, Any]:
     return kube.api_client.sanitize_for_serialization(obj)
@@ -87,11 +87,7 @@ def inject(kube: Kube, ns: str, name: str, kind: str) -> str:
     c = _main_container(dep)
     pod_spec = dep["spec"]["template"]["spec"]
     if kind == "missing-secret":
-        secret = f"{name}-db-credentials"
-        env = [{"name": SECRET_ENV, "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}}}]
-        _patch_deployment(kube, ns, name, _container_patch(c, env=env))
-        undo[kind] = {"container": c["name"]}
-        what = f"env {SECRET_ENV} from secret {secret} (which does not exist)"
+        undo[kind], what = secrets.delete_used_secret(kube, ns, name, dep, c)
     elif kind == "image-not-found":
         image = c.get("image") or ""
         repo, sep, tag = image.rpartition(":")
@@ -203,8 +199,7 @@ def clear(kube: Kube, ns: str, name: str) -> str:
     done = []
     for kind, data in sorted(undo.items()):
         if kind == "missing-secret":
-            env = [{"name": SECRET_ENV, "$patch": "delete"}]
-            _patch_deployment(kube, ns, name, _container_patch({"name": data["container"]}, env=env))
+            secrets.restore_secret(kube, ns, name, data)
         elif kind == "image-not-found":
             _patch_deployment(kube, ns, name, _container_patch({"name": data["container"]}, image=data["image"]))
         elif kind == "node-selector":

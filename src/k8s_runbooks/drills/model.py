@@ -16,13 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from k8s_runbooks.models import utcnow
 from k8s_runbooks.names import DNS_LABEL, DNS_SUBDOMAIN, kube_context_field
-from k8s_runbooks.drills.fault_kinds import FAULTS
+from k8s_runbooks.drills.fault_kinds import CLUSTER_FAULTS, FAULTS
 
 DRILLS_LABEL = "k8s-runbooks.io/drills"
 DRILLS_ALLOWED = "allowed"
 
-Scenario = Literal["pod-crash", "latency"]
-FaultKind = Literal["crash", "latency", "cpu", "oom", "errors", "pod-kill", "custom"]
+Scenario = Literal["pod-crash", "latency", "family"]
+# family drills: the cluster fault families (drills.cluster_faults), one per kind
+FaultKind = Literal["crash", "latency", "cpu", "oom", "errors", "pod-kill", "custom", "missing-secret", "image-not-found",
+                    "node-selector", "taint", "quota", "liveness-port", "readiness-port", "service-selector", "zero-replicas"]
 # env-var faults of the shop image (any image honouring the same variables works); a drill's crash comes sooner
 ENV_FAULTS: dict[str, tuple[str, str]] = {**FAULTS, "crash": (FAULTS["crash"][0], "1")}
 FAULT_MESSAGE_VAR = "FAULT_MESSAGE"
@@ -34,7 +36,8 @@ class _M(BaseModel):
 
 
 class FaultSpec(_M):
-    kind: FaultKind = Field("crash", description="crash/latency/cpu/oom/errors: env-var fault (a rollout); pod-kill: delete pods; custom: your task.")
+    kind: FaultKind = Field("crash", description="crash/latency/cpu/oom/errors: env-var fault (a rollout); pod-kill: delete pods; custom: your task; "
+                            "missing-secret ... zero-replicas: a cluster fault family (a person's mistake in the cluster's objects).")
     value: str | None = Field(None, max_length=32, description="Fault strength (seconds before crash, ms of latency, 0..1 CPU, MB/s leak, 0..1 errors).")
     message: str = Field("", max_length=300, description="FAULT_MESSAGE: the crash log line.")
     pods: int = Field(1, ge=1, le=50, description="pod-kill: how many pods to delete (never all unless allow_all_replicas).")
@@ -57,6 +60,8 @@ class FaultSpec(_M):
             return f"delete {self.pods} pod(s)"
         if self.kind == "custom":
             return f"custom fault {self.task}"
+        if self.kind in CLUSTER_FAULTS:
+            return f"{self.kind}: {CLUSTER_FAULTS[self.kind]}"
         return ", ".join(f"{k}={v}" for k, v in self.env().items())
 
 
@@ -89,6 +94,8 @@ class Targets(_M):
     detect_seconds: float = Field(60, gt=0, description="fault → alert firing.")
     respond_seconds: float = Field(60, gt=0, description="alert firing → runbook running.")
     approval_seconds: float = Field(300, gt=0, description="time the runbook waited for a human approval.")
+    diagnose_seconds: float = Field(60, gt=0, description="family drills: alert firing → ranked causes published (the right cause first).")
+    escalate_seconds: float = Field(300, gt=0, description="family drills a person fixes: fault → the runbook escalated with the exact change.")
     recover_seconds: float = Field(300, gt=0, description="fault → steady state again.")
 
 
@@ -135,7 +142,7 @@ class SteadyStateReport(_M):
 
 
 class Phase(_M):
-    name: Literal["detect", "respond", "approval", "recover"]
+    name: Literal["detect", "respond", "approval", "diagnose", "recover", "escalate"]
     seconds: float | None = None
     target_seconds: float | None = None
     met: bool | None = None  # None: not measured

@@ -12,11 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from k8s_runbooks.drills.model import DrillParams
+from k8s_runbooks.drills.fault_kinds import CLUSTER_FAULTS
+from k8s_runbooks.drills.model import DrillParams, FaultSpec
 from k8s_runbooks.errors import InvalidInput
 from k8s_runbooks.submit import PrefectRest
 
-SCENARIOS = {"pod-crash": "drill-pod-crash/drill-pod-crash", "latency": "drill-latency/drill-latency"}
+SCENARIOS = {"pod-crash": "drill-pod-crash/drill-pod-crash", "latency": "drill-latency/drill-latency",
+             # the fault-family drills: one deployment of flow drill-fault-family per family
+             **{kind: f"drill-fault-family/drill-{kind}" for kind in CLUSTER_FAULTS}}
 
 
 @dataclass
@@ -34,13 +37,19 @@ class ScheduleView:
                    str(sched.get("timezone") or "UTC"), bool(data.get("active")), dict(data.get("parameters") or {}))
 
 
-def target_parameters(namespace: str, deployment: str, dry_run: bool) -> dict[str, Any]:
-    """The schedule's parameters: the drill's target, validated like the run form."""
+def target_parameters(namespace: str, deployment: str, dry_run: bool, scenario: str = "pod-crash") -> dict[str, Any]:
+    """The schedule's parameters: the drill's target, validated like the run form.
+
+    A schedule's `params` replaces the deployment's whole (Prefect merges parameters one key deep), so a family
+    drill's schedule carries its fault kind too; without it the run would default to a crash."""
+    family = scenario in CLUSTER_FAULTS
     try:
-        params = DrillParams(namespace=namespace, deployment=deployment, dry_run=dry_run)
+        params = DrillParams(namespace=namespace, deployment=deployment, dry_run=dry_run,
+                             fault=FaultSpec(kind=scenario) if family else None)  # type: ignore[arg-type]
     except ValueError as exc:
         raise InvalidInput(f"invalid drill target: {exc}".splitlines()[0]) from None
-    return {"params": params.model_dump(mode="json", include={"namespace", "deployment", "dry_run"})}
+    target = params.model_dump(mode="json", include={"namespace", "deployment", "dry_run"})
+    return {"params": {**target, "fault": {"kind": scenario}} if family else target}
 
 
 def set_schedule(rest: PrefectRest, scenario: str, *, active: bool | None = None, cron: str | None = None,

@@ -309,6 +309,7 @@ class SandboxPorts:
     pushgateway: int
     prefect: int
     receiver: int
+    chatops: int = 0  # the local Slack + PagerDuty (0: none, e.g. the state of an older `up`)
     postgres: int = 15432  # only with K8S_RUNBOOKS_SANDBOX_PREFECT_DATABASE=postgres
 
 
@@ -434,6 +435,8 @@ def sandbox_rule_params() -> dict[str, str]:
     """Short windows for the sandbox (1 s scrapes); a real cluster renders the same file with longer ones."""
     return {
         "latency_window": "30s", "latency_for": "5s", "crash_window": "1m", "crash_for": "0s",
+        # A sandbox pod starts in a second or two: these outlast a normal rollout's not-Ready moments.
+        "waiting_for": "5s", "not_ready_for": "10s", "rollout_for": "10s", "endpoints_for": "5s",
         "runbook_base_url": "runbooks",
     }
 

@@ -5,10 +5,12 @@ kube-state-metrics (from the store), cAdvisor (measured from the pod processes) 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from collections.abc import Iterable
 from typing import Any
 
 from k8s_runbooks.sandbox.controllers import Informer, is_ready
+from k8s_runbooks.sandbox import quantity
 from k8s_runbooks.sandbox.kubelet import Kubelet, parse_cpu, parse_memory
 from k8s_runbooks.sandbox.store import Obj
 
@@ -80,6 +82,7 @@ def render_kube_state_metrics(store: Informer) -> str:
         for cond, val in (("true", ready), ("false", not ready), ("unknown", False)):
             w.add("kube_pod_status_ready", g, "Describes whether the pod is ready to serve requests.",
                   {**base, "condition": cond}, val)
+        _pod_scheduling(w, p, base)
         statuses = {c["name"]: c for c in st.get("containerStatuses") or []}
         for c in spec.get("containers") or []:
             cb = {"namespace": meta["namespace"], "pod": meta["name"], "uid": meta["uid"], "container": c["name"]}
@@ -152,6 +155,8 @@ def render_kube_state_metrics(store: Informer) -> str:
             for cv in ("true", "false", "unknown"):
                 w.add("kube_deployment_status_condition", g, "The current status conditions of a deployment.",
                       {**b, "condition": c["type"], "status": cv}, c.get("status", "").lower() == cv)
+    _endpoints(w, store)
+    _quotas(w, store)
     for r in store.list("replicasets"):
         meta, spec, st = r["metadata"], r.get("spec") or {}, r.get("status") or {}
         b = {"namespace": meta["namespace"], "replicaset": meta["name"]}
@@ -163,6 +168,76 @@ def render_kube_state_metrics(store: Informer) -> str:
         w.add("kube_replicaset_status_ready_replicas", g, "The number of ready replicas per ReplicaSet.", b,
               st.get("readyReplicas", 0))
     return w.render()
+
+
+def _timestamp(iso: str | None) -> float | None:
+    if not iso:
+        return None
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _pod_scheduling(w: _Writer, pod: Obj, base: dict[str, Any]) -> None:
+    """PodScheduled as kube-state-metrics exports it (`kube_pod_status_scheduled`, `kube_pod_status_unschedulable`
+    only while the scheduler says Unschedulable) and the deletion timestamp of a terminating pod."""
+    g = "gauge"
+    conds = {c.get("type"): c for c in (pod.get("status") or {}).get("conditions") or []}
+    sched = conds.get("PodScheduled")
+    w.declare("kube_pod_status_unschedulable", g, "Describes the unschedulable status for the pod.")
+    if sched is not None:
+        status = str(sched.get("status", "Unknown")).lower()
+        for cv in ("true", "false", "unknown"):
+            w.add("kube_pod_status_scheduled", g, "Describes the status of the scheduling process for the pod.",
+                  {**base, "condition": cv}, status == cv)
+        if status == "false" and sched.get("reason") == "Unschedulable":
+            w.add("kube_pod_status_unschedulable", g, "Describes the unschedulable status for the pod.", base, 1)
+    w.declare("kube_pod_deletion_timestamp", g, "Unix deletion timestamp")
+    deleted = _timestamp(pod["metadata"].get("deletionTimestamp"))
+    if deleted is not None:
+        w.add("kube_pod_deletion_timestamp", g, "Unix deletion timestamp", base, deleted)
+
+
+def _endpoints(w: _Writer, store: Informer) -> None:
+    """Endpoints as kube-state-metrics exports them: `kube_endpoint_info` for every object, one
+    `kube_endpoint_address` per address with `ready`, and the older address counts (ksm < 2.14)."""
+    g = "gauge"
+    for name, help_ in (("kube_endpoint_info", "Information about endpoint."),
+                        ("kube_endpoint_address", "Information about Endpoint addresses"),
+                        ("kube_endpoint_address_available", "Number of addresses available in endpoint."),
+                        ("kube_endpoint_address_not_ready", "Number of addresses not ready in endpoint")):
+        w.declare(name, g, help_)
+    for ep in store.list("endpoints"):
+        b = {"namespace": ep["metadata"]["namespace"], "endpoint": ep["metadata"]["name"]}
+        w.add("kube_endpoint_info", g, "Information about endpoint.", b, 1)
+        available = not_ready = 0
+        for subset in ep.get("subsets") or []:
+            ports = max(len(subset.get("ports") or []), 1)
+            for key, ready in (("addresses", "true"), ("notReadyAddresses", "false")):
+                for addr in subset.get(key) or []:
+                    w.add("kube_endpoint_address", g, "Information about Endpoint addresses",
+                          {**b, "ip": addr.get("ip", ""), "ready": ready}, 1)
+            available += len(subset.get("addresses") or []) * ports
+            not_ready += len(subset.get("notReadyAddresses") or []) * ports
+        w.add("kube_endpoint_address_available", g, "Number of addresses available in endpoint.", b, available)
+        w.add("kube_endpoint_address_not_ready", g, "Number of addresses not ready in endpoint", b, not_ready)
+
+
+def _quotas(w: _Writer, store: Informer) -> None:
+    """`kube_resourcequota{resource, type="hard"|"used"}` in base units (cores, bytes, counts)."""
+    help_ = "Information about resource quota."
+    w.declare("kube_resourcequota", "gauge", help_)
+    for q in store.list("resourcequotas"):
+        b = {"namespace": q["metadata"]["namespace"], "resourcequota": q["metadata"]["name"]}
+        st = q.get("status") or {}
+        for type_, values in (("hard", (q.get("spec") or {}).get("hard") or {}), ("used", st.get("used") or {})):
+            for resource, value in sorted(values.items()):
+                try:
+                    number = float(quantity.parse(value))
+                except quantity.QuantityError:
+                    continue
+                w.add("kube_resourcequota", "gauge", help_, {**b, "resource": resource, "type": type_}, number)
 
 
 # ------------------------------------------------------------------------------------------ cadvisor

@@ -20,6 +20,10 @@ class SandboxSettings(BaseSettings):
     pushgateway_port: int = Field(default=19091, description="Port of the sandbox Pushgateway.")
     prefect_port: int = Field(default=4200, description="Port of the sandbox Prefect server (API and UI).")
     receiver_port: int = Field(default=18080, description="Port of the alert receiver started by the sandbox.")
+    chatops_port: int = Field(
+        default=18090, ge=0, le=65535,
+        description="Port of the sandbox's local Slack Web API and PagerDuty Events API (component `chatops`; 0: not started).",
+    )
     pod_subnet: str = Field(
         default="127.1", pattern=r"^127\.\d{1,3}$",
         description="First two octets of the loopback range pod IPs are taken from (127.X.0.0/16).",

@@ -18,13 +18,14 @@ from typing import Any
 from k8s_runbooks.sandbox import launchers
 from k8s_runbooks.sandbox.binaries import SandboxError, ensure_binaries
 from k8s_runbooks.sandbox.launchers import Component, SandboxPorts
+from k8s_runbooks.sandbox.localchat import component as localchat
 from k8s_runbooks.sandbox.settings import SandboxSettings
 from k8s_runbooks.settings import Settings
 
 POD_SUBNET_ENV = "K8S_RUNBOOKS_SANDBOX_POD_SUBNET"  # not (yet) a Settings field
 STATE_FILE = "sandbox.json"
 POD_MARKER = "k8s_runbooks.sandbox.workloads"  # command line of pods running sandbox images
-ORDER = ["cluster", "alertmanager", "pushgateway", "prometheus", "postgres", "prefect", "runner", "receiver"]
+ORDER = ["cluster", "alertmanager", "pushgateway", "prometheus", "chatops", "postgres", "prefect", "runner", "receiver"]
 FIRST = ("postgres",)  # up and its database made before the rest (Prefect migrates it on start)
 AFTER_PREFECT = ("runner", "receiver")  # started once the Prefect API answers (they register/dispatch on start)
 TOKEN_FILE = "secrets/receiver-token"
@@ -46,6 +47,7 @@ class SandboxConfig:
             api=settings.api_port, prometheus=settings.prometheus_port,
             alertmanager=settings.alertmanager_port, pushgateway=settings.pushgateway_port,
             prefect=settings.prefect_port, receiver=settings.receiver_port, postgres=settings.postgres_port,
+            chatops=settings.chatops_port,
         )
         webhook = settings.alert_webhook_url or f"http://127.0.0.1:{ports.receiver}/v1/alerts/alertmanager"
         return cls(
@@ -144,6 +146,8 @@ def components(cfg: SandboxConfig, binaries: dict[str, Path] | None = None) -> l
                   _bare("pushgateway", ports.pushgateway, "/-/ready", "pushgateway"),
                   _bare("prometheus", ports.prometheus, "/-/ready", "prometheus")]
     if cfg.with_prefect:
+        if ports.chatops:  # the local Slack + PagerDuty the runner and the receiver use (approvals, pages)
+            comps.append(localchat.chatops_component(state, ports.chatops) if render else localchat.bare_component(state, ports.chatops))
         database_url = None
         if cfg.prefect_database == "postgres":
             from k8s_runbooks.sandbox import postgres
@@ -158,6 +162,10 @@ def components(cfg: SandboxConfig, binaries: dict[str, Path] | None = None) -> l
         comps.append(launchers.runner_component(state, ports))
         if with_receiver:
             comps.append(launchers.receiver_component(state, ports, token))
+        chat = localchat.chat_env(state, ports.chatops) if render else {}
+        for comp in comps:
+            if comp.name in ("runner", "receiver"):
+                comp.env.update(chat)
     return comps
 
 
@@ -307,6 +315,8 @@ def env_lines(cfg: SandboxConfig) -> list[str]:
         token = receiver_token(cfg)
         if token:
             values["K8S_RUNBOOKS_RECEIVER_TOKEN"] = token
+    if cfg.with_prefect:
+        values.update(localchat.chat_env(cfg.state_dir, cfg.ports.chatops))
     return [f"export {k}={v}" for k, v in values.items()]
 
 
