@@ -130,6 +130,22 @@ def check_diagnosis(data: dict[str, Any]) -> None:
     assert set(data["targets"]) >= {"a1 >= 0.85", "median <= 50 ms", "deterministic", "no network"}
 
 
+def check_diagnosis_robustness(data: dict[str, Any]) -> None:
+    assert "skipped" not in data, data.get("skipped")
+    assert data["cases"] == 49 and not data["none"]["unreadable"]
+    kinds = [r["kind"] for r in data["perturbations"]]
+    assert kinds == ["rename", "rename-opaque", "reorder", "drop", "truncate", "symptom", "shift"], kinds
+    for r in data["perturbations"]:
+        # A perturbed case may be diagnosed worse, never crash the CLI, go unread or reach the network.
+        assert r["cases"] == 49 and not r["unreadable"] and not r["traceback"] and not r["error_lines"], r
+        assert r["network_attempts"] == 0 and r["guardrail_violations"] == 0, r
+        assert all(number(r[k]) for k in ("a1", "a3", "object")), r
+        if r["kind"].startswith("rename"):
+            assert r["leftover_old_names"] == 0, r  # the renaming reached every mention of every name
+        if r["kind"] == "drop":
+            assert sum(v["cases"] for v in r["dropped"].values()) == 49, r["dropped"]
+
+
 def check_families(data: dict[str, Any]) -> None:
     """One round of the missing-secret family drill through the alert path: detected, diagnosed right, escalated."""
     row = data["table"]["missing-secret"]
@@ -174,14 +190,19 @@ SMOKE: dict[str, tuple[list[str], Callable[[dict[str, Any]], None]]] = {
     "memory": (["--notifications", "300", "--fingerprints", "2", "--rest", "1", "--storms", "2"], check_memory),
     "families": (["--rounds", "1", "--families", "missing-secret"], check_families),
     "live_diagnosis": (["--cli-runs", "1", "--inproc-runs", "2", "--alerts", "2"], check_live_diagnosis),
+    "diagnosis_robustness": (["--quick"], check_diagnosis_robustness),
 }
 
 
 def registered_benches() -> list[str]:
-    """BENCHES of bench/run.py, read from its source (importing it would need bench/ on sys.path)."""
-    match = re.search(r"^BENCHES = (\[.*?\])", (BENCH / "run.py").read_text(), re.M | re.S)
-    assert match, "bench/run.py has no BENCHES list"
-    return list(json.loads(match.group(1)))
+    """BENCHES and OPTIONAL of bench/run.py, read from its source (importing it would need bench/ on sys.path)."""
+    source = (BENCH / "run.py").read_text()
+    names = []
+    for var in ("BENCHES", "OPTIONAL"):
+        match = re.search(rf"^{var} = (\[.*?\])", source, re.M | re.S)
+        assert match, f"bench/run.py has no {var} list"
+        names += json.loads(match.group(1))
+    return names
 
 
 def test_every_bench_has_a_smoke_run() -> None:

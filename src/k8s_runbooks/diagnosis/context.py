@@ -6,6 +6,7 @@ from __future__ import annotations
 import bisect
 import re
 from collections import defaultdict
+from dataclasses import dataclass
 from functools import cached_property
 
 from k8s_runbooks.diagnosis.evidence import Event, Evidence, LogExcerpt, ObjectRef, Pod, PodSpec, Service, Workload
@@ -14,6 +15,30 @@ from k8s_runbooks.diagnosis.hypothesis import Cause, Fact, Hypothesis
 RECENT_SECONDS = 900.0  # events older than this about objects that no longer exist belong to an earlier incident
 RESTART_WINDOW_SECONDS = 900.0  # a restart older than this belongs to an earlier incident
 _LOG_SUFFIX = re.compile(r"\.(previous|istio-proxy|app)$")
+
+
+_SETTING = re.compile(r"^(?P<stem>.*?)_?(?P<part>HOST|HOSTNAME|SERVER|ADDR|ADDRESS|PORT)$", re.I)
+_HOST = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
+# 'mysql://h:3306/db', 'jdbc:mysql://h:3306/db', 'redis://:pw@h:6379/0', 'h:3306', 'h:3306/db'
+_URL = re.compile(r"^(?:(?:jdbc:)?(?P<scheme>[a-z][a-z0-9+.-]*)://(?:[^@/]*@)?)?(?P<host>[a-z0-9][a-z0-9.-]*)(?::(?P<port>\d{1,5}))?(?:[/?].*)?$", re.I)
+
+
+@dataclass(frozen=True)
+class Address:
+    """A host (and port) a workload's configuration points at, and where that was read."""
+
+    variable: str
+    host: str
+    port: int | None
+    where: str
+    value: str
+    scheme: str = ""
+    port_variable: str | None = None
+    port_where: str | None = None
+
+    @property
+    def short_host(self) -> str:
+        return self.host.split(".", 1)[0]
 
 
 def base_workload(name: str) -> str:
@@ -103,6 +128,55 @@ class Context:
             if re.match(r"^[a-z][a-z0-9-]*$", host):
                 hosts.add(host)
         return hosts
+
+    def settings_of(self, workload: str) -> list[tuple[str, str, str]]:
+        """(variable, value, where) for every literal env value of `workload` and every connection setting of the
+        Secrets / ConfigMaps its env comes from (`envFrom`, or `valueFrom` a key of one)."""
+        spec = self.spec_of(workload)
+        if spec is None:
+            return []
+        out: list[tuple[str, str, str]] = []
+        whole: set[tuple[str, str]] = set()
+        keyed: dict[tuple[str, str, str], str] = {}
+        for c in spec.containers + spec.init_containers:
+            out += [(v.name, v.value, f"deployment/{workload} env {v.name}") for v in c.env if v.value]
+            whole |= {(f.kind, f.name) for f in c.env_from}
+            for v in c.env:
+                ref = v.secret_ref or v.config_map_ref
+                if ref is not None and ref.key:
+                    keyed[("Secret" if v.secret_ref else "ConfigMap", ref.name, ref.key)] = v.name
+        for kind, items in (("Secret", self.e.secrets), ("ConfigMap", self.e.config_maps)):
+            for item in items or []:
+                for key, value in item.coordinates.items():
+                    name = key if (kind, item.name) in whole else keyed.get((kind, item.name, key))
+                    if name:
+                        out.append((name, value, f"{kind.lower()}/{item.name} {key}"))
+        return out
+
+    def addresses_of(self, workload: str) -> list[Address]:
+        """Where `workload` is configured to connect: `host:port` and URL values, and `<X>_HOST` paired with
+        `<X>_PORT` (the way database clients are usually configured)."""
+        out: list[Address] = []
+        hosts: dict[str, tuple[str, str, str]] = {}
+        ports: dict[str, tuple[str, str, str]] = {}
+        for name, value, where in self.settings_of(workload):
+            m = _SETTING.match(name)
+            stem, part = (m.group("stem"), m.group("part").upper()) if m else (name, "")
+            value = value.strip()
+            if part == "PORT" and value.isdigit():
+                ports[stem] = (name, value, where)
+                continue
+            url = _URL.match(value)
+            if url and (url.group("scheme") or url.group("port")):
+                out.append(Address(variable=name, host=url.group("host"), port=int(url.group("port")) if url.group("port") else None,
+                                   scheme=(url.group("scheme") or "").lower(), where=where, value=value))
+            elif part in ("HOST", "HOSTNAME", "SERVER", "ADDR", "ADDRESS") and _HOST.match(value):
+                hosts[stem] = (name, value, where)
+        for stem, (name, value, where) in hosts.items():
+            port = ports.get(stem)
+            out.append(Address(variable=name, host=value, port=int(port[1]) if port else None, where=where, value=value,
+                               port_variable=port[0] if port else None, port_where=port[2] if port else None))
+        return out
 
     def workload_behind(self, host: str) -> str | None:
         """The workload a Service name leads to."""

@@ -7,15 +7,30 @@ from __future__ import annotations
 import re
 
 from k8s_runbooks.diagnosis.context import Context
+from k8s_runbooks.diagnosis.evidence import Service
 from k8s_runbooks.diagnosis.hypothesis import Cause, Fact, Hypothesis
 
-_AUTH = re.compile(r"Access denied for user|password authentication failed|authentication failed for user|ER_ACCESS_DENIED", re.I)
-_READ_ONLY = re.compile(r"--read-only option|read-only transaction|database is read.only|is in read.only mode|super-read-only", re.I)
-_TOO_MANY = re.compile(r"Too many connections|too many clients already|remaining connection slots are reserved|ER_CON_COUNT_ERROR", re.I)
-_LINK = re.compile(r"Communications link failure|Connection refused|ECONNREFUSED|could not connect to server", re.I)
+# The database server's (or its driver's) standard wording, whatever the client's language: MySQL/MariaDB (server
+# text, Node's ER_* codes, Go's "Error 1045"), PostgreSQL, MongoDB, Redis, SQL Server, Oracle.
+_AUTH = re.compile(r"Access denied for user|password authentication failed|authentication failed for user|ER_ACCESS_DENIED|"
+                   r"Error 1045|MongoSecurityException|Exception authenticating MongoCredential|sasl conversation error|WRONGPASS|"
+                   r"NOAUTH Authentication required|Login failed for user|ORA-01017", re.I)
+_READ_ONLY = re.compile(r"--read-only option|read-only transaction|database is read.only|is in read.only mode|super-read-only|"
+                        r"ER_OPTION_PREVENTS_STATEMENT|Error 1290|READONLY You can't write|NotWritablePrimary|"
+                        r"attempt to write a readonly database", re.I)
+_TOO_MANY = re.compile(r"Too many connections|too many clients already|remaining connection slots are reserved|ER_CON_COUNT_ERROR|"
+                       r"Error 1040|max number of clients reached|too many open connections", re.I)
+_LINK = re.compile(r"Communications link failure|Connection refused|ECONNREFUSED|could not connect to server|"
+                   r"connection to server at .* failed", re.I)
+# Java, Go, glibc (C, Python), Node.js, Python's socket, .NET
 _UNKNOWN_HOST = re.compile(r"UnknownHostException: (?P<host>[\w.-]+)|Temporary failure in name resolution|"
-                           r"lookup (?P<host2>[\w.-]+)(?: on [\d.:]+)?: (?:read udp \S+: )?(?:no such host|server misbehaving|i/o timeout)", re.I)
+                           r"lookup (?P<host2>[\w.-]+)(?: on [\d.:]+)?: (?:read udp \S+: )?(?:no such host|server misbehaving|i/o timeout)|"
+                           r"getaddrinfo (?:ENOTFOUND|EAI_AGAIN) (?P<host3>[\w.-]+)|Name or service not known|"
+                           r"No such host is known", re.I)
 _IN_USE = re.compile(r"already in use|EADDRINUSE|Address in use|bind: address already|PortInUseException", re.I)
+_DB_WORDS = re.compile(r"jdbc|mysql|mariadb|postgres|sql|Hikari|database|redis|mongo", re.I)
+_DB_SCHEMES = {"mysql", "mariadb", "postgres", "postgresql", "mongodb", "mongodb+srv", "redis", "rediss", "sqlserver", "oracle"}
+_DB_SETTING = re.compile(r"(?:^|_)(?:DB|DATABASE|MYSQL|MARIADB|POSTGRES|POSTGRESQL|PG|MONGO|MONGODB|REDIS|JDBC|DATASOURCE)(?:_|$)", re.I)
 _DB_IMAGE = re.compile(r"mysql|mariadb|postgres|percona|mongo|redis|cockroach|tidb", re.I)
 
 
@@ -42,6 +57,19 @@ def _database_workloads(ctx: Context, hints: str = "") -> list[str]:
     return named + [d for d in dbs if d not in named]
 
 
+def _database_settings_targets(ctx: Context, callers: list[str]) -> list[str]:
+    """Workloads behind the hosts the callers' database settings name (`ORDER_MYSQL_HOST`, `DB_HOST`, a `jdbc:mysql://`
+    URL): the database, whatever it is called and whether or not its image is known."""
+    out: list[str] = []
+    for wl in callers:
+        for addr in ctx.addresses_of(wl):
+            if addr.scheme in _DB_SCHEMES or _DB_SETTING.search(addr.variable):
+                target = ctx.workload_behind(addr.short_host)
+                if target and target not in callers and target not in out:
+                    out.append(target)
+    return out
+
+
 def _configured_database(ctx: Context, callers: list[str], databases: list[str]) -> str | None:
     """The database the failing callers are configured to use (their hosts, through Services), else the first known."""
     votes: dict[str, int] = {}
@@ -64,10 +92,11 @@ def database(ctx: Context) -> list[Hypothesis]:
     for wl, ref, line in _log_hits(ctx, _LINK, [w for w in troubled if w in ctx.logs_by_wl]):
         if ctx.find_log(wl, _UNKNOWN_HOST) or ctx.find_log(wl, _AUTH):
             continue
-        if not re.search(r"jdbc|mysql|postgres|sql|Hikari|database|redis", " ".join(x for _, x in ctx.log_lines(wl)), re.I):
+        if not _DB_WORDS.search(" ".join(x for _, x in ctx.log_lines(wl))):
             continue
         out.append(ctx.hyp(Cause.db_wrong_port, ctx.app(wl), 0.85, f"{wl}'s database connection is refused: it dials a port nothing listens on",
                            [ctx.log_fact(ref, line)]))
+    out += _database_ports(ctx, troubled)
     hints = " ".join(line for _, _, line in _log_hits(ctx, _READ_ONLY) + _log_hits(ctx, _TOO_MANY))
     for cause, pattern, what in ((Cause.db_read_only, _READ_ONLY, "the database refuses writes: it runs read-only"),
                                  (Cause.db_connections_exhausted, _TOO_MANY, "the database has no connections left")):
@@ -77,12 +106,40 @@ def database(ctx: Context) -> list[Hypothesis]:
             continue
         owners = [e.object.name for e in probe_evs]
         db = next((w for w in ctx.workloads if any(o.startswith(w + "-") for o in owners)), None)
-        db = db or _configured_database(ctx, [wl for wl, _, _ in hits], _database_workloads(ctx, hints))
+        callers = sorted({wl for wl, _, _ in hits})
+        known = _database_workloads(ctx, hints)
+        db = db or _configured_database(ctx, callers, known + [t for t in _database_settings_targets(ctx, callers) if t not in known])
         facts = [ctx.event_fact(e) for e in probe_evs[:1]] + [ctx.log_fact(ref, line) for _, ref, line in hits[:2]]
         target = ctx.app(db) if db else ctx.app(hits[0][0])
-        callers = sorted({wl for wl, _, _ in hits})
         out.append(ctx.hyp(cause, target, 0.93 if db else 0.6, f"{what} ({len(callers)} caller(s) fail: {', '.join(callers[:4])})",
                            facts, callers=",".join(callers)))
+    return out
+
+
+def _served_ports(svc: Service) -> set[int]:
+    return {p.port for p in svc.ports} | {int(p.target_port) for p in svc.ports if str(p.target_port or "").isdigit()}
+
+
+def _database_ports(ctx: Context, troubled: list[str]) -> list[Hypothesis]:
+    """A failing workload's database settings (`<X>_HOST` with `<X>_PORT`, or a database URL) name a Service that
+    does not serve that port: its connections are refused whatever the client's language."""
+    out: list[Hypothesis] = []
+    for wl in troubled:
+        for addr in ctx.addresses_of(wl):
+            if addr.port is None or not (addr.port_variable or addr.scheme in _DB_SCHEMES):
+                continue  # a plain `host:port` address variable is env_addresses' to judge
+            svc = ctx.services.get(addr.short_host)
+            if svc is None or not svc.ports or addr.port in _served_ports(svc):
+                continue
+            facts = [ctx.field_fact(addr.port_where or addr.where, f"{addr.port_variable or addr.variable}: {addr.port}"),
+                     ctx.field_fact(f"service/{svc.name} ports", ", ".join(str(p.port) for p in svc.ports))]
+            hit = ctx.find_log(wl, _LINK)
+            if hit:
+                facts.append(ctx.log_fact(*hit))
+            right = svc.ports[0].port
+            out.append(ctx.hyp(Cause.db_wrong_port, ctx.app(wl), 0.95 if hit else 0.85,
+                               f"{wl}'s database settings dial port {addr.port} of {svc.name}, which serves {right}", facts,
+                               variable=addr.port_variable or addr.variable, host=svc.name, port=str(addr.port), right_port=str(right)))
     return out
 
 
@@ -110,7 +167,7 @@ def name_resolution(ctx: Context) -> list[Hypothesis]:
         if not hit:
             continue
         m = _UNKNOWN_HOST.search(hit[1])
-        host = (m.group("host") or m.group("host2") or "") if m else ""
+        host = (m.group("host") or m.group("host2") or m.group("host3") or "") if m else ""
         short = host.split(".", 1)[0]
         spec = ctx.spec_of(wl)
         facts = [ctx.log_fact(*hit)]
@@ -119,7 +176,7 @@ def name_resolution(ctx: Context) -> list[Hypothesis]:
             facts.append(ctx.field_fact(f"deployment/{wl} spec.template.spec", f"dnsPolicy {spec.dns_policy}, nameservers {spec.dns_nameservers}"))
             out.append(ctx.hyp(Cause.dns_resolution_failed, ctx.app(wl), 0.93,
                                f"{wl} cannot resolve {host or 'names'}: its pods use a custom DNS configuration", facts, host=host))
-        elif short and short not in services and not host.endswith(".svc") and "istiod" not in host:
+        elif short and short not in services and not host.endswith(".svc") and not _other_namespace(ctx, host):
             env = next((v for c in (spec.containers if spec else []) for v in c.env if v.value and short in v.value), None)
             if env is not None:
                 facts.append(ctx.field_fact(f"deployment/{wl} env {env.name}", env.value or ""))
@@ -131,6 +188,12 @@ def name_resolution(ctx: Context) -> list[Hypothesis]:
     return out
 
 
+def _other_namespace(ctx: Context, host: str) -> bool:
+    """'istiod.istio-system': a Service of another namespace, which the evidence (this namespace's) cannot judge."""
+    parts = host.split(".")
+    return len(parts) >= 2 and parts[1] != ctx.ns and parts[1] not in ("svc", "cluster", "local")
+
+
 def env_addresses(ctx: Context) -> list[Hypothesis]:
     """An *_ADDR / *_HOST / *_URL env value naming a host that is no Service, with the caller's log failing on it."""
     out: list[Hypothesis] = []
@@ -140,7 +203,7 @@ def env_addresses(ctx: Context) -> list[Hypothesis]:
     for wl in ctx.e.workloads:
         for c in wl.template.containers if wl.template else []:
             for var in c.env:
-                if not var.value or not re.search(r"(ADDR|HOST|URL|ENDPOINT|SERVICE)$", var.name):
+                if not var.value or not re.search(r"(ADDR|ADDRESS|HOST|HOSTNAME|URL|URI|ENDPOINT|SERVICE|SERVER)$", var.name):
                     continue
                 hostport = re.sub(r"^\w+://", "", var.value).split("/", 1)[0]
                 host, _, port = hostport.partition(":")
@@ -178,11 +241,32 @@ def _wrong_port(ctx: Context, wl: str, name: str, value: str, host: str, port: s
                     variable=name, value=value, suggestion=f"{host}:{right}")]
 
 
-def _stem(name: str) -> str:
-    s = name.lower()
-    s = re.sub(r"^(ts|svc|app)-", "", s)
-    s = re.sub(r"-(service|svc|server|backend|api)$", "", s)
-    return re.sub(r"[^a-z0-9]", "", s)
+_AFFIXES = {"service", "svc", "server", "backend", "api", "app"}
+
+
+def _system_affixes(names: list[str]) -> set[str]:
+    """Name words most of the namespace's services share at their start or end (a system prefix like `shop-`, a
+    suffix like `-service`): they say nothing about which service a route means."""
+    tokens = [n.lower().split("-") for n in names if "-" in n]
+    counts: dict[str, int] = {}
+    for t in tokens:
+        for word in {t[0], t[-1]}:
+            counts[word] = counts.get(word, 0) + 1
+    return {w for w, c in counts.items() if c >= 3 and c * 2 >= len(names)} | _AFFIXES
+
+
+def _stem(name: str, affixes: set[str]) -> str:
+    """What a name says about the service: 'shop-order-service', 'order-svc', 'orderservice', 'order' -> 'order'."""
+    tokens = [t for t in name.lower().split("-") if t]
+    while len(tokens) > 1 and tokens[0] in affixes:
+        tokens = tokens[1:]
+    while len(tokens) > 1 and tokens[-1] in affixes:
+        tokens = tokens[:-1]
+    s = re.sub(r"[^a-z0-9]", "", "".join(tokens))
+    for word in ("service", "svc"):  # 'cartservice'
+        if s.endswith(word) and len(s) > len(word) + 2:
+            return s[:-len(word)]
+    return s
 
 
 def gateway(ctx: Context) -> list[Hypothesis]:
@@ -194,13 +278,14 @@ def gateway(ctx: Context) -> list[Hypothesis]:
         if a.category == "REQUEST_ERRORS" and "404" in a.detail:
             by_entry.setdefault(a.entity, []).append(Fact(source="alert", ref=f"requests to {a.entity}", text=a.detail))
     services = set(ctx.services) | set(ctx.workloads)
-    stems = {_stem(s): s for s in sorted(services)}
+    affixes = _system_affixes(sorted(services))
+    stems = {_stem(s, affixes): s for s in sorted(services)}
     for route in ctx.e.routes:
-        want = stems.get(_stem(route.id)) if route.id else None
+        want = stems.get(_stem(route.id, affixes)) if route.id else None
         if want is None:
             continue
-        got = _stem(route.target)
-        if got == _stem(want) or (got and (got in _stem(route.id) or _stem(route.id) in got) and route.target in services):
+        got, rid = _stem(route.target, affixes), _stem(route.id, affixes)
+        if got == _stem(want, affixes) or (got and (got in rid or rid in got) and route.target in services):
             continue
         exists = route.target in services
         facts = [ctx.field_fact(f"{route.source} route {route.id}", f"{', '.join(route.paths)} -> {route.target}"
