@@ -126,7 +126,8 @@ def contain(run: Run[PodCrashParams], found: Identified) -> Choice | None:
     if top is None and not any(x.workload == p.deployment and x.status not in ("Running", "Completed") for x in found.evidence.pods):
         run.record.outcome, run.record.outcome_detail = "resolved", "no pod in trouble and no failure signature: nothing to contain"
         return None
-    if top is not None and top.object.name != p.deployment and _target_healthy(found, p.deployment):
+    if top is not None and top.object.name != p.deployment and top.details.get("workload") != p.deployment \
+            and _target_healthy(found, p.deployment):
         # Another workload's fault in the namespace is not this incident: its own alert brings its own run.
         run.note(f"Not this incident: {top.cause.value} on {top.object.kind}/{top.object.name}",
                  f"{p.namespace}/{p.deployment} has every replica ready and no pod in trouble", "note")
@@ -138,9 +139,12 @@ def contain(run: Run[PodCrashParams], found: Identified) -> Choice | None:
 
 
 def _target_healthy(found: Identified, deployment: str) -> bool:
-    """The runbook's Deployment wants pods, has them all ready, and none restarted recently or is unready."""
+    """The runbook's Deployment wants pods, has them all ready on its current revision (a rollout held back, e.g.
+    by a quota, is not healthy), and none restarted recently or is unready."""
     wl = next((w for w in found.evidence.workloads if w.name == deployment), None)
     if wl is None or not wl.replicas or (wl.ready_replicas or 0) < wl.replicas:
+        return False
+    if wl.updated_replicas is not None and wl.updated_replicas < wl.replicas:
         return False
     return not any(_in_trouble(x) for x in found.evidence.pods if x.workload == deployment)
 
