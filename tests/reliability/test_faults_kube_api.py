@@ -16,6 +16,11 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+from k8s_runbooks.guard_state import BUDGET_LEASE, cooldown_lease_name
+from k8s_runbooks.remediation_lock import lock_lease_name
 
 from tests.conftest import Sandbox
 from tests.reliability._faults_helpers import (NS, Api, Cluster, Runbooks, RunResult, audit_diff, guard_writes,
@@ -49,6 +54,7 @@ class FaultedRun:
     injected: Counter[str]
     watch_cut: bool
     fault_env_after: dict[str, str]
+    leases: set[str]  # the Leases of the namespace after the run
 
 
 def _watch_is_cut(api_url: str) -> bool:
@@ -83,8 +89,10 @@ def faulted(sandbox_only: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> 
             result = runbooks.run("pod-crash", **pod_crash_params(TARGET, approval="auto", drill=True))
         finally:
             api.clear_faults()
+        leases = {x.metadata.name for x in k8s.CoordinationV1Api(k8s_config.new_client_from_config(str(box.kubeconfig)))
+                  .list_namespaced_lease(NS).items}
         yield FaultedRun(result, runbooks, audit_diff(before, api.audit()), api.injected(), watch_cut,
-                         cluster.fault_env(TARGET))
+                         cluster.fault_env(TARGET), leases)
     finally:
         api.clear_faults()
         cluster.delete(TARGET)
@@ -97,11 +105,12 @@ def test_run_completes_and_rolls_back_exactly_once(faulted: FaultedRun) -> None:
     assert [(a["action"]["kind"], a["action"]["target"]["name"]) for a in executed] == [("rollout_undo", TARGET)]
     # The sandbox served exactly one write, although its answer was lost: no second (re-crashing) rollback.
     assert writes(faulted.requests) == {("patch", "deployments", "", NS): 1}
-    # The guard took its cooldown and the run's pod budget in the cluster (two Leases), once each; the run held the
-    # workload's remediation slot (a third Lease: created on take, renewed while the run lasts, released by an update).
+    # The guard's bookkeeping is Leases only (cooldown and remediation slot of the workload, the namespace's pod
+    # budgets), written create/update, never deleted; their counts vary (the budgets Lease may exist from an earlier
+    # run in the namespace, a create whose answer the faults lost is read back and updated, the slot is renewed).
     leases_written = guard_writes(faulted.requests)
-    assert leases_written.pop(("create", "leases", "", NS)) == 3 and set(leases_written) == {("update", "leases", "", NS)}, \
-        guard_writes(faulted.requests)
+    assert leases_written and set(leases_written) <= {("create", "leases", "", NS), ("update", "leases", "", NS)}, leases_written
+    assert {cooldown_lease_name("Deployment", TARGET), lock_lease_name("Deployment", TARGET), BUDGET_LEASE} <= faulted.leases
     assert faulted.fault_env_after == {}, "the deployment must end on the revision without the crash fault"
 
 

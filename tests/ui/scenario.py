@@ -119,7 +119,8 @@ def run_scenario(b: Browser, ui_url: str, api_url: str, namespace: str, deployme
     try:
         # 1. the deployments page lists every runbook deployment
         result.begin("deployments list")
-        page.goto(f"{ui_url}/v2/deployments")
+        # One page holds them all: the UI pages by 10 and there are more runbook deployments than that.
+        page.goto(f"{ui_url}/v2/deployments?page=1&sort=NAME_ASC&limit=50")
         for name in runbooks:
             page.get_by_role("link", name=name, exact=True).first.wait_for()
 
